@@ -1,0 +1,1 @@
+//! Benchmarks of the Cocoon runtime: see `benches/` and `RESULTS.md`.

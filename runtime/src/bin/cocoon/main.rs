@@ -1,0 +1,148 @@
+//! `cocoon`: the command line of the Cocoon runtime (DESIGN §5).
+//!
+//! Exit codes: 0 success, 1 verification rejected, 2 bad input, usage or I/O.
+//! Results go to stdout, progress and logs to stderr.
+
+mod progress;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use cocoon_runtime::{CheckedModel, Pin, PinnedModel};
+
+#[derive(Parser)]
+#[command(
+    name = "cocoon",
+    version,
+    about = "Confidential, verifiable LLM inference runtime"
+)]
+struct Cli {
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the pin of a model directory (SHA-256 of its sha256sum manifest).
+    Pin {
+        /// Model directory.
+        dir: PathBuf,
+        /// Print one JSON object with the pin and the manifest.
+        #[arg(long)]
+        json: bool,
+        /// Also write the manifest as `cocoon.sha256` in the directory, so that a later pin
+        /// mismatch names the changed file.
+        #[arg(long)]
+        write_manifest: bool,
+    },
+    /// Verify a model against its pin and check config, tokenizer and every tensor header.
+    Check {
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Expected pin (64 hex).
+        #[arg(long)]
+        pin: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COCOON_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Pin {
+            dir,
+            json,
+            write_manifest,
+        } => {
+            let bar = progress::Bytes::new("hashing", cli.quiet);
+            let model = PinnedModel::read(&dir, Some(&|n| bar.add(n)))?;
+            bar.finish();
+            let manifest = model.manifest();
+            if write_manifest {
+                let path = dir.join(cocoon_runtime::pin::MANIFEST_FILE);
+                std::fs::write(&path, manifest.text())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if json {
+                let files: Vec<_> = manifest
+                    .entries()
+                    .iter()
+                    .map(|e| serde_json::json!({"path": e.path, "sha256": hex::encode(e.sha256)}))
+                    .collect();
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"pin": manifest.pin().to_hex(), "files": files})
+                )?;
+            } else {
+                write!(out, "{}", manifest.text())?;
+                writeln!(out, "{}", manifest.pin())?;
+            }
+        }
+        Command::Check { model, pin, json } => {
+            let pin: Pin = pin.parse()?;
+            let bar = progress::Bytes::new("verifying", cli.quiet);
+            let checked = CheckedModel::open(&model, &pin, Some(&|n| bar.add(n)))?;
+            bar.finish();
+            let s = checked.summary();
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&s)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "ok: {} verified against pin {}",
+                    model.display(),
+                    s.pin
+                )?;
+                writeln!(out, "architecture: {} ({} layers, hidden {}, heads {}/{} kv, vocab {}, context {}{})",
+                    s.architecture, s.layers, s.hidden_size, s.attention_heads, s.kv_heads, s.vocab_size, s.context,
+                    if s.tied_embeddings { ", tied embeddings" } else { "" })?;
+                writeln!(out, "parameters: {}", s.parameters)?;
+                writeln!(out, "dtype: {}", s.dtype)?;
+                writeln!(
+                    out,
+                    "bytes: {} of weights, {} in {} pinned files",
+                    s.weight_bytes, s.file_bytes, s.files
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,20 @@
+//! The Cocoon runtime: pinned model loading, LLaMA-family inference and (in coming work)
+//! receipts bound to TEE evidence.
+//!
+//! A model directory is opened against its [`Pin`](pin::Pin), the SHA-256 of the `sha256sum`
+//! manifest of exactly the files the loader reads; only the bytes whose hashes matched are
+//! used afterwards ([`PinnedModel`](pinned::PinnedModel)).
+#![deny(unsafe_code)]
+
+pub mod error;
+pub mod model;
+pub mod pin;
+pub mod pinned;
+
+pub use error::{Error, Result};
+pub use model::CheckedModel;
+pub use pin::{Manifest, Pin};
+pub use pinned::PinnedModel;
+
+/// The runtime's version, as recorded in receipts.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
