@@ -6,15 +6,23 @@
 //! used afterwards ([`PinnedModel`](pinned::PinnedModel)).
 #![deny(unsafe_code)]
 
+pub mod backend;
 pub mod error;
+pub mod generate;
+pub mod gguf;
 pub mod model;
 pub mod pin;
 pub mod pinned;
+pub mod runtime;
+pub mod sampling;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use model::CheckedModel;
 pub use pin::{Manifest, Pin};
 pub use pinned::PinnedModel;
+pub use runtime::Runtime;
+pub use sampling::SamplingParams;
 
 /// The runtime's version, as recorded in receipts.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

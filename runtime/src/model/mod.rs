@@ -1,6 +1,8 @@
 //! A LLaMA-family model: configuration, weights and (later) the forward pass.
 
 pub mod config;
+pub mod llama;
+pub mod rope;
 pub mod weights;
 
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 verification rejected, 2 bad input, usage or I/O.
 //! Results go to stdout, progress and logs to stderr.
 
+mod infer;
 mod progress;
 
 use std::io::Write;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use cocoon_runtime::model::weights::DType;
 use cocoon_runtime::{CheckedModel, Pin, PinnedModel};
 
 #[derive(Parser)]
@@ -54,6 +56,48 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the token ids of a text (JSON array), as the model's tokenizer gives them.
+    Tokenize {
+        #[command(flatten)]
+        model: infer::ModelArgs,
+        /// The text.
+        #[arg(long)]
+        text: String,
+        /// Do not add the tokenizer's special tokens (BOS…).
+        #[arg(long)]
+        no_special: bool,
+    },
+    /// Print the logits of a token sequence.
+    Logits(infer::LogitsArgs),
+    /// Generate an answer to a prompt.
+    Run(infer::RunArgs),
+    /// Convert a LLaMA GGUF file into a pinned Hugging Face model directory.
+    ImportGguf {
+        /// The GGUF file.
+        input: PathBuf,
+        /// Output directory (created).
+        out_dir: PathBuf,
+        /// Dtype of the stored weights.
+        #[arg(long, value_enum, default_value = "bf16")]
+        dtype: DTypeArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DTypeArg {
+    Bf16,
+    F16,
+    F32,
+}
+
+impl From<DTypeArg> for DType {
+    fn from(d: DTypeArg) -> Self {
+        match d {
+            DTypeArg::Bf16 => DType::BF16,
+            DTypeArg::F16 => DType::F16,
+            DTypeArg::F32 => DType::F32,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -141,6 +185,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     s.weight_bytes, s.file_bytes, s.files
                 )?;
             }
+        }
+        Command::Tokenize {
+            model,
+            text,
+            no_special,
+        } => infer::tokenize(&model, &text, !no_special, cli.quiet, &mut out)?,
+        Command::Logits(args) => infer::logits(&args, cli.quiet, &mut out)?,
+        Command::Run(args) => infer::run(&args, cli.quiet, &mut out)?,
+        Command::ImportGguf {
+            input,
+            out_dir,
+            dtype,
+        } => {
+            let bytes =
+                std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            let pin = cocoon_runtime::gguf::import::import_gguf(&bytes, &out_dir, dtype.into())
+                .with_context(|| format!("importing {}", input.display()))?;
+            writeln!(out, "{pin}")?;
         }
     }
     out.flush()?;

@@ -1,0 +1,548 @@
+//! The CPU backend: the reference and fallback. Weights stay in their stored dtype (BF16, F16
+//! or F32) and are widened to f32 inside the dot products; accumulation is f32; work is split
+//! over a private rayon pool. The inner loops keep 16 independent accumulators so that the
+//! compiler emits SIMD fused multiply-adds for them.
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+
+use super::{AttentionShape, Backend, HostTensor};
+use crate::error::{Error, Result};
+use crate::model::weights::DType;
+
+/// Lanes of the dot-product accumulators.
+const LANES: usize = 16;
+
+/// Stored elements of a weight.
+#[derive(Debug)]
+enum Data {
+    F32(Vec<f32>),
+    BF16(Vec<u16>),
+    F16(Vec<f16>),
+}
+
+/// A weight held in host memory in its stored dtype.
+#[derive(Debug)]
+pub struct CpuWeight {
+    rows: usize,
+    cols: usize,
+    data: Data,
+}
+
+impl CpuWeight {
+    /// Row `r` widened to f32 into `out` (`cols` values).
+    fn row_into(&self, r: usize, out: &mut [f32]) {
+        let span = r * self.cols..(r + 1) * self.cols;
+        match &self.data {
+            Data::F32(d) => out.copy_from_slice(&d[span]),
+            Data::BF16(d) => {
+                for (o, w) in out.iter_mut().zip(&d[span]) {
+                    *o = bf16_to_f32(*w);
+                }
+            }
+            Data::F16(d) => d[span].convert_to_f32_slice(out),
+        }
+    }
+
+    /// `x · row r`.
+    fn dot_row(&self, r: usize, x: &[f32]) -> f32 {
+        let span = r * self.cols..(r + 1) * self.cols;
+        match &self.data {
+            Data::F32(d) => dot(x, &d[span]),
+            Data::BF16(d) => dot_bf16(x, &d[span]),
+            Data::F16(d) => dot_f16(x, &d[span]),
+        }
+    }
+
+    /// Bytes of weight data.
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            Data::F32(d) => d.len() * 4,
+            Data::BF16(d) => d.len() * 2,
+            Data::F16(d) => d.len() * 2,
+        }
+    }
+}
+
+#[inline(always)]
+fn bf16_to_f32(w: u16) -> f32 {
+    f32::from_bits(u32::from(w) << 16)
+}
+
+fn reduce(acc: [f32; LANES]) -> f32 {
+    // Pairwise, in a fixed order: deterministic.
+    let mut a = acc;
+    let mut n = LANES;
+    while n > 1 {
+        n /= 2;
+        for i in 0..n {
+            a[i] += a[i + n];
+        }
+    }
+    a[0]
+}
+
+/// f32 dot product.
+pub fn dot(x: &[f32], w: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (xc, wc) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
+    let tail: f32 = xc
+        .remainder()
+        .iter()
+        .zip(wc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (xs, ws) in xc.zip(wc) {
+        for i in 0..LANES {
+            acc[i] = xs[i].mul_add(ws[i], acc[i]);
+        }
+    }
+    reduce(acc) + tail
+}
+
+/// Dot product of f32 activations with BF16 weights.
+pub fn dot_bf16(x: &[f32], w: &[u16]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (xc, wc) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
+    let tail: f32 = xc
+        .remainder()
+        .iter()
+        .zip(wc.remainder())
+        .map(|(a, b)| a * bf16_to_f32(*b))
+        .sum();
+    for (xs, ws) in xc.zip(wc) {
+        for i in 0..LANES {
+            acc[i] = xs[i].mul_add(bf16_to_f32(ws[i]), acc[i]);
+        }
+    }
+    reduce(acc) + tail
+}
+
+/// Dot product of f32 activations with F16 weights.
+pub fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut buf = [0f32; LANES];
+    let (xc, wc) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
+    let tail: f32 = xc
+        .remainder()
+        .iter()
+        .zip(wc.remainder())
+        .map(|(a, b)| a * b.to_f32())
+        .sum();
+    for (xs, ws) in xc.zip(wc) {
+        ws.convert_to_f32_slice(&mut buf);
+        for i in 0..LANES {
+            acc[i] = xs[i].mul_add(buf[i], acc[i]);
+        }
+    }
+    reduce(acc) + tail
+}
+
+/// A key/value cache in host memory: per layer, `[positions, kv_dim]` keys and values.
+#[derive(Debug)]
+pub struct CpuCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    max_positions: usize,
+    kv_dim: usize,
+}
+
+/// The CPU backend, with its own thread pool.
+#[derive(Debug)]
+pub struct CpuBackend {
+    pool: rayon::ThreadPool,
+}
+
+impl CpuBackend {
+    /// A backend using `threads` threads (0: one per core).
+    pub fn new(threads: usize) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("cocoon-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Backend(format!("cpu thread pool: {e}")))?;
+        Ok(CpuBackend { pool })
+    }
+
+    /// Threads in the pool.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+}
+
+fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
+    if have < need {
+        return Err(Error::Backend(format!(
+            "{what}: buffer of {have} values, {need} needed"
+        )));
+    }
+    Ok(())
+}
+
+impl Backend for CpuBackend {
+    type Weight = CpuWeight;
+    type Buf = Vec<f32>;
+    type Cache = CpuCache;
+
+    fn name(&self) -> String {
+        "cpu".into()
+    }
+
+    fn upload(&self, t: HostTensor<'_>) -> Result<CpuWeight> {
+        let (rows, cols) = match *t.shape {
+            [n] => (1, n),
+            [r, c] => (r, c),
+            ref s => {
+                return Err(Error::Backend(format!(
+                    "weights of shape {s:?} are not supported"
+                )))
+            }
+        };
+        let n = rows * cols;
+        if t.bytes.len() != n * t.dtype.size() {
+            return Err(Error::Backend(format!(
+                "weight of shape {:?}: {} bytes for {n} {:?} values",
+                t.shape,
+                t.bytes.len(),
+                t.dtype
+            )));
+        }
+        let data = match t.dtype {
+            DType::F32 => Data::F32(
+                t.bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            ),
+            DType::BF16 => Data::BF16(
+                t.bytes
+                    .chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            ),
+            DType::F16 => Data::F16(
+                t.bytes
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            ),
+        };
+        Ok(CpuWeight { rows, cols, data })
+    }
+
+    fn alloc(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn new_cache(&self, layers: usize, max_positions: usize, kv_dim: usize) -> Result<CpuCache> {
+        let per_layer = max_positions * kv_dim;
+        Ok(CpuCache {
+            k: (0..layers).map(|_| vec![0.0; per_layer]).collect(),
+            v: (0..layers).map(|_| vec![0.0; per_layer]).collect(),
+            max_positions,
+            kv_dim,
+        })
+    }
+
+    fn embed(&self, table: &CpuWeight, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
+        check_len("embed", out.len(), ids.len() * table.cols)?;
+        for (row, id) in out.chunks_exact_mut(table.cols).zip(ids) {
+            let id = *id as usize;
+            if id >= table.rows {
+                return Err(Error::InvalidRequest(format!(
+                    "token id {id} is outside the vocabulary of {}",
+                    table.rows
+                )));
+            }
+            table.row_into(id, row);
+        }
+        Ok(())
+    }
+
+    fn rms_norm(
+        &self,
+        x: &Vec<f32>,
+        weight: &CpuWeight,
+        eps: f32,
+        rows: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let width = weight.cols;
+        check_len("rms_norm", x.len().min(out.len()), rows * width)?;
+        let mut w = vec![0f32; width];
+        weight.row_into(0, &mut w);
+        for (xr, or) in x
+            .chunks_exact(width)
+            .zip(out.chunks_exact_mut(width))
+            .take(rows)
+        {
+            let mean_sq = dot(xr, xr) / width as f32;
+            let scale = 1.0 / (mean_sq + eps).sqrt();
+            for ((o, xv), wv) in or.iter_mut().zip(xr).zip(&w) {
+                *o = wv * (xv * scale);
+            }
+        }
+        Ok(())
+    }
+
+    fn matmul(&self, x: &Vec<f32>, w: &CpuWeight, rows: usize, out: &mut Vec<f32>) -> Result<()> {
+        let (n, k) = (w.rows, w.cols);
+        check_len("matmul input", x.len(), rows * k)?;
+        check_len("matmul output", out.len(), rows * n)?;
+        let x = &x[..rows * k];
+        self.pool.install(|| {
+            if rows == 1 {
+                out[..n].par_chunks_mut(64).enumerate().for_each(|(c, o)| {
+                    for (j, v) in o.iter_mut().enumerate() {
+                        *v = w.dot_row(c * 64 + j, x);
+                    }
+                });
+                return;
+            }
+            // Each weight row is widened once and used for every input row; results land
+            // transposed (`[n, rows]`) and are put back in `[rows, n]` order afterwards.
+            let mut t = vec![0f32; n * rows];
+            t.par_chunks_mut(rows * 16)
+                .enumerate()
+                .for_each(|(c, block)| {
+                    let mut wrow = vec![0f32; k];
+                    for (jj, col) in block.chunks_exact_mut(rows).enumerate() {
+                        w.row_into(c * 16 + jj, &mut wrow);
+                        for (r, v) in col.iter_mut().enumerate() {
+                            *v = dot(&x[r * k..(r + 1) * k], &wrow);
+                        }
+                    }
+                });
+            for (j, col) in t.chunks_exact(rows).enumerate() {
+                for (r, v) in col.iter().enumerate() {
+                    out[r * n + j] = *v;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn rope_and_cache(
+        &self,
+        q: &mut Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        cache: &mut CpuCache,
+        layer: usize,
+        pos0: usize,
+        rows: usize,
+        shape: AttentionShape,
+        inv_freq: &[f32],
+    ) -> Result<()> {
+        let (qd, kvd, d) = (shape.q_dim(), shape.kv_dim(), shape.head_dim);
+        let half = d / 2;
+        if inv_freq.len() != half || kvd != cache.kv_dim {
+            return Err(Error::Backend(
+                "rope: frequency table or cache width does not match the heads".into(),
+            ));
+        }
+        if pos0 + rows > cache.max_positions {
+            return Err(Error::InvalidRequest(format!(
+                "position {} is past the context of {}",
+                pos0 + rows,
+                cache.max_positions
+            )));
+        }
+        check_len("rope q", q.len(), rows * qd)?;
+        check_len("rope k/v", k.len().min(v.len()), rows * kvd)?;
+        let (kc, vc) = (&mut cache.k[layer], &mut cache.v[layer]);
+        let mut cos = vec![0f32; half];
+        let mut sin = vec![0f32; half];
+        let rotate = |x: &mut [f32], cos: &[f32], sin: &[f32]| {
+            for head in x.chunks_exact_mut(d) {
+                let (a, b) = head.split_at_mut(half);
+                for i in 0..half {
+                    let (x1, x2) = (a[i], b[i]);
+                    a[i] = x1 * cos[i] - x2 * sin[i];
+                    b[i] = x2 * cos[i] + x1 * sin[i];
+                }
+            }
+        };
+        for r in 0..rows {
+            let pos = pos0 + r;
+            for i in 0..half {
+                let angle = pos as f32 * inv_freq[i];
+                cos[i] = angle.cos();
+                sin[i] = angle.sin();
+            }
+            rotate(&mut q[r * qd..(r + 1) * qd], &cos, &sin);
+            let kdst = &mut kc[pos * kvd..(pos + 1) * kvd];
+            kdst.copy_from_slice(&k[r * kvd..(r + 1) * kvd]);
+            rotate(kdst, &cos, &sin);
+            vc[pos * kvd..(pos + 1) * kvd].copy_from_slice(&v[r * kvd..(r + 1) * kvd]);
+        }
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        q: &Vec<f32>,
+        cache: &CpuCache,
+        layer: usize,
+        pos0: usize,
+        rows: usize,
+        shape: AttentionShape,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (d, qd, kvd) = (shape.head_dim, shape.q_dim(), shape.kv_dim());
+        let group = shape.heads / shape.kv_heads;
+        check_len("attention q", q.len(), rows * qd)?;
+        check_len("attention out", out.len(), rows * qd)?;
+        let scale = 1.0 / (d as f32).sqrt();
+        let (kc, vc) = (&cache.k[layer], &cache.v[layer]);
+        self.pool.install(|| {
+            out[..rows * qd]
+                .par_chunks_mut(d)
+                .enumerate()
+                .for_each(|(i, o)| {
+                    let (r, h) = (i / shape.heads, i % shape.heads);
+                    let kv_off = (h / group) * d;
+                    let qh = &q[r * qd + h * d..r * qd + (h + 1) * d];
+                    let len = pos0 + r + 1;
+                    let mut scores: Vec<f32> = (0..len)
+                        .map(|t| dot(qh, &kc[t * kvd + kv_off..t * kvd + kv_off + d]) * scale)
+                        .collect();
+                    let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
+                    let mut sum = 0f32;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    o.fill(0.0);
+                    for (t, p) in scores.iter().enumerate() {
+                        let p = p / sum;
+                        for (ov, vv) in o
+                            .iter_mut()
+                            .zip(&vc[t * kvd + kv_off..t * kvd + kv_off + d])
+                        {
+                            *ov = p.mul_add(*vv, *ov);
+                        }
+                    }
+                });
+        });
+        Ok(())
+    }
+
+    fn swiglu(&self, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) -> Result<()> {
+        check_len("swiglu", gate.len().min(up.len()), len)?;
+        for (g, u) in gate[..len].iter_mut().zip(up) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+        Ok(())
+    }
+
+    fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> Result<()> {
+        check_len("add", x.len().min(y.len()), len)?;
+        for (a, b) in x[..len].iter_mut().zip(y) {
+            *a += b;
+        }
+        Ok(())
+    }
+
+    fn copy_rows(
+        &self,
+        x: &Vec<f32>,
+        width: usize,
+        first: usize,
+        count: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        check_len("copy_rows", x.len(), (first + count) * width)?;
+        check_len("copy_rows output", out.len(), count * width)?;
+        out[..count * width].copy_from_slice(&x[first * width..(first + count) * width]);
+        Ok(())
+    }
+
+    fn read_rows(
+        &self,
+        x: &Vec<f32>,
+        width: usize,
+        first: usize,
+        count: usize,
+    ) -> Result<Vec<f32>> {
+        check_len("read_rows", x.len(), (first + count) * width)?;
+        Ok(x[first * width..(first + count) * width].to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(x: &[f32], w: &[f32]) -> f32 {
+        x.iter().zip(w).map(|(a, b)| a * b).sum()
+    }
+
+    #[test]
+    fn dots_agree_with_naive_sums_for_every_dtype() {
+        for n in [1, 15, 16, 17, 100, 576] {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+            let w: Vec<f32> = (0..n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
+            let want = naive(&x, &w);
+            assert!((dot(&x, &w) - want).abs() < 1e-4);
+            let wb: Vec<u16> = w
+                .iter()
+                .map(|v| half::bf16::from_f32(*v).to_bits())
+                .collect();
+            assert!((dot_bf16(&x, &wb) - want).abs() < 1e-4, "bf16 n={n}");
+            let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
+            assert!((dot_f16(&x, &wh) - want).abs() < 1e-4, "f16 n={n}");
+        }
+    }
+
+    #[test]
+    fn matmul_rows_match_gemv() {
+        let be = CpuBackend::new(2).unwrap();
+        let (n, k, rows) = (37, 20, 3);
+        let wv: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 16.0)
+            .collect();
+        let bytes: Vec<u8> = wv
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        let w = be
+            .upload(HostTensor {
+                dtype: DType::BF16,
+                shape: &[n, k],
+                bytes: &bytes,
+            })
+            .unwrap();
+        let x: Vec<f32> = (0..rows * k).map(|i| (i as f32).sin()).collect();
+        let mut out = vec![0f32; rows * n];
+        be.matmul(&x, &w, rows, &mut out).unwrap();
+        for r in 0..rows {
+            let mut one = vec![0f32; n];
+            be.matmul(&x[r * k..(r + 1) * k].to_vec(), &w, 1, &mut one)
+                .unwrap();
+            assert_eq!(&out[r * n..(r + 1) * n], &one[..]);
+        }
+    }
+
+    #[test]
+    fn buffers_too_small_are_errors_not_panics() {
+        let be = CpuBackend::new(1).unwrap();
+        let w = be
+            .upload(HostTensor {
+                dtype: DType::F32,
+                shape: &[2, 2],
+                bytes: &[0; 16],
+            })
+            .unwrap();
+        assert!(be.matmul(&vec![0.0; 1], &w, 1, &mut vec![0.0; 2]).is_err());
+        assert!(be.embed(&w, &[5], &mut vec![0.0; 2]).is_err());
+        assert!(be
+            .upload(HostTensor {
+                dtype: DType::F32,
+                shape: &[2, 2],
+                bytes: &[0; 15]
+            })
+            .is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! `cocoon tokenize`, `cocoon logits` and `cocoon run`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+
+use cocoon_runtime::model::llama::Logits;
+use cocoon_runtime::{Pin, Runtime, SamplingParams};
+
+use crate::progress;
+
+/// A pinned model.
+#[derive(Args)]
+pub struct ModelArgs {
+    /// Model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Expected pin (64 hex).
+    #[arg(long)]
+    pub pin: String,
+}
+
+/// Where to compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// CUDA when a device is present, else CPU.
+    Auto,
+    /// The CPU backend.
+    Cpu,
+    /// The CUDA backend.
+    Cuda,
+}
+
+/// Backend choice and threads.
+#[derive(Args)]
+pub struct BackendArgs {
+    /// Backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendArg,
+    /// CPU threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Arguments of `cocoon logits`.
+#[derive(Args)]
+pub struct LogitsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Comma-separated token ids.
+    #[arg(long, value_delimiter = ',', required = true)]
+    tokens: Vec<u32>,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Logits of the last position only, or of every position.
+    #[arg(long, value_enum, default_value = "last")]
+    positions: PositionsArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PositionsArg {
+    Last,
+    All,
+}
+
+/// Arguments of `cocoon run`.
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt.
+    #[arg(
+        long,
+        conflicts_with = "prompt_file",
+        required_unless_present = "prompt_file"
+    )]
+    prompt: Option<String>,
+    /// A file holding the prompt (UTF-8).
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    /// Feed the prompt as is, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: u32,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Keep only the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: u32,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Print one JSON object at the end instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn open(model: &ModelArgs, backend: &BackendArgs, quiet: bool) -> Result<Runtime> {
+    let pin: Pin = model.pin.parse()?;
+    if backend.backend == BackendArg::Cuda {
+        bail!("--backend cuda: the CUDA backend is not available in this build yet; use --backend cpu");
+    }
+    let bar = progress::Bytes::new("loading", quiet);
+    let runtime = Runtime::open_cpu(&model.model, &pin, backend.threads, Some(&|n| bar.add(n)))?;
+    bar.finish();
+    Ok(runtime)
+}
+
+/// `cocoon tokenize`.
+pub fn tokenize(
+    model: &ModelArgs,
+    text: &str,
+    special: bool,
+    quiet: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let runtime = open(
+        model,
+        &BackendArgs {
+            backend: BackendArg::Cpu,
+            threads: 1,
+        },
+        quiet,
+    )?;
+    let ids = runtime.tokenizer().encode(text, special)?;
+    writeln!(out, "{}", serde_json::to_string(&ids)?)?;
+    Ok(())
+}
+
+/// `cocoon logits`.
+pub fn logits(args: &LogitsArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
+    let runtime = open(&args.model, &args.backend, quiet)?;
+    let model = runtime.model();
+    let mut session = model.session()?;
+    let which = match args.positions {
+        PositionsArg::Last => Logits::Last,
+        PositionsArg::All => Logits::All,
+    };
+    let values = model.forward(&mut session, &args.tokens, which)?;
+    let rows: Vec<&[f32]> = values.chunks(model.config.vocab_size).collect();
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({"tokens": args.tokens, "logits": rows})
+    )?;
+    Ok(())
+}
+
+/// `cocoon run`.
+pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
+    let prompt = match (&args.prompt, &args.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading the prompt from {}", f.display()))?,
+        (None, None) => bail!("give --prompt or --prompt-file"),
+    };
+    let params = SamplingParams {
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        seed: args.seed,
+    };
+    params.validate()?;
+    let runtime = open(&args.model, &args.backend, quiet)?;
+    let input_ids = runtime.prompt_ids(&prompt, args.raw)?;
+    let mut write_error = None;
+    let generation = runtime.generate(&input_ids, &params, &mut |piece| {
+        if args.json {
+            return true;
+        }
+        match out.write_all(piece.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => true,
+            Err(e) => {
+                write_error = Some(e);
+                false
+            }
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    if args.json {
+        let v = serde_json::json!({
+            "text": generation.text,
+            "input_ids": generation.input_ids,
+            "output_ids": generation.output_ids,
+            "finish": generation.finish.as_str(),
+            "receipt": null,
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(out)?;
+    }
+    tracing::info!(
+        prefill_us = generation.prefill_us,
+        decode_us = generation.decode_us,
+        input_tokens = generation.input_ids.len(),
+        output_tokens = generation.output_ids.len(),
+        "done"
+    );
+    Ok(())
+}

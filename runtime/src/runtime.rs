@@ -1,0 +1,84 @@
+//! [`Runtime`]: a pinned model loaded on a backend with its tokenizer, ready for requests.
+
+use std::path::Path;
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::generate::{generate, Generation};
+use crate::model::llama::Llama;
+use crate::model::CheckedModel;
+use crate::pin::Pin;
+use crate::pinned::ProgressFn;
+use crate::sampling::SamplingParams;
+use crate::tokenizer::TextTokenizer;
+
+/// A verified model on a backend, with its tokenizer.
+pub struct Runtime<B: Backend = CpuBackend> {
+    model: Llama<B>,
+    tokenizer: TextTokenizer,
+    pin: Pin,
+}
+
+impl Runtime<CpuBackend> {
+    /// Opens `dir` against `pin` on the CPU backend with `threads` threads (0: all cores).
+    pub fn open_cpu(
+        dir: &Path,
+        pin: &Pin,
+        threads: usize,
+        progress: Option<ProgressFn<'_>>,
+    ) -> Result<Self> {
+        Runtime::new(
+            CheckedModel::open(dir, pin, progress)?,
+            CpuBackend::new(threads)?,
+        )
+    }
+}
+
+impl<B: Backend> Runtime<B> {
+    /// Loads a checked model on `backend`; the file bytes are released once uploaded.
+    pub fn new(checked: CheckedModel, backend: B) -> Result<Self> {
+        let tokenizer = TextTokenizer::from_model(&checked.files, &checked.config)?;
+        let model = Llama::load(&checked, backend)?;
+        Ok(Runtime {
+            model,
+            tokenizer,
+            pin: checked.files.pin(),
+        })
+    }
+
+    /// The model's pin.
+    pub fn pin(&self) -> Pin {
+        self.pin
+    }
+
+    /// The loaded model.
+    pub fn model(&self) -> &Llama<B> {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Prompt ids: through the chat template unless `raw`, as Hugging Face tokenizes them.
+    pub fn prompt_ids(&self, prompt: &str, raw: bool) -> Result<Vec<u32>> {
+        if raw {
+            self.tokenizer.encode(prompt, true)
+        } else {
+            self.tokenizer
+                .encode(&self.tokenizer.render_chat(prompt)?, false)
+        }
+    }
+
+    /// Runs one request (see [`generate`]).
+    pub fn generate(
+        &self,
+        input_ids: &[u32],
+        params: &SamplingParams,
+        on_piece: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        generate(&self.model, &self.tokenizer, input_ids, params, on_piece)
+    }
+}
