@@ -81,7 +81,7 @@ impl GgmlType {
     /// whole blocks.
     pub fn byte_size(self, elements: u64, row: u64) -> Option<u64> {
         let (per, bytes) = self.block();
-        if row == 0 || row % per != 0 {
+        if row == 0 || !row.is_multiple_of(per) {
             return None;
         }
         (elements / per).checked_mul(bytes)
@@ -240,7 +240,7 @@ mod tests {
         let mut y = [0f32; 256];
         dequantize(GgmlType::Q6K, &b, &mut y);
         assert_eq!(y[0], 0.5 * 2.0 * 15.0);
-        assert_eq!(y[64], 0.5 * -1.0 * -32.0);
+        assert_eq!(y[64], 16.0);
         assert_eq!(y[1], 0.5 * 2.0 * -32.0);
     }
 }

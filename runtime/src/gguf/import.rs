@@ -194,7 +194,7 @@ fn hf_name(name: &str, hp: &HyperParams) -> Option<(String, Option<u64>)> {
 /// Undoes llama.cpp's Q/K row permutation: within each head of `dim` rows, GGUF row `2j + i`
 /// holds Hugging Face row `i · dim/2 + j` (i ∈ {0, 1}).
 fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Result<Vec<f32>> {
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return Err(err(format!(
             "cannot un-permute {rows} rows into {heads} heads"
         )));
@@ -399,9 +399,11 @@ impl Tokenizer {
             "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [
                 {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": false},
                 byte_level(false)]}),
-            other => return Err(err(format!(
+            other => {
+                return Err(err(format!(
                 "unsupported pre-tokenizer {other:?} (supported: default, gpt2, smollm, llama-bpe)"
-            ))),
+            )))
+            }
         })
     }
 

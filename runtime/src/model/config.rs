@@ -121,8 +121,11 @@ impl LlamaConfig {
             vocab_size: usize_field(obj, "vocab_size")?,
             max_position_embeddings: usize_field(obj, "max_position_embeddings")?,
             rms_norm_eps: f32_field(obj, "rms_norm_eps", Some(1e-6))?,
-            rope_theta: f32_field(obj, "rope_theta", Some(10_000.0))?,
-            rope_scaling: rope_scaling(obj.get("rope_scaling"))?,
+            rope_theta: rope_theta(obj)?,
+            rope_scaling: rope_scaling(
+                obj.get("rope_parameters")
+                    .or_else(|| obj.get("rope_scaling")),
+            )?,
             tie_word_embeddings: match obj.get("tie_word_embeddings") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
@@ -167,8 +170,93 @@ fn err(message: String) -> Error {
     Error::format(CONFIG, message)
 }
 
-/// Fields whose presence changes the computation in ways this runtime does not implement.
+/// Fields read by [`LlamaConfig::from_map`] or checked by [`refuse_unhonoured`].
+const HONOURED: &[&str] = &[
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "vocab_size",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "tie_word_embeddings",
+    "bos_token_id",
+    "eos_token_id",
+    "sliding_window",
+    "hidden_act",
+    "hidden_activation",
+    "attention_bias",
+    "mlp_bias",
+    "quantization_config",
+    "pretraining_tp",
+];
+
+/// Fields that do not change inference: bookkeeping, training-only settings, other tokens.
+const IRRELEVANT: &[&str] = &[
+    "architectures",
+    "attention_dropout",
+    "initializer_range",
+    "pad_token_id",
+    "torch_dtype",
+    "dtype",
+    "transformers_version",
+    "use_cache",
+    "_name_or_path",
+    "name_or_path",
+    "id2label",
+    "label2id",
+    "tie_encoder_decoder",
+    "is_decoder",
+    "is_encoder_decoder",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "use_return_dict",
+    "torchscript",
+    "chunk_size_feed_forward",
+    "problem_type",
+    "tokenizer_class",
+    "task_specific_params",
+    "add_cross_attention",
+    "cross_attention_hidden_size",
+    "finetuning_task",
+    "prefix",
+    "sep_token_id",
+    "decoder_start_token_id",
+    "max_length",
+    "unk_token_id",
+    "use_sliding_window",
+    "max_window_layers",
+    "rope_interleaved",
+    "residual_dropout",
+    "embd_pdrop",
+];
+
+/// Fields whose presence changes the computation in ways this runtime does not implement,
+/// and fields it does not know at all: both refused, so nothing is silently ignored.
 fn refuse_unhonoured(obj: &Map<String, Value>) -> Result<()> {
+    if let Some(unknown) = obj
+        .keys()
+        .find(|k| !HONOURED.contains(&k.as_str()) && !IRRELEVANT.contains(&k.as_str()))
+    {
+        return Err(err(format!(
+            "unknown field `{unknown}`: this runtime cannot tell whether it changes the model"
+        )));
+    }
+    match obj.get("pretraining_tp") {
+        None | Some(Value::Null) => {}
+        Some(v) if v.as_u64().is_some() => {} // a slicing of the same products in HF: same math
+        Some(v) => return Err(err(format!("`pretraining_tp` is not an integer: {v}"))),
+    }
+    if let Some(Value::Bool(true)) = obj.get("use_sliding_window") {
+        return Err(err("`use_sliding_window: true` is not supported".into()));
+    }
     if let Some(act) = obj
         .get("hidden_act")
         .or_else(|| obj.get("hidden_activation"))
@@ -231,6 +319,26 @@ fn token_ids(v: Option<&Value>, key: &str) -> Result<Vec<u32>> {
     }
 }
 
+/// `rope_theta` at the top level, or inside `rope_parameters` (transformers 5).
+fn rope_theta(obj: &Map<String, Value>) -> Result<f32> {
+    let nested = obj
+        .get("rope_parameters")
+        .and_then(Value::as_object)
+        .filter(|p| p.contains_key("rope_theta"));
+    match (nested, obj.get("rope_theta")) {
+        (Some(p), top) => {
+            let theta = f32_field(p, "rope_theta", None)?;
+            if top.is_some_and(|t| !t.is_null()) && f32_field(obj, "rope_theta", None)? != theta {
+                return Err(err(
+                    "`rope_theta` and `rope_parameters.rope_theta` disagree".into(),
+                ));
+            }
+            Ok(theta)
+        }
+        (None, _) => f32_field(obj, "rope_theta", Some(10_000.0)),
+    }
+}
+
 fn rope_scaling(v: Option<&Value>) -> Result<RopeScaling> {
     let obj = match v {
         None | Some(Value::Null) => return Ok(RopeScaling::None),
@@ -243,7 +351,7 @@ fn rope_scaling(v: Option<&Value>) -> Result<RopeScaling> {
         .and_then(Value::as_str)
         .unwrap_or("");
     match kind {
-        "default" => Ok(RopeScaling::None),
+        "default" | "" if !obj.contains_key("factor") => Ok(RopeScaling::None),
         "llama3" => Ok(RopeScaling::Llama3 {
             factor: f32_field(obj, "factor", None)?,
             low_freq_factor: f32_field(obj, "low_freq_factor", None)?,
