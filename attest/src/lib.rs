@@ -1,7 +1,23 @@
 //! TEE evidence for the Cocoon runtime.
 //!
-//! This crate will generate evidence (Linux configfs-tsm, `/dev/sev-guest` ioctls, an explicit
-//! insecure `dev` provider), parse Intel TDX quotes and AMD SEV-SNP reports from untrusted bytes,
-//! and verify them offline against pinned Intel and AMD roots, collateral and a policy. It knows
-//! nothing of models. Not written yet: receipts and verification are tracked by their own issues.
+//! - [`provider`]: the [`EvidenceProvider`](provider::EvidenceProvider) trait and
+//!   [`auto`](provider::auto) selection;
+//! - [`configfs`]: Linux configfs-tsm (`/sys/kernel/config/tsm/report`), which yields a TDX quote
+//!   or an SEV-SNP report with its certificates;
+//! - [`dev`]: an explicitly insecure stand-in signing a documented structure with a local P-384
+//!   key, so that everything can be exercised without a TEE;
+//! - [`evidence`]: the evidence bytes and the 64-byte report data inside them.
+//!
+//! Verification of TDX quotes and SNP reports against Intel's and AMD's roots is not written
+//! yet (its own issue); [`evidence::Evidence::report_data`] only locates the report data.
 #![deny(unsafe_code)]
+
+pub mod configfs;
+pub mod dev;
+pub mod error;
+pub mod evidence;
+pub mod provider;
+
+pub use error::{Error, Result};
+pub use evidence::{Evidence, Platform};
+pub use provider::EvidenceProvider;

@@ -65,6 +65,9 @@ pub enum Error {
     /// A request that the model or runtime cannot honour (bad parameters, too long prompt…).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// Evidence could not be produced.
+    #[error("attestation: {0}")]
+    Attestation(String),
     /// A backend is unavailable or failed.
     #[error("backend: {0}")]
     Backend(String),

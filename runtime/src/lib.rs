@@ -10,12 +10,16 @@ pub mod backend;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod jcs;
 pub mod model;
+pub mod notary;
 pub mod pin;
 pub mod pinned;
+pub mod receipt;
 pub mod runtime;
 pub mod sampling;
 pub mod tokenizer;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use model::CheckedModel;

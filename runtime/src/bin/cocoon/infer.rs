@@ -6,7 +6,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
+use cocoon_attest::dev::DevProvider;
+use cocoon_attest::provider::CONFIGFS_TSM_ROOT;
+use cocoon_attest::{EvidenceProvider, Platform};
+use cocoon_runtime::backend::Backend;
 use cocoon_runtime::model::llama::Logits;
+use cocoon_runtime::notary::{body, issue, Attestation, AttestedKey, Facts, ReceiptRequest};
+use cocoon_runtime::verify::parse_receipt;
 use cocoon_runtime::{Pin, Runtime, SamplingParams};
 
 use crate::progress;
@@ -103,6 +109,77 @@ pub struct RunArgs {
     /// Print one JSON object at the end instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Evidence for the receipt: auto (TDX or SNP, an error if neither), tdx, snp, dev (an
+    /// explicitly insecure stand-in) or none. Giving it, or --receipt, makes a receipt.
+    #[arg(long, value_enum)]
+    attest: Option<AttestArg>,
+    /// Bind receipts through an attested ephemeral P-384 key instead of one evidence each.
+    #[arg(long)]
+    attest_key: bool,
+    /// The client's nonce (hex), bound into the receipt.
+    #[arg(long)]
+    nonce: Option<String>,
+    /// Job identifier recorded in the receipt (random when absent).
+    #[arg(long)]
+    job_id: Option<String>,
+    /// Chain after this receipt (its binding becomes `prev`).
+    #[arg(long)]
+    prev_receipt: Option<PathBuf>,
+    /// Write the receipt here (JSON).
+    #[arg(long)]
+    receipt: Option<PathBuf>,
+}
+
+/// Evidence choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AttestArg {
+    /// TDX or SNP, whichever the machine has.
+    Auto,
+    /// Intel TDX.
+    Tdx,
+    /// AMD SEV-SNP.
+    Snp,
+    /// Insecure stand-in (proves nothing).
+    Dev,
+    /// No evidence.
+    None,
+}
+
+fn attestation(args: &RunArgs) -> Result<Option<Attestation>> {
+    let Some(kind) = args
+        .attest
+        .or(args.receipt.as_ref().map(|_| AttestArg::Auto))
+    else {
+        return Ok(None);
+    };
+    let provider: Box<dyn EvidenceProvider> = match kind {
+        AttestArg::None => return Ok(Some(Attestation::None)),
+        AttestArg::Dev => {
+            eprintln!("warning: --attest dev: the receipt's evidence is an insecure stand-in that proves nothing");
+            Box::new(DevProvider::new())
+        }
+        AttestArg::Auto | AttestArg::Tdx | AttestArg::Snp => {
+            let p = cocoon_attest::provider::auto(std::path::Path::new(CONFIGFS_TSM_ROOT))?;
+            let want = match kind {
+                AttestArg::Tdx => Some(Platform::Tdx),
+                AttestArg::Snp => Some(Platform::Snp),
+                _ => None,
+            };
+            if want.is_some_and(|w| w != p.platform()) {
+                bail!(
+                    "--attest {kind:?}: this machine provides {} evidence",
+                    p.platform()
+                );
+            }
+            eprintln!("attestation: {} through configfs-tsm", p.platform());
+            p
+        }
+    };
+    Ok(Some(if args.attest_key {
+        Attestation::Key(Box::new(AttestedKey::new(provider.as_ref())?))
+    } else {
+        Attestation::Direct(provider)
+    }))
 }
 
 fn open(model: &ModelArgs, backend: &BackendArgs, quiet: bool) -> Result<Runtime> {
@@ -172,6 +249,25 @@ pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
         seed: args.seed,
     };
     params.validate()?;
+    let attestation = attestation(args)?;
+    let prev = match &args.prev_receipt {
+        None => None,
+        Some(f) => {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            Some(
+                parse_receipt(&text)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| f.display().to_string())?
+                    .binding,
+            )
+        }
+    };
+    let request = ReceiptRequest {
+        nonce: args.nonce.clone(),
+        job_id: args.job_id.clone(),
+        prev,
+    };
     let runtime = open(&args.model, &args.backend, quiet)?;
     let input_ids = runtime.prompt_ids(&prompt, args.raw)?;
     let mut write_error = None;
@@ -190,13 +286,36 @@ pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
     if let Some(e) = write_error {
         return Err(e.into());
     }
+    let receipt = match &attestation {
+        None => None,
+        Some(att) => {
+            let facts = Facts {
+                pin: runtime.pin(),
+                backend: runtime.model().backend().name(),
+                params: &params,
+                chat_template: !args.raw,
+                prompt: &prompt,
+                generation: &generation,
+            };
+            Some(issue(body(&facts, &request)?, att)?)
+        }
+    };
+    if let (Some(path), Some(r)) = (&args.receipt, &receipt) {
+        std::fs::write(path, serde_json::to_vec_pretty(r)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "receipt: {} (binding {}…)",
+            path.display(),
+            &r.binding[..16]
+        );
+    }
     if args.json {
         let v = serde_json::json!({
             "text": generation.text,
             "input_ids": generation.input_ids,
             "output_ids": generation.output_ids,
             "finish": generation.finish.as_str(),
-            "receipt": null,
+            "receipt": receipt,
         });
         writeln!(out, "{v}")?;
     } else {

@@ -5,6 +5,7 @@
 
 mod infer;
 mod progress;
+mod verify;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -71,6 +72,8 @@ enum Command {
     Logits(infer::LogitsArgs),
     /// Generate an answer to a prompt.
     Run(infer::RunArgs),
+    /// Verify a receipt (exit 0 accepted, 1 rejected, 2 malformed).
+    Verify(verify::VerifyArgs),
     /// Convert a LLaMA GGUF file into a pinned Hugging Face model directory.
     ImportGguf {
         /// The GGUF file.
@@ -193,6 +196,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => infer::tokenize(&model, &text, !no_special, cli.quiet, &mut out)?,
         Command::Logits(args) => infer::logits(&args, cli.quiet, &mut out)?,
         Command::Run(args) => infer::run(&args, cli.quiet, &mut out)?,
+        Command::Verify(args) => return verify::verify(&args, &mut out),
         Command::ImportGguf {
             input,
             out_dir,

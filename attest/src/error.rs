@@ -1,0 +1,52 @@
+//! The attestation crate's error type.
+
+use std::path::PathBuf;
+
+/// What can go wrong while producing or reading evidence.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file of the kernel interface could not be used.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// No TEE interface was found.
+    #[error("no TEE evidence interface found (looked for {looked_for}); use --attest dev for an explicitly insecure stand-in, or --attest none")]
+    NoTee {
+        /// What was looked for.
+        looked_for: String,
+    },
+    /// The configfs-tsm report entry changed under us.
+    #[error("configfs-tsm: generation changed from {before} to {after} while reading the report (another writer raced us)")]
+    GenerationChanged {
+        /// Generation after our write.
+        before: u64,
+        /// Generation after our reads.
+        after: u64,
+    },
+    /// The provider is not the one asked for, or not known.
+    #[error("configfs-tsm: provider {found:?} ({why})")]
+    Provider {
+        /// The provider file's content.
+        found: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
+    /// Evidence bytes are malformed.
+    #[error("{platform} evidence: {message}")]
+    Malformed {
+        /// Platform of the evidence.
+        platform: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A signature does not verify.
+    #[error("{0}")]
+    BadSignature(String),
+}
+
+/// The attestation crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,37 @@
+//! Producing evidence over given report data, and choosing the interface.
+
+use std::path::Path;
+
+use crate::configfs::ConfigfsTsm;
+use crate::error::{Error, Result};
+use crate::evidence::{Evidence, Platform};
+
+/// Something that makes evidence binding 64 bytes of report data.
+pub trait EvidenceProvider: Send + Sync {
+    /// The platform of the evidence it makes.
+    fn platform(&self) -> Platform;
+    /// Evidence whose report data is `report_data`.
+    fn attest(&self, report_data: &[u8; 64]) -> Result<Evidence>;
+}
+
+/// The configfs-tsm root on Linux.
+pub const CONFIGFS_TSM_ROOT: &str = "/sys/kernel/config/tsm/report";
+
+/// What `--attest auto` finds under `root` (normally [`CONFIGFS_TSM_ROOT`]): configfs-tsm with
+/// a TDX or SNP provider. `/dev/sev-guest` ioctls are not implemented yet, so a machine with
+/// only that interface is reported as such.
+pub fn auto(root: &Path) -> Result<Box<dyn EvidenceProvider>> {
+    if root.is_dir() {
+        let tsm = ConfigfsTsm::probe(root)?;
+        return Ok(Box::new(tsm));
+    }
+    let mut looked_for = format!("configfs-tsm at {}", root.display());
+    if Path::new("/dev/sev-guest").exists() {
+        looked_for.push_str(
+            "; /dev/sev-guest exists but its SNP_GET_EXT_REPORT path is not implemented yet",
+        );
+    } else {
+        looked_for.push_str(", /dev/sev-guest");
+    }
+    Err(Error::NoTee { looked_for })
+}

@@ -1,0 +1,139 @@
+//! CPU decode and prefill of SmolLM2-135M (BF16) by cocoon and by candle's CPU LLaMA on the same
+//! weights, dtype and thread count, next to a memory copy's bandwidth, in one run.
+//!
+//! ```sh
+//! ci/fetch-model models/smollm2-135m-bf16 --dtype bf16
+//! RAYON_NUM_THREADS=2 cargo bench -p cocoon-bench --bench cpu
+//! ```
+//! `decode/*` times one token step at positions 64 and beyond; `prefill/*` one 64-token prompt.
+#![allow(missing_docs)] // criterion_group! generates an undocumented public function
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::llama as candle_llama;
+use cocoon_runtime::model::llama::Logits;
+use cocoon_runtime::{PinnedModel, Runtime};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+const THREADS: usize = 2;
+const PROMPT: usize = 64;
+
+fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("COCOON_BENCH_MODEL")
+        .map_or_else(|| PathBuf::from("models/smollm2-135m-bf16"), PathBuf::from);
+    if dir.is_relative() && !dir.exists() {
+        return Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+    }
+    dir
+}
+
+fn prompt() -> Vec<u32> {
+    (0..PROMPT as u32).map(|i| 100 + i * 37 % 5000).collect()
+}
+
+fn candle_model(dir: &Path) -> (candle_llama::Llama, candle_llama::Config) {
+    let cfg: candle_llama::LlamaConfig =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let cfg = cfg.into_config(false);
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let vb =
+        candle_nn::VarBuilder::from_buffered_safetensors(bytes, DType::BF16, &Device::Cpu).unwrap();
+    (candle_llama::Llama::load(vb, &cfg).unwrap(), cfg)
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = model_dir();
+    let Ok(pinned) = PinnedModel::read(&dir, None) else {
+        eprintln!(
+            "no model at {}: run ci/fetch-model models/smollm2-135m-bf16 first",
+            dir.display()
+        );
+        return;
+    };
+    let rt = Runtime::open_cpu(&dir, &pinned.pin(), THREADS, None).unwrap();
+    drop(pinned);
+    let model = rt.model();
+    let (candle, cfg) = candle_model(&dir);
+    let ids = prompt();
+    eprintln!(
+        "weights: {} bytes; threads: {THREADS} (RAYON_NUM_THREADS for candle: {:?})",
+        model.weight_bytes(),
+        std::env::var("RAYON_NUM_THREADS").ok()
+    );
+
+    let mut g = c.benchmark_group("decode");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .throughput(Throughput::Elements(1));
+    g.bench_function("cocoon", |b| {
+        b.iter_custom(|iters| {
+            let mut s = model.session().unwrap();
+            model.forward(&mut s, &ids, Logits::Last).unwrap();
+            let t = Instant::now();
+            for i in 0..iters {
+                model
+                    .forward(&mut s, &[(i % 1000) as u32 + 200], Logits::Last)
+                    .unwrap();
+            }
+            t.elapsed()
+        })
+    });
+    g.bench_function("candle", |b| {
+        b.iter_custom(|iters| {
+            let mut cache =
+                candle_llama::Cache::new(true, DType::BF16, &cfg, &Device::Cpu).unwrap();
+            let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            candle.forward(&input, 0, &mut cache).unwrap();
+            let t = Instant::now();
+            for i in 0..iters {
+                let x = Tensor::new(&[(i % 1000) as u32 + 200], &Device::Cpu)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap();
+                candle.forward(&x, PROMPT + i as usize, &mut cache).unwrap();
+            }
+            t.elapsed()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("prefill");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .throughput(Throughput::Elements(PROMPT as u64));
+    g.bench_function("cocoon", |b| {
+        b.iter(|| {
+            let mut s = model.session().unwrap();
+            model.forward(&mut s, &ids, Logits::Last).unwrap()
+        })
+    });
+    g.bench_function("candle", |b| {
+        b.iter(|| {
+            let mut cache =
+                candle_llama::Cache::new(true, DType::BF16, &cfg, &Device::Cpu).unwrap();
+            let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            candle.forward(&input, 0, &mut cache).unwrap()
+        })
+    });
+    g.finish();
+
+    // The bandwidth ceiling: memcpy between two preallocated 512 MiB buffers.
+    let src = vec![1u8; 512 << 20];
+    let mut dst = vec![0u8; 512 << 20];
+    let mut g = c.benchmark_group("memcpy");
+    g.sample_size(10)
+        .throughput(Throughput::Bytes(src.len() as u64));
+    g.bench_function("512MiB", |b| b.iter(|| dst.copy_from_slice(&src)));
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

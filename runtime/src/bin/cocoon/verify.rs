@@ -1,0 +1,95 @@
+//! `cocoon verify`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use cocoon_runtime::verify::{parse_receipt, verify_chain, verify_receipt, VerifyOptions};
+use cocoon_runtime::PinnedModel;
+
+/// Arguments of `cocoon verify`.
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The receipt (JSON).
+    receipt: PathBuf,
+    /// Accept dev evidence (it proves nothing).
+    #[arg(long)]
+    allow_dev: bool,
+    /// Re-pin this model directory and require the receipt's model_pin to equal it.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Further receipts that follow RECEIPT in a chain: each `prev` must be the previous binding.
+    #[arg(long, num_args = 1..)]
+    chain: Vec<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the verification; exit 1 when rejected.
+pub fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<ExitCode> {
+    let model_pin = match &args.model {
+        Some(dir) => Some(PinnedModel::read(dir, None)?.pin()),
+        None => None,
+    };
+    let opts = VerifyOptions {
+        allow_dev: args.allow_dev,
+        model_pin,
+    };
+    let mut receipts = Vec::new();
+    for path in std::iter::once(&args.receipt).chain(&args.chain) {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        receipts.push(
+            parse_receipt(&text)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| path.display().to_string())?,
+        );
+    }
+    let mut reports: Vec<_> = receipts.iter().map(|r| verify_receipt(r, &opts)).collect();
+    let chain_reasons = verify_chain(&receipts);
+    if let Some(last) = reports.last_mut() {
+        last.reasons.extend(chain_reasons);
+        if !last.reasons.is_empty() {
+            last.verdict = "rejected";
+        }
+    }
+    let ok = reports.iter().all(|r| r.ok());
+    if args.json {
+        let v = if reports.len() == 1 {
+            serde_json::to_value(&reports[0])?
+        } else {
+            serde_json::to_value(&reports)?
+        };
+        writeln!(out, "{v}")?;
+    } else {
+        for (path, r) in std::iter::once(&args.receipt)
+            .chain(&args.chain)
+            .zip(&reports)
+        {
+            writeln!(
+                out,
+                "{}: {} ({} evidence, {} mode, model {})",
+                path.display(),
+                r.verdict,
+                r.platform,
+                r.mode,
+                r.model_pin
+            )?;
+            for reason in &r.reasons {
+                writeln!(out, "  rejected: {reason}")?;
+            }
+            for note in &r.notes {
+                writeln!(out, "  note: {note}")?;
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

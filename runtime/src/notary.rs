@@ -1,0 +1,228 @@
+//! Issuing receipts: building the body of a finished generation, and binding it to evidence
+//! directly or through an attested key.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use p384::ecdsa::signature::Signer;
+use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
+
+use cocoon_attest::EvidenceProvider;
+
+use crate::error::{Error, Result};
+use crate::generate::Generation;
+use crate::pin::Pin;
+use crate::receipt::{
+    decimal, ids_sha256, key_binding, text_sha256, EvidenceJson, KeyJson, Metering, OutputTokens,
+    Params, Receipt, ReceiptBody, RuntimeInfo, Tokens,
+};
+use crate::sampling::SamplingParams;
+
+/// An ephemeral P-384 signing key whose public half is bound into TEE evidence. The private key
+/// never leaves process memory and is zeroized on drop (by `SigningKey`).
+pub struct AttestedKey {
+    key: SigningKey,
+    json: KeyJson,
+}
+
+impl AttestedKey {
+    /// Makes a key inside this process and one piece of evidence binding it.
+    pub fn new(provider: &dyn EvidenceProvider) -> Result<Self> {
+        let key = SigningKey::random(&mut rand_core::OsRng);
+        let sign = hex::encode(VerifyingKey::from(&key).to_encoded_point(false).as_bytes());
+        let report_data = key_binding(&sign, None).map_err(Error::InvalidRequest)?;
+        let evidence = provider
+            .attest(&report_data)
+            .map_err(|e| Error::Attestation(e.to_string()))?;
+        Ok(AttestedKey {
+            key,
+            json: KeyJson {
+                sign,
+                hpke: None,
+                evidence: EvidenceJson::from_evidence(&evidence),
+            },
+        })
+    }
+
+    /// The key as receipts carry it.
+    pub fn json(&self) -> &KeyJson {
+        &self.json
+    }
+}
+
+/// How receipts are bound to the machine.
+pub enum Attestation {
+    /// No evidence (`platform: "none"`): the receipt proves nothing about where it ran.
+    None,
+    /// One piece of evidence per receipt, its report data the binding.
+    Direct(Box<dyn EvidenceProvider>),
+    /// Receipts signed by an attested key.
+    Key(Box<AttestedKey>),
+}
+
+/// What the caller adds to a receipt.
+#[derive(Clone, Debug, Default)]
+pub struct ReceiptRequest {
+    /// The client's nonce, hex.
+    pub nonce: Option<String>,
+    /// Job identifier; a random one when absent.
+    pub job_id: Option<String>,
+    /// Binding of the previous receipt of a chain, hex.
+    pub prev: Option<String>,
+}
+
+/// Everything a receipt body records about one request.
+pub struct Facts<'a> {
+    /// The model's pin.
+    pub pin: Pin,
+    /// Backend name (`cpu`, `cuda:<device>`).
+    pub backend: String,
+    /// Sampling parameters.
+    pub params: &'a SamplingParams,
+    /// Whether the chat template was applied.
+    pub chat_template: bool,
+    /// The prompt as given.
+    pub prompt: &'a str,
+    /// The result.
+    pub generation: &'a Generation,
+}
+
+/// Builds the body of a receipt.
+pub fn body(facts: &Facts<'_>, request: &ReceiptRequest) -> Result<ReceiptBody> {
+    let hexish = |v: &Option<String>, what: &str, len: Option<usize>| -> Result<Option<String>> {
+        match v {
+            None => Ok(None),
+            Some(s) => {
+                let ok =
+                    hex::decode(s).is_ok() && !s.is_empty() && len.is_none_or(|l| s.len() == l);
+                if !ok {
+                    return Err(Error::InvalidRequest(format!(
+                        "{what} must be hexadecimal{}",
+                        len.map_or(String::new(), |l| format!(" of {l} digits"))
+                    )));
+                }
+                Ok(Some(s.to_ascii_lowercase()))
+            }
+        }
+    };
+    let g = facts.generation;
+    Ok(ReceiptBody {
+        model_pin: facts.pin.to_hex(),
+        runtime: RuntimeInfo {
+            name: "cocoon".into(),
+            version: crate::VERSION.into(),
+        },
+        backend: facts.backend.clone(),
+        params: Params {
+            max_tokens: u64::from(facts.params.max_tokens),
+            temperature: decimal(facts.params.temperature),
+            top_p: decimal(facts.params.top_p),
+            top_k: u64::from(facts.params.top_k),
+            seed: facts.params.seed,
+            chat_template: facts.chat_template,
+        },
+        input: Tokens {
+            tokens: g.input_ids.len() as u64,
+            text_sha256: text_sha256(facts.prompt),
+            ids_sha256: ids_sha256(&g.input_ids),
+        },
+        output: OutputTokens {
+            tokens: g.output_ids.len() as u64,
+            text_sha256: text_sha256(&g.text),
+            ids_sha256: ids_sha256(&g.output_ids),
+            finish: g.finish.as_str().into(),
+        },
+        metering: Metering {
+            prefill_us: g.prefill_us,
+            decode_us: g.decode_us,
+            peak_memory_bytes: peak_memory_bytes(),
+        },
+        nonce: hexish(&request.nonce, "nonce", None)?,
+        job_id: request.job_id.clone().unwrap_or_else(random_job_id),
+        time: rfc3339_utc(SystemTime::now()),
+        prev: hexish(&request.prev, "prev", Some(128))?,
+    })
+}
+
+/// Binds `body` to the machine as `attestation` says.
+pub fn issue(body: ReceiptBody, attestation: &Attestation) -> Result<Receipt> {
+    let binding = body.binding().map_err(Error::InvalidRequest)?;
+    let (evidence, key, signature) = match attestation {
+        Attestation::None => (EvidenceJson::none(), None, None),
+        Attestation::Direct(provider) => {
+            let e = provider
+                .attest(&binding)
+                .map_err(|e| Error::Attestation(e.to_string()))?;
+            (EvidenceJson::from_evidence(&e), None, None)
+        }
+        Attestation::Key(k) => {
+            let sig: Signature = k.key.sign(&binding);
+            (
+                k.json.evidence.clone(),
+                Some(k.json.clone()),
+                Some(hex::encode(sig.to_bytes())),
+            )
+        }
+    };
+    Ok(Receipt {
+        version: 1,
+        body,
+        binding: hex::encode(binding),
+        evidence,
+        key,
+        signature,
+    })
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), 0 where unknown.
+pub fn peak_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn random_job_id() -> String {
+    let mut b = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    hex::encode(b)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a time after 1970.
+pub fn rfc3339_utc(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian, era of 400 years).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_dates() {
+        let at = |s: u64| rfc3339_utc(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_795_996_800 + 3661), "2026-11-30T01:01:01Z");
+    }
+}

@@ -1,0 +1,265 @@
+//! Verifying a receipt: a pure function of the receipt and the options.
+//!
+//! Checked: the structure (strict: unknown fields and versions are malformed), the binding
+//! recomputed from the body, the mode (direct: evidence report data = binding; key: the key's
+//! evidence binds the key and the signature over the binding verifies), the evidence itself as
+//! far as this build can verify it, the model pin when asked, and chain links. TDX and SNP
+//! signature chains are not verified yet (their own issue): such receipts are rejected with a
+//! reason that says so, never accepted on the report data alone.
+
+use p384::ecdsa::signature::Verifier;
+use p384::ecdsa::{Signature, VerifyingKey};
+use serde::Serialize;
+
+use cocoon_attest::dev::DevEvidence;
+use cocoon_attest::Platform;
+
+use crate::pin::Pin;
+use crate::receipt::{key_binding, EvidenceJson, Receipt};
+
+/// What the verifier is asked to accept.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Accept dev evidence (it proves nothing).
+    pub allow_dev: bool,
+    /// The pin the receipt's model must have.
+    pub model_pin: Option<Pin>,
+}
+
+/// The verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// `ok` or `rejected`.
+    pub verdict: &'static str,
+    /// Why it was rejected (empty when ok).
+    pub reasons: Vec<String>,
+    /// What an ok verdict does and does not mean.
+    pub notes: Vec<String>,
+    /// Evidence platform.
+    pub platform: String,
+    /// `direct` or `key`.
+    pub mode: &'static str,
+    /// The binding (hex).
+    pub binding: String,
+    /// The model pin.
+    pub model_pin: String,
+}
+
+impl VerifyReport {
+    /// Whether every check passed.
+    pub fn ok(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
+/// Parses a receipt strictly: malformed JSON, wrong types, unknown fields or another version
+/// are errors (exit 2), not verdicts.
+pub fn parse_receipt(text: &str) -> Result<Receipt, String> {
+    let receipt: Receipt =
+        serde_json::from_str(text).map_err(|e| format!("malformed receipt: {e}"))?;
+    if receipt.version != 1 {
+        return Err(format!(
+            "unsupported receipt version {} (this verifier knows 1)",
+            receipt.version
+        ));
+    }
+    Ok(receipt)
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Verifies one receipt.
+pub fn verify_receipt(r: &Receipt, opts: &VerifyOptions) -> VerifyReport {
+    let mut reasons = Vec::new();
+    let mut notes = Vec::new();
+    let b = &r.body;
+    let hex_fields = [
+        ("body.model_pin", Some(b.model_pin.as_str()), 64),
+        (
+            "body.input.text_sha256",
+            Some(b.input.text_sha256.as_str()),
+            64,
+        ),
+        (
+            "body.input.ids_sha256",
+            Some(b.input.ids_sha256.as_str()),
+            64,
+        ),
+        (
+            "body.output.text_sha256",
+            Some(b.output.text_sha256.as_str()),
+            64,
+        ),
+        (
+            "body.output.ids_sha256",
+            Some(b.output.ids_sha256.as_str()),
+            64,
+        ),
+        ("body.prev", b.prev.as_deref(), 128),
+        ("binding", Some(r.binding.as_str()), 128),
+    ];
+    for (name, value, len) in hex_fields {
+        if let Some(v) = value.filter(|v| !is_hex(v, len)) {
+            reasons.push(format!("{name} is not {len} lowercase hex digits: {v:?}"));
+        }
+    }
+    if !["stop", "length", "cancelled"].contains(&b.output.finish.as_str()) {
+        reasons.push(format!(
+            "body.output.finish {:?} is not stop, length or cancelled",
+            b.output.finish
+        ));
+    }
+    let binding = match b.binding() {
+        Ok(bytes) => {
+            if hex::encode(bytes) != r.binding {
+                reasons.push("binding does not match the body (the body was changed)".into());
+            }
+            bytes
+        }
+        Err(e) => {
+            reasons.push(format!("body cannot be canonicalized: {e}"));
+            [0; 64]
+        }
+    };
+    if let Some(want) = &opts.model_pin {
+        if want.to_hex() != b.model_pin {
+            reasons.push(format!(
+                "model_pin {} is not the expected {}",
+                b.model_pin,
+                want.to_hex()
+            ));
+        }
+    }
+
+    let mode = match (&r.key, &r.signature) {
+        (None, None) => {
+            check_evidence(
+                &r.evidence,
+                &binding,
+                "evidence",
+                opts,
+                &mut reasons,
+                &mut notes,
+            );
+            "direct"
+        }
+        (Some(key), Some(sig)) => {
+            match key_binding(&key.sign, key.hpke.as_deref()) {
+                Ok(kb) => check_evidence(
+                    &key.evidence,
+                    &kb,
+                    "key.evidence",
+                    opts,
+                    &mut reasons,
+                    &mut notes,
+                ),
+                Err(e) => reasons.push(format!("key cannot be canonicalized: {e}")),
+            }
+            if r.evidence != key.evidence {
+                reasons.push("evidence differs from key.evidence".into());
+            }
+            let key = hex::decode(&key.sign)
+                .ok()
+                .and_then(|k| VerifyingKey::from_sec1_bytes(&k).ok());
+            let sig = hex::decode(sig)
+                .ok()
+                .and_then(|s| Signature::from_slice(&s).ok());
+            match (key, sig) {
+                (Some(k), Some(s)) => {
+                    if k.verify(&binding, &s).is_err() {
+                        reasons.push(
+                            "signature over the binding does not verify with key.sign".into(),
+                        );
+                    }
+                }
+                (None, _) => reasons.push("key.sign is not a SEC1 P-384 public key".into()),
+                (_, None) => reasons.push("signature is not a 96-byte hex r||s".into()),
+            }
+            "key"
+        }
+        _ => {
+            reasons.push(
+                "key and signature must both be present (key mode) or both null (direct mode)"
+                    .into(),
+            );
+            "invalid"
+        }
+    };
+    VerifyReport {
+        verdict: if reasons.is_empty() { "ok" } else { "rejected" },
+        reasons,
+        notes,
+        platform: r.evidence.platform.clone(),
+        mode,
+        binding: r.binding.clone(),
+        model_pin: b.model_pin.clone(),
+    }
+}
+
+fn check_evidence(
+    ev: &EvidenceJson,
+    expected: &[u8; 64],
+    what: &str,
+    opts: &VerifyOptions,
+    reasons: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) {
+    let evidence = match ev.to_evidence() {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            reasons.push(format!(
+                "{what}: platform none: the receipt is not attested"
+            ));
+            return;
+        }
+        Err(e) => {
+            reasons.push(format!("{what}: {e}"));
+            return;
+        }
+    };
+    match evidence.report_data() {
+        Ok(rd) if rd == *expected => {}
+        Ok(_) => reasons.push(format!(
+            "{what}: report data does not equal the binding it must carry"
+        )),
+        Err(e) => {
+            reasons.push(format!("{what}: {e}"));
+            return;
+        }
+    }
+    match evidence.platform {
+        Platform::Dev => {
+            if let Err(e) = DevEvidence::parse(&evidence.quote) {
+                reasons.push(format!("{what}: {e}"));
+            } else if opts.allow_dev {
+                notes.push("dev evidence accepted because --allow-dev was given: it is signed by a local key and proves nothing about the machine".into());
+            } else {
+                reasons.push(format!("{what}: dev evidence proves nothing; pass --allow-dev to accept it for testing"));
+            }
+        }
+        Platform::Tdx | Platform::Snp => reasons.push(format!(
+            "{what}: {} signature chain not verified: verification of TDX/SNP evidence is not implemented in this build",
+            evidence.platform
+        )),
+    }
+}
+
+/// Checks that each receipt's `prev` is the binding of the one before it.
+pub fn verify_chain(receipts: &[Receipt]) -> Vec<String> {
+    receipts
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[1].body.prev.as_deref() != Some(w[0].binding.as_str()))
+        .map(|(i, w)| {
+            format!(
+                "chain broken at receipt {}: prev {:?} is not the binding of receipt {i}",
+                i + 1,
+                w[1].body.prev
+            )
+        })
+        .collect()
+}
