@@ -215,6 +215,7 @@ pub(crate) mod tests {
                 _ => (SNP_REPORT_LEN, SNP_REPORT_DATA_OFFSET),
             };
             let mut out = vec![0xAB; len];
+            out[..2].copy_from_slice(&[4, 0]); // TDX quote version 4 (ignored for SNP here)
             out[at..at + 64].copy_from_slice(bytes);
             std::fs::write(dir.join("outblob"), out)?;
             std::fs::write(dir.join("auxblob"), b"certs")

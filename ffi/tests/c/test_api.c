@@ -1,0 +1,175 @@
+/* The C API from C: compiled with -Wall -Werror against include/cocoon.h, linked to
+ * libcocoon.so, run under valgrind by ci/test.
+ *   test_api MODEL_DIR TDX_QUOTE_FILE                                                       */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cocoon.h"
+
+static int failures = 0, checks = 0;
+#define CHECK(cond, ...)                                                   \
+  do {                                                                     \
+    checks++;                                                              \
+    if (!(cond)) {                                                         \
+      failures++;                                                          \
+      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);      \
+      fprintf(stderr, __VA_ARGS__);                                        \
+      fprintf(stderr, " (last error: %s)\n",                               \
+              cocoon_last_error() ? cocoon_last_error() : "none");         \
+    }                                                                      \
+  } while (0)
+
+static const char *dir;
+static char *pin;
+static cocoon_model *model;
+
+static int count_pieces(void *user, const char *piece, size_t len) {
+  (void)piece;
+  *(size_t *)user += len;
+  return 0;
+}
+
+static int stop_after_first(void *user, const char *piece, size_t len) {
+  (void)piece;
+  (void)len;
+  ++*(int *)user;
+  return 1;
+}
+
+static void *generate_thread(void *arg) {
+  char *receipt = NULL;
+  size_t bytes = 0;
+  cocoon_status s = cocoon_generate(model, (const char *)arg, "{\"max_tokens\": 6, \"raw\": true}",
+                                    count_pieces, &bytes, &receipt);
+  CHECK(s == COCOON_OK, "thread generate: %d", s);
+  char *report = NULL;
+  s = cocoon_verify_receipt(receipt, "{\"allow_dev\": true}", &report);
+  CHECK(s == COCOON_OK, "thread verify: %d", s);
+  cocoon_string_free(report);
+  cocoon_string_free(receipt);
+  return NULL;
+}
+
+static unsigned char *read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  unsigned char *buf = malloc((size_t)n);
+  *len = fread(buf, 1, (size_t)n, f);
+  fclose(f);
+  return buf;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: %s MODEL_DIR TDX_QUOTE\n", argv[0]);
+    return 2;
+  }
+  dir = argv[1];
+  char *out = NULL;
+
+  CHECK(strlen(cocoon_version()) > 0, "version");
+
+  /* pin */
+  CHECK(cocoon_pin(dir, &pin) == COCOON_OK && strlen(pin) == 64, "pin");
+  CHECK(cocoon_pin(NULL, &out) == COCOON_ERR_INVALID_ARGUMENT, "pin NULL dir");
+  CHECK(cocoon_last_error() != NULL && strstr(cocoon_last_error(), "dir"), "message names dir");
+  CHECK(cocoon_pin(dir, NULL) == COCOON_ERR_INVALID_ARGUMENT, "pin NULL out");
+  CHECK(cocoon_pin("/nonexistent/model", &out) == COCOON_ERR_IO, "pin missing dir");
+
+  /* open: wrong pin, malformed pin, bad options, missing dir, then right */
+  char wrong[65];
+  memcpy(wrong, pin, 65);
+  wrong[0] = wrong[0] == '0' ? '1' : '0';
+  cocoon_model *m = NULL;
+  CHECK(cocoon_model_open(dir, wrong, "{\"attest\":\"dev\"}", &m) == COCOON_ERR_PIN_MISMATCH && m == NULL, "wrong pin");
+  CHECK(cocoon_model_open(dir, "abc", "{\"attest\":\"dev\"}", &m) == COCOON_ERR_INVALID_ARGUMENT, "malformed pin");
+  CHECK(cocoon_model_open("/nonexistent/model", pin, "{\"attest\":\"dev\"}", &m) == COCOON_ERR_IO, "missing dir");
+  CHECK(cocoon_model_open(dir, pin, "{\"atest\":\"dev\"}", &m) == COCOON_ERR_INVALID_ARGUMENT, "unknown key");
+  CHECK(strstr(cocoon_last_error(), "atest") != NULL, "message names the key");
+  CHECK(cocoon_model_open(dir, pin, "{\"threads\":\"many\"}", &m) == COCOON_ERR_INVALID_ARGUMENT, "wrong type");
+  CHECK(cocoon_model_open(dir, pin, "not json", &m) == COCOON_ERR_INVALID_ARGUMENT, "bad json");
+  CHECK(cocoon_model_open(NULL, pin, NULL, &m) == COCOON_ERR_INVALID_ARGUMENT, "NULL dir");
+  CHECK(cocoon_model_open(dir, NULL, NULL, &m) == COCOON_ERR_INVALID_ARGUMENT, "NULL pin");
+  CHECK(cocoon_model_open(dir, pin, NULL, NULL) == COCOON_ERR_INVALID_ARGUMENT, "NULL out");
+  CHECK(cocoon_model_open(dir, pin, "{\"attest\":\"dev\",\"threads\":\"2\"}", &model) == COCOON_OK && model, "open");
+  CHECK(cocoon_last_error() == NULL, "no error after success");
+
+  /* generate with callback, receipt verified, tampered receipt rejected, dev gated */
+  size_t bytes = 0;
+  char *receipt = NULL;
+  cocoon_status s = cocoon_generate(model, "Hello", "{\"max_tokens\": 12, \"raw\": true, \"seed\": \"7\", \"nonce\": \"abcd\"}",
+                                    count_pieces, &bytes, &receipt);
+  CHECK(s == COCOON_OK && receipt != NULL && bytes > 0, "generate: %d, %zu bytes", s, bytes);
+  char *report = NULL;
+  CHECK(cocoon_verify_receipt(receipt, "{\"allow_dev\": true}", &report) == COCOON_OK, "verify");
+  CHECK(report && strstr(report, "\"verdict\":\"ok\""), "report ok: %s", report ? report : "");
+  cocoon_string_free(report);
+  report = NULL;
+  CHECK(cocoon_verify_receipt(receipt, NULL, &report) == COCOON_ERR_REJECTED, "dev without allow_dev");
+  CHECK(report && strstr(report, "allow-dev"), "report says why");
+  cocoon_string_free(report);
+  report = NULL;
+  char *tampered = strdup(receipt);
+  char *tokens = strstr(tampered, "\"seed\":7");
+  CHECK(tokens != NULL, "seed in receipt");
+  if (tokens) tokens[7] = '8';
+  CHECK(cocoon_verify_receipt(tampered, "{\"allow_dev\": true}", &report) == COCOON_ERR_REJECTED, "tampered");
+  cocoon_string_free(report);
+  report = NULL;
+  free(tampered);
+  CHECK(cocoon_verify_receipt("{\"version\": 1}", NULL, &report) == COCOON_ERR_INVALID_ARGUMENT && report == NULL, "malformed receipt");
+  CHECK(cocoon_verify_receipt(NULL, NULL, &report) == COCOON_ERR_INVALID_ARGUMENT, "NULL receipt");
+  CHECK(cocoon_verify_receipt(receipt, NULL, NULL) == COCOON_ERR_INVALID_ARGUMENT, "NULL report out");
+  CHECK(cocoon_verify_receipt(receipt, "{\"allow_dev\": 1}", &report) == COCOON_ERR_INVALID_ARGUMENT, "wrong type");
+  cocoon_string_free(receipt);
+  receipt = NULL;
+
+  /* early stop still yields a receipt */
+  int calls = 0;
+  CHECK(cocoon_generate(model, "Hello", "{\"max_tokens\": 30, \"raw\": true}", stop_after_first, &calls, &receipt) == COCOON_OK, "early stop");
+  CHECK(calls == 1 && receipt && strstr(receipt, "\"finish\":\"cancelled\""), "cancelled receipt");
+  cocoon_string_free(receipt);
+  receipt = NULL;
+
+  /* generate argument checks */
+  CHECK(cocoon_generate(NULL, "x", NULL, NULL, NULL, NULL) == COCOON_ERR_INVALID_ARGUMENT, "NULL model");
+  CHECK(cocoon_generate(model, NULL, NULL, NULL, NULL, NULL) == COCOON_ERR_INVALID_ARGUMENT, "NULL prompt");
+  CHECK(cocoon_generate(model, "x", "{\"max_tokens\": 0, \"raw\": true}", NULL, NULL, NULL) == COCOON_ERR_INVALID_ARGUMENT, "max_tokens 0");
+  CHECK(cocoon_generate(model, "x", "{\"temperature\": -1, \"raw\": true}", NULL, NULL, NULL) == COCOON_ERR_INVALID_ARGUMENT, "negative temperature");
+  CHECK(cocoon_generate(model, "x", "{\"bogus\": 1}", NULL, NULL, NULL) == COCOON_ERR_INVALID_ARGUMENT, "unknown param");
+  CHECK(cocoon_generate(model, "x", "{\"raw\": true, \"max_tokens\": 2}", NULL, NULL, NULL) == COCOON_OK, "no callback, no receipt");
+
+  /* attest verify: junk, a real TDX quote (chain unverified in this build), NULLs */
+  unsigned char junk[16] = {1, 2, 3};
+  CHECK(cocoon_attest_verify(junk, sizeof junk, NULL, &report) == COCOON_ERR_INVALID_ARGUMENT, "junk evidence");
+  size_t qlen = 0;
+  unsigned char *quote = read_file(argv[2], &qlen);
+  CHECK(quote != NULL, "read %s", argv[2]);
+  if (quote) {
+    CHECK(cocoon_attest_verify(quote, qlen, NULL, &report) == COCOON_ERR_REJECTED, "real quote");
+    CHECK(report && strstr(report, "\"platform\":\"tdx\"") && strstr(report, "\"report_data\":\"9a9d48e7"), "quote report: %s", report ? report : "");
+    cocoon_string_free(report);
+    report = NULL;
+    free(quote);
+  }
+  CHECK(cocoon_attest_verify(NULL, 10, NULL, &report) == COCOON_ERR_INVALID_ARGUMENT, "NULL evidence");
+  CHECK(cocoon_attest_verify(junk, sizeof junk, NULL, NULL) == COCOON_ERR_INVALID_ARGUMENT, "NULL report");
+
+  /* 4 threads on one handle */
+  pthread_t t[4];
+  const char *prompts[4] = {"one", "two", "three", "four"};
+  for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, generate_thread, (void *)prompts[i]);
+  for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+
+  cocoon_model_free(model);
+  cocoon_model_free(NULL);
+  cocoon_string_free(NULL);
+  cocoon_string_free(pin);
+  printf("c-api: %d passed, %d failed\n", checks - failures, failures);
+  return failures ? 1 : 0;
+}
