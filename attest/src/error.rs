@@ -43,6 +43,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The evidence asked for cannot be had here.
+    #[error("{0}")]
+    Selection(String),
     /// A signature does not verify.
     #[error("{0}")]
     BadSignature(String),

@@ -4,19 +4,21 @@
 //!   [`auto`](provider::auto) selection;
 //! - [`configfs`]: Linux configfs-tsm (`/sys/kernel/config/tsm/report`), which yields a TDX quote
 //!   or an SEV-SNP report with its certificates;
+//! - [`sev_guest`]: the `/dev/sev-guest` `SNP_GET_EXT_REPORT` ioctl where configfs-tsm is absent;
 //! - [`dev`]: an explicitly insecure stand-in signing a documented structure with a local P-384
 //!   key, so that everything can be exercised without a TEE;
 //! - [`evidence`]: the evidence bytes and the 64-byte report data inside them.
 //!
 //! Verification of TDX quotes and SNP reports against Intel's and AMD's roots is not written
 //! yet (its own issue); [`evidence::Evidence::report_data`] only locates the report data.
-#![deny(unsafe_code)]
+#![deny(unsafe_code)] // allowed only in `sev_guest`, around its ioctl
 
 pub mod configfs;
 pub mod dev;
 pub mod error;
 pub mod evidence;
 pub mod provider;
+pub mod sev_guest;
 
 pub use error::{Error, Result};
 pub use evidence::{Evidence, Platform};

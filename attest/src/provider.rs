@@ -35,3 +35,24 @@ pub fn auto(root: &Path) -> Result<Box<dyn EvidenceProvider>> {
     }
     Err(Error::NoTee { looked_for })
 }
+
+/// The provider for `--attest KIND`: `auto` (whatever [`auto`] finds), `tdx` or `snp` (the same,
+/// refusing the other platform) or `dev` (the insecure stand-in). `none` is not a provider.
+pub fn select(kind: &str) -> Result<Box<dyn EvidenceProvider>> {
+    match kind {
+        "dev" => Ok(Box::new(crate::dev::DevProvider::new())),
+        "auto" | "tdx" | "snp" => {
+            let p = auto(Path::new(CONFIGFS_TSM_ROOT))?;
+            if kind != "auto" && p.platform().as_str() != kind {
+                return Err(Error::Selection(format!(
+                    "{kind} evidence asked for, this machine provides {}",
+                    p.platform()
+                )));
+            }
+            Ok(p)
+        }
+        other => Err(Error::Selection(format!(
+            "unknown evidence kind {other:?} (auto, tdx, snp, dev)"
+        ))),
+    }
+}

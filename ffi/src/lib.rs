@@ -15,8 +15,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use cocoon_runtime::backend::Backend;
-use cocoon_runtime::notary::{body, issue, Attestation, Facts, ReceiptRequest};
+use cocoon_runtime::notary::{Attestation, ReceiptRequest};
 use cocoon_runtime::verify::{parse_receipt, verify_receipt, VerifyOptions};
 use cocoon_runtime::{Pin, PinnedModel, Runtime};
 
@@ -52,7 +51,6 @@ use cocoon_status::*;
 pub struct cocoon_model {
     runtime: Runtime,
     attestation: Attestation,
-    backend: String,
 }
 
 /// Called with each UTF-8 piece of generated text (`piece` is not NUL-terminated; `len` bytes).
@@ -214,11 +212,9 @@ pub unsafe extern "C" fn cocoon_model_open(
             .attestation()
             .map_err(|m| Failure(COCOON_ERR_ATTESTATION, m))?;
         let runtime = Runtime::open_cpu(Path::new(dir), &pin, options.threads, None)?;
-        let backend = runtime.model().backend().name();
         let model = Box::new(cocoon_model {
             runtime,
             attestation,
-            backend,
         });
         // SAFETY: checked non-NULL above; ownership passes to the caller.
         unsafe { *out = Box::into_raw(model) };
@@ -264,30 +260,26 @@ pub unsafe extern "C" fn cocoon_generate(
             )
         };
         let params = GenerateParams::parse(params).map_err(invalid)?;
-        let rt = &model.runtime;
-        let ids = rt.prompt_ids(prompt, params.raw)?;
         let mut on_piece = |piece: &str| match cb {
             None => true,
             // SAFETY: the caller's callback, with its own `user` pointer and a buffer of `len`
             // bytes valid for the duration of the call.
             Some(f) => (unsafe { f(user, piece.as_ptr().cast(), piece.len()) }) == 0,
         };
-        let generation = rt.generate(&ids, &params.sampling, &mut on_piece)?;
+        let request = ReceiptRequest {
+            nonce: params.nonce.clone(),
+            job_id: params.job_id.clone(),
+            prev: params.prev.clone(),
+        };
+        let (_, receipt) = model.runtime.generate_with_receipt(
+            prompt,
+            params.raw,
+            &params.sampling,
+            &model.attestation,
+            &request,
+            &mut on_piece,
+        )?;
         if !receipt_json_out.is_null() {
-            let facts = Facts {
-                pin: rt.pin(),
-                backend: model.backend.clone(),
-                params: &params.sampling,
-                chat_template: !params.raw,
-                prompt,
-                generation: &generation,
-            };
-            let request = ReceiptRequest {
-                nonce: params.nonce.clone(),
-                job_id: params.job_id.clone(),
-                prev: params.prev.clone(),
-            };
-            let receipt = issue(body(&facts, &request)?, &model.attestation)?;
             let json = serde_json::to_string(&receipt).map_err(|e| invalid(e.to_string()))?;
             // SAFETY: checked non-NULL.
             unsafe { give_string(receipt_json_out, json) };

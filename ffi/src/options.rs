@@ -3,10 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use cocoon_attest::configfs::ConfigfsTsm;
 use cocoon_attest::dev::{DevEvidence, MAGIC};
-use cocoon_attest::provider::CONFIGFS_TSM_ROOT;
-use cocoon_attest::{Evidence, EvidenceProvider, Platform};
+use cocoon_attest::{Evidence, Platform};
 use cocoon_runtime::notary::{Attestation, AttestedKey};
 use cocoon_runtime::SamplingParams;
 
@@ -106,26 +104,10 @@ impl ModelOptions {
 
     /// The evidence provider the options ask for.
     pub fn attestation(&self) -> Result<Attestation, String> {
-        let provider: Box<dyn EvidenceProvider> = match self.attest.as_str() {
-            "none" => return Ok(Attestation::None),
-            "dev" => Box::new(cocoon_attest::dev::DevProvider::new()),
-            kind => {
-                let root = std::path::Path::new(CONFIGFS_TSM_ROOT);
-                if !root.is_dir() {
-                    return Err(cocoon_attest::provider::auto(root)
-                        .err()
-                        .map_or_else(|| "no TEE".into(), |e| e.to_string()));
-                }
-                let tsm = ConfigfsTsm::probe(root).map_err(|e| e.to_string())?;
-                if kind != "auto" && tsm.platform().as_str() != kind {
-                    return Err(format!(
-                        "attest: {kind} asked for, this machine provides {}",
-                        tsm.platform()
-                    ));
-                }
-                Box::new(tsm)
-            }
-        };
+        if self.attest == "none" {
+            return Ok(Attestation::None);
+        }
+        let provider = cocoon_attest::provider::select(&self.attest).map_err(|e| e.to_string())?;
         if self.attest_key {
             Ok(Attestation::Key(Box::new(
                 AttestedKey::new(provider.as_ref()).map_err(|e| e.to_string())?,

@@ -8,8 +8,10 @@ use crate::error::Result;
 use crate::generate::{generate, Generation};
 use crate::model::llama::Llama;
 use crate::model::CheckedModel;
+use crate::notary::{body, issue, Attestation, Facts, ReceiptRequest};
 use crate::pin::Pin;
 use crate::pinned::ProgressFn;
+use crate::receipt::Receipt;
 use crate::sampling::SamplingParams;
 use crate::tokenizer::TextTokenizer;
 
@@ -70,6 +72,32 @@ impl<B: Backend> Runtime<B> {
             self.tokenizer
                 .encode(&self.tokenizer.render_chat(prompt)?, false)
         }
+    }
+
+    /// Runs one request on `prompt` (through the chat template unless `raw`) and issues its
+    /// receipt, bound to the machine as `attestation` says.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate_with_receipt(
+        &self,
+        prompt: &str,
+        raw: bool,
+        params: &SamplingParams,
+        attestation: &Attestation,
+        request: &ReceiptRequest,
+        on_piece: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<(Generation, Receipt)> {
+        let ids = self.prompt_ids(prompt, raw)?;
+        let generation = self.generate(&ids, params, on_piece)?;
+        let facts = Facts {
+            pin: self.pin,
+            backend: self.model.backend().name(),
+            params,
+            chat_template: !raw,
+            prompt,
+            generation: &generation,
+        };
+        let receipt = issue(body(&facts, request)?, attestation)?;
+        Ok((generation, receipt))
     }
 
     /// Runs one request (see [`generate`]).

@@ -6,12 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use cocoon_attest::dev::DevProvider;
-use cocoon_attest::provider::CONFIGFS_TSM_ROOT;
-use cocoon_attest::{EvidenceProvider, Platform};
-use cocoon_runtime::backend::Backend;
 use cocoon_runtime::model::llama::Logits;
-use cocoon_runtime::notary::{body, issue, Attestation, AttestedKey, Facts, ReceiptRequest};
+use cocoon_runtime::notary::{Attestation, AttestedKey, ReceiptRequest};
 use cocoon_runtime::verify::parse_receipt;
 use cocoon_runtime::{Pin, Runtime, SamplingParams};
 
@@ -152,29 +148,20 @@ fn attestation(args: &RunArgs) -> Result<Option<Attestation>> {
     else {
         return Ok(None);
     };
-    let provider: Box<dyn EvidenceProvider> = match kind {
+    let name = match kind {
         AttestArg::None => return Ok(Some(Attestation::None)),
         AttestArg::Dev => {
             eprintln!("warning: --attest dev: the receipt's evidence is an insecure stand-in that proves nothing");
-            Box::new(DevProvider::new())
+            "dev"
         }
-        AttestArg::Auto | AttestArg::Tdx | AttestArg::Snp => {
-            let p = cocoon_attest::provider::auto(std::path::Path::new(CONFIGFS_TSM_ROOT))?;
-            let want = match kind {
-                AttestArg::Tdx => Some(Platform::Tdx),
-                AttestArg::Snp => Some(Platform::Snp),
-                _ => None,
-            };
-            if want.is_some_and(|w| w != p.platform()) {
-                bail!(
-                    "--attest {kind:?}: this machine provides {} evidence",
-                    p.platform()
-                );
-            }
-            eprintln!("attestation: {} through configfs-tsm", p.platform());
-            p
-        }
+        AttestArg::Auto => "auto",
+        AttestArg::Tdx => "tdx",
+        AttestArg::Snp => "snp",
     };
+    let provider = cocoon_attest::provider::select(name)?;
+    if kind != AttestArg::Dev {
+        eprintln!("attestation: {} evidence", provider.platform());
+    }
     Ok(Some(if args.attest_key {
         Attestation::Key(Box::new(AttestedKey::new(provider.as_ref())?))
     } else {
@@ -269,9 +256,8 @@ pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
         prev,
     };
     let runtime = open(&args.model, &args.backend, quiet)?;
-    let input_ids = runtime.prompt_ids(&prompt, args.raw)?;
     let mut write_error = None;
-    let generation = runtime.generate(&input_ids, &params, &mut |piece| {
+    let mut on_piece = |piece: &str| {
         if args.json {
             return true;
         }
@@ -282,24 +268,31 @@ pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
                 false
             }
         }
-    })?;
+    };
+    let (generation, receipt) = match &attestation {
+        Some(att) => {
+            let (g, r) = runtime.generate_with_receipt(
+                &prompt,
+                args.raw,
+                &params,
+                att,
+                &request,
+                &mut on_piece,
+            )?;
+            (g, Some(r))
+        }
+        None => (
+            runtime.generate(
+                &runtime.prompt_ids(&prompt, args.raw)?,
+                &params,
+                &mut on_piece,
+            )?,
+            None,
+        ),
+    };
     if let Some(e) = write_error {
         return Err(e.into());
     }
-    let receipt = match &attestation {
-        None => None,
-        Some(att) => {
-            let facts = Facts {
-                pin: runtime.pin(),
-                backend: runtime.model().backend().name(),
-                params: &params,
-                chat_template: !args.raw,
-                prompt: &prompt,
-                generation: &generation,
-            };
-            Some(issue(body(&facts, &request)?, att)?)
-        }
-    };
     if let (Some(path), Some(r)) = (&args.receipt, &receipt) {
         std::fs::write(path, serde_json::to_vec_pretty(r)?)
             .with_context(|| format!("writing {}", path.display()))?;
