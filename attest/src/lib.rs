@@ -19,6 +19,7 @@ pub mod error;
 pub mod evidence;
 pub mod provider;
 pub mod sev_guest;
+pub mod snp;
 
 pub use error::{Error, Result};
 pub use evidence::{Evidence, Platform};
