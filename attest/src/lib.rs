@@ -13,6 +13,7 @@
 //! yet (its own issue); [`evidence::Evidence::report_data`] only locates the report data.
 #![deny(unsafe_code)] // allowed only in `sev_guest`, around its ioctl
 
+pub mod appraisal;
 pub mod configfs;
 pub mod dev;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod evidence;
 pub mod provider;
 pub mod sev_guest;
 pub mod snp;
+pub mod tdx;
 
 pub use error::{Error, Result};
 pub use evidence::{Evidence, Platform};

@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
     let dev_receipt = issue(body(&facts, &request).unwrap(), &direct).unwrap();
     let opts = VerifyOptions {
         allow_dev: true,
-        model_pin: None,
+        ..Default::default()
     };
     assert!(verify_receipt(&key_receipt, &opts).ok() && verify_receipt(&dev_receipt, &opts).ok());
 

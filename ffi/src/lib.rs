@@ -321,6 +321,7 @@ pub unsafe extern "C" fn cocoon_verify_receipt(
             &VerifyOptions {
                 allow_dev: params.allow_dev,
                 model_pin,
+                ..Default::default()
             },
         );
         let json = serde_json::to_string(&report).map_err(|e| invalid(e.to_string()))?;

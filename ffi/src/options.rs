@@ -3,8 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use cocoon_attest::dev::{DevEvidence, MAGIC};
-use cocoon_attest::{Evidence, Platform};
+use cocoon_attest::appraisal::Appraisal;
 use cocoon_runtime::notary::{Attestation, AttestedKey};
 use cocoon_runtime::SamplingParams;
 
@@ -214,63 +213,30 @@ impl AttestParams {
     }
 }
 
-/// Recognises raw evidence: dev structure, TDX quote v4/v5 (attestation key type 2, TEE type
-/// 0x81) or SNP report (1184 bytes, version 2, 3 or 5).
-fn detect(bytes: &[u8]) -> Option<Platform> {
-    let u16_at = |i: usize| {
-        bytes
-            .get(i..i + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u32_at = |i: usize| {
-        bytes
-            .get(i..i + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    if bytes.starts_with(MAGIC) {
-        Some(Platform::Dev)
-    } else if matches!(u16_at(0), Some(4 | 5)) && u16_at(2) == Some(2) && u32_at(4) == Some(0x81) {
-        Some(Platform::Tdx)
-    } else if bytes.len() == cocoon_attest::evidence::SNP_REPORT_LEN
-        && matches!(u32_at(0), Some(2 | 3 | 5))
-    {
-        Some(Platform::Snp)
-    } else {
-        None
-    }
-}
-
 /// The JSON report of `cocoon_attest_verify`.
 pub fn attest_report(bytes: &[u8], p: &AttestParams) -> Result<Value, String> {
-    let platform = detect(bytes)
-        .ok_or("unrecognised evidence: not a TDX quote v4/v5, an SNP report or dev evidence")?;
-    let evidence = Evidence {
-        platform,
-        quote: bytes.to_vec(),
-        certs: None,
-        provider: String::new(),
+    let evidence =
+        cocoon_attest::appraisal::evidence_from_bytes(bytes).map_err(|e| e.to_string())?;
+    let report_data = match &p.report_data {
+        None => None,
+        Some(h) => {
+            let mut rd = [0u8; 64];
+            hex::decode_to_slice(h, &mut rd)
+                .map_err(|_| "report_data: not 128 hexadecimal digits".to_owned())?;
+            Some(rd)
+        }
     };
-    let report_data = evidence.report_data().map_err(|e| e.to_string())?;
-    let mut reasons = Vec::new();
-    match platform {
-        Platform::Dev => match DevEvidence::parse(bytes) {
-            Err(e) => reasons.push(e.to_string()),
-            Ok(_) if !p.allow_dev => reasons.push("dev evidence proves nothing; set allow_dev to accept it for testing".to_owned()),
-            Ok(_) => {}
-        },
-        Platform::Tdx | Platform::Snp => {
-            reasons.push(format!("{platform} signature chain not verified: verification of TDX/SNP evidence is not implemented in this build"))
-        }
-    }
-    if let Some(want) = &p.report_data {
-        if !want.eq_ignore_ascii_case(&hex::encode(report_data)) {
-            reasons.push("report data differs from the expected report_data".to_owned());
-        }
-    }
-    Ok(serde_json::json!({
-        "platform": platform.as_str(),
-        "verdict": if reasons.is_empty() { "ok" } else { "rejected" },
-        "reasons": reasons,
-        "report_data": hex::encode(report_data),
-    }))
+    let appraisal = Appraisal {
+        at: now(),
+        report_data,
+        allow_dev: p.allow_dev,
+        ..Default::default()
+    };
+    cocoon_attest::appraisal::verify(&evidence, &appraisal).map_err(|e| e.to_string())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

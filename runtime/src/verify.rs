@@ -3,14 +3,16 @@
 //! Checked: the structure (strict: unknown fields and versions are malformed), the binding
 //! recomputed from the body, the mode (direct: evidence report data = binding; key: the key's
 //! evidence binds the key and the signature over the binding verifies), the evidence itself as
-//! far as this build can verify it, the model pin when asked, and chain links. TDX and SNP
-//! signature chains are not verified yet (their own issue): such receipts are rejected with a
-//! reason that says so, never accepted on the report data alone.
+//! far as this build can verify it (dev: its signature; SNP: the AMD chain, signature, TCB and
+//! debug policy; TDX: not yet, rejected saying so), the model pin when asked, and chain links.
 
 use p384::ecdsa::signature::Verifier;
 use p384::ecdsa::{Signature, VerifyingKey};
 use serde::Serialize;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cocoon_attest::appraisal::{verify as verify_evidence, Appraisal};
 use cocoon_attest::dev::DevEvidence;
 use cocoon_attest::Platform;
 
@@ -24,6 +26,10 @@ pub struct VerifyOptions {
     pub allow_dev: bool,
     /// The pin the receipt's model must have.
     pub model_pin: Option<Pin>,
+    /// Certificate files for the evidence (`--collateral`).
+    pub collateral: Vec<Vec<u8>>,
+    /// Time of the check, Unix seconds (default: now).
+    pub at: Option<u64>,
 }
 
 /// The verdict.
@@ -241,10 +247,37 @@ fn check_evidence(
                 reasons.push(format!("{what}: dev evidence proves nothing; pass --allow-dev to accept it for testing"));
             }
         }
-        Platform::Tdx | Platform::Snp => reasons.push(format!(
-            "{what}: {} signature chain not verified: verification of TDX/SNP evidence is not implemented in this build",
-            evidence.platform
-        )),
+        Platform::Tdx | Platform::Snp => {
+            let at = opts.at.unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            });
+            let appraisal = Appraisal {
+                cert_files: opts.collateral.clone(),
+                at,
+                report_data: Some(*expected),
+                ..Default::default()
+            };
+            match verify_evidence(&evidence, &appraisal) {
+                Ok(v) => {
+                    let listed = v["reasons"].as_array().cloned().unwrap_or_default();
+                    reasons.extend(
+                        listed
+                            .iter()
+                            .filter_map(|r| r.as_str())
+                            .map(|r| format!("{what}: {r}")),
+                    );
+                    if listed.is_empty() {
+                        notes.push(format!(
+                            "{what}: {} evidence verified, TCB {}",
+                            evidence.platform, v["tcb_status"]
+                        ));
+                    }
+                }
+                Err(e) => reasons.push(format!("{what}: {e}")),
+            }
+        }
     }
 }
 

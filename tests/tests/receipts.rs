@@ -40,7 +40,7 @@ fn make(att: &Attestation, prev: Option<String>) -> Receipt {
 fn dev_ok() -> VerifyOptions {
     VerifyOptions {
         allow_dev: true,
-        model_pin: None,
+        ..Default::default()
     }
 }
 

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 verification rejected, 2 bad input, usage or I/O.
 //! Results go to stdout, progress and logs to stderr.
 
+mod attest;
 mod infer;
 mod progress;
 mod verify;
@@ -72,6 +73,9 @@ enum Command {
     Logits(infer::LogitsArgs),
     /// Generate an answer to a prompt.
     Run(infer::RunArgs),
+    /// Inspect or verify TEE evidence.
+    #[command(subcommand)]
+    Attest(attest::AttestCommand),
     /// Verify a receipt (exit 0 accepted, 1 rejected, 2 malformed).
     Verify(verify::VerifyArgs),
     /// Convert a LLaMA GGUF file into a pinned Hugging Face model directory.
@@ -197,6 +201,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logits(args) => infer::logits(&args, cli.quiet, &mut out)?,
         Command::Run(args) => infer::run(&args, cli.quiet, &mut out)?,
         Command::Verify(args) => return verify::verify(&args, &mut out),
+        Command::Attest(cmd) => return attest::run(&cmd, &mut out),
         Command::ImportGguf {
             input,
             out_dir,

@@ -1,0 +1,126 @@
+//! `cocoon attest inspect` and `cocoon attest verify`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use cocoon_attest::appraisal::{
+    evidence_from_bytes, inspect, parse_rfc3339, read_collateral, verify, Appraisal,
+};
+
+/// `cocoon attest …`.
+#[derive(Subcommand)]
+pub enum AttestCommand {
+    /// Print the parsed fields of evidence (raw TDX quote, SNP report, dev, or a receipt's
+    /// evidence JSON); no verdict.
+    Inspect {
+        /// The evidence file.
+        evidence: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify evidence (exit 0 ok, 1 rejected, 2 malformed).
+    Verify(VerifyArgs),
+}
+
+/// Arguments of `cocoon attest verify`.
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The evidence file.
+    evidence: PathBuf,
+    /// Certificates (SNP): a file, or a directory of *.pem/*.der/*.crt/*.cer.
+    #[arg(long)]
+    collateral: Option<PathBuf>,
+    /// Check validity at this time (RFC 3339 UTC) instead of now.
+    #[arg(long)]
+    at: Option<String>,
+    /// Report data (128 hex) the evidence must carry.
+    #[arg(long)]
+    report_data: Option<String>,
+    /// Accept dev evidence (it proves nothing).
+    #[arg(long)]
+    allow_dev: bool,
+    /// Accept guests and TDs that allow debugging.
+    #[arg(long)]
+    allow_debug: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn print(v: &serde_json::Value, json: bool, out: &mut impl Write) -> Result<()> {
+    if json {
+        writeln!(out, "{v}")?;
+        return Ok(());
+    }
+    if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            match val {
+                serde_json::Value::String(s) => writeln!(out, "{k}: {s}")?,
+                serde_json::Value::Array(items) => {
+                    for i in items {
+                        writeln!(
+                            out,
+                            "{k}: {}",
+                            i.as_str().map_or_else(|| i.to_string(), str::to_owned)
+                        )?;
+                    }
+                }
+                other => writeln!(out, "{k}: {other}")?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `cocoon attest`.
+pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    match cmd {
+        AttestCommand::Inspect { evidence, json } => {
+            let e = evidence_from_bytes(&read(evidence)?)?;
+            print(&inspect(&e)?, *json, out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AttestCommand::Verify(a) => {
+            let e = evidence_from_bytes(&read(&a.evidence)?)?;
+            let report_data = match &a.report_data {
+                None => None,
+                Some(h) => {
+                    let mut rd = [0u8; 64];
+                    hex::decode_to_slice(h, &mut rd)
+                        .context("--report-data: not 128 hexadecimal digits")?;
+                    Some(rd)
+                }
+            };
+            let at = match &a.at {
+                Some(t) => parse_rfc3339(t)?,
+                None => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs(),
+            };
+            let cert_files = match &a.collateral {
+                Some(p) => read_collateral(p)?,
+                None => Vec::new(),
+            };
+            let appraisal = Appraisal {
+                cert_files,
+                at,
+                report_data,
+                allow_dev: a.allow_dev,
+                allow_debug: a.allow_debug,
+            };
+            let v = verify(&e, &appraisal)?;
+            print(&v, a.json, out)?;
+            Ok(if v["verdict"] == "ok" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
