@@ -3,8 +3,8 @@
 //! `reasons`, `report_data`, `tcb_status`, and per platform the measurements.
 //!
 //! Verdicts fail closed: `ok` needs every check this build performs to pass and a TCB status of
-//! `UpToDate`; SNP guests that allow debugging are rejected; TDX quotes are rejected until DCAP
-//! verification lands, with a reason saying so.
+//! `UpToDate`; SNP guests and TDs that allow debugging are rejected unless allowed; TDX quotes
+//! need DCAP collateral.
 
 use serde_json::{json, Value};
 
@@ -14,7 +14,9 @@ use crate::evidence::{Evidence, Platform, SNP_REPORT_LEN};
 use crate::snp::chain::parse_certs;
 use crate::snp::report::SnpReport;
 use crate::snp::verify::verify_snp;
+use crate::tdx::collateral::Collateral;
 use crate::tdx::quote::TdxQuote;
+use crate::tdx::verify::verify_tdx;
 
 /// Recognises raw evidence: dev structure, TDX quote v4/v5, SNP report (1184 bytes).
 pub fn detect(bytes: &[u8]) -> Option<Platform> {
@@ -139,6 +141,8 @@ pub struct Appraisal {
     pub allow_dev: bool,
     /// Accept a guest or TD that allows debugging.
     pub allow_debug: bool,
+    /// DCAP collateral for TDX quotes.
+    pub tdx: Option<Collateral>,
 }
 
 /// The verdict with the fields of `inspect`.
@@ -165,11 +169,28 @@ pub fn verify(e: &Evidence, a: &Appraisal) -> Result<Value> {
         }
         Platform::Tdx => {
             let q = TdxQuote::parse(&e.quote)?;
-            reasons.push("TDX quote not verified: DCAP verification (PCK chain, QE report, collateral, TCB levels) is not implemented in this build".into());
+            let status = match &a.tdx {
+                None => {
+                    reasons.push(
+                        "no TDX collateral given (TCB info, QE identity, CRLs: --collateral)"
+                            .into(),
+                    );
+                    "Unverified".to_owned()
+                }
+                Some(c) => {
+                    let verdict = verify_tdx(&q, c, a.at);
+                    reasons.extend(verdict.reasons);
+                    v["fmspc"] = verdict.fmspc.into();
+                    v["advisory_ids"] = verdict.advisory_ids.into();
+                    verdict
+                        .tcb_status
+                        .unwrap_or_else(|| "NoMatchingTcbLevel".into())
+                }
+            };
             if q.report.debug() && !a.allow_debug {
                 reasons.push("TD attributes have DEBUG set".into());
             }
-            "Unverified".into()
+            status.into()
         }
         Platform::Dev => {
             if !a.allow_dev {
@@ -190,6 +211,18 @@ pub fn verify(e: &Evidence, a: &Appraisal) -> Result<Value> {
     v["verdict"] = if reasons.is_empty() { "ok" } else { "rejected" }.into();
     v["reasons"] = reasons.into();
     Ok(v)
+}
+
+/// Reads `--collateral PATH` for `platform`: DCAP collateral for TDX (a dcap-qvl JSON bundle, or
+/// a directory of PCS files or holding `collateral.json`), certificate files otherwise.
+pub fn load_collateral(
+    path: &std::path::Path,
+    platform: Platform,
+) -> Result<(Vec<Vec<u8>>, Option<Collateral>)> {
+    match platform {
+        Platform::Tdx => Ok((Vec::new(), Some(Collateral::read(path)?))),
+        _ => Ok((read_collateral(path)?, None)),
+    }
 }
 
 /// Certificate files from `--collateral PATH`: the file itself, or every `*.pem`, `*.der`,
@@ -354,6 +387,24 @@ mod tests {
         assert_eq!(v["verdict"], "rejected");
         assert_eq!(v["rtmr0"], "44c0197b39157fdd7a4dcc44767f9d6b0bb3977c7a8e347b8492f827fe9d9e5c48aca29b220b80b6a540cf994b9bc9c0");
         assert_eq!(v["mrseam"], "5b38e33a6487958b72c3c12a938eaa5e3fd4510c51aeeab58c7d5ecee41d7c436489d6c8e4f92f160b7cad34207b00c1");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/attest-vectors/tdx/dcapqvl-v4-uptodate");
+        let tdx = Some(Collateral::read(&dir).unwrap());
+        let at = parse_rfc3339("2025-07-19T10:00:34Z").unwrap();
+        let v = verify(
+            &e,
+            &Appraisal {
+                at,
+                tdx,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (v["verdict"].as_str(), v["tcb_status"].as_str()),
+            (Some("ok"), Some("UpToDate")),
+            "{v}"
+        );
         assert!(evidence_from_bytes(b"junk").is_err());
     }
 }

@@ -22,6 +22,7 @@ pub mod provider;
 pub mod sev_guest;
 pub mod snp;
 pub mod tdx;
+pub mod x509;
 
 pub use error::{Error, Result};
 pub use evidence::{Evidence, Platform};

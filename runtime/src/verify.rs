@@ -4,7 +4,7 @@
 //! recomputed from the body, the mode (direct: evidence report data = binding; key: the key's
 //! evidence binds the key and the signature over the binding verifies), the evidence itself as
 //! far as this build can verify it (dev: its signature; SNP: the AMD chain, signature, TCB and
-//! debug policy; TDX: not yet, rejected saying so), the model pin when asked, and chain links.
+//! debug policy; TDX: DCAP with the collateral given), the model pin when asked, and chain links.
 
 use p384::ecdsa::signature::Verifier;
 use p384::ecdsa::{Signature, VerifyingKey};
@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cocoon_attest::appraisal::{verify as verify_evidence, Appraisal};
+use cocoon_attest::appraisal::{load_collateral, verify as verify_evidence, Appraisal};
 use cocoon_attest::dev::DevEvidence;
 use cocoon_attest::Platform;
 
@@ -26,8 +26,8 @@ pub struct VerifyOptions {
     pub allow_dev: bool,
     /// The pin the receipt's model must have.
     pub model_pin: Option<Pin>,
-    /// Certificate files for the evidence (`--collateral`).
-    pub collateral: Vec<Vec<u8>>,
+    /// `--collateral`: DCAP collateral for TDX evidence, certificates for SNP evidence.
+    pub collateral: Option<std::path::PathBuf>,
     /// Time of the check, Unix seconds (default: now).
     pub at: Option<u64>,
 }
@@ -253,10 +253,21 @@ fn check_evidence(
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs())
             });
+            let (cert_files, tdx) = match &opts.collateral {
+                None => (Vec::new(), None),
+                Some(path) => match load_collateral(path, evidence.platform) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        reasons.push(format!("{what}: collateral: {e}"));
+                        return;
+                    }
+                },
+            };
             let appraisal = Appraisal {
-                cert_files: opts.collateral.clone(),
+                cert_files,
                 at,
                 report_data: Some(*expected),
+                tdx,
                 ..Default::default()
             };
             match verify_evidence(&evidence, &appraisal) {

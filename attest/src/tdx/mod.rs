@@ -1,4 +1,7 @@
-//! Intel TDX quotes: parsing ([`quote`]). Verification against Intel's DCAP collateral is not
-//! written yet: callers report TDX evidence as unverified.
+//! Intel TDX quotes: parsing ([`quote`]), the PCK certificate's SGX extensions ([`pck`]), DCAP
+//! collateral ([`collateral`]) and verification ([`verify`]).
 
+pub mod collateral;
+pub mod pck;
 pub mod quote;
+pub mod verify;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use cocoon_attest::appraisal::{
-    evidence_from_bytes, inspect, parse_rfc3339, read_collateral, verify, Appraisal,
+    evidence_from_bytes, inspect, load_collateral, parse_rfc3339, verify, Appraisal,
 };
 
 /// `cocoon attest …`.
@@ -32,7 +32,8 @@ pub enum AttestCommand {
 pub struct VerifyArgs {
     /// The evidence file.
     evidence: PathBuf,
-    /// Certificates (SNP): a file, or a directory of *.pem/*.der/*.crt/*.cer.
+    /// TDX: DCAP collateral (dcap-qvl JSON, or a directory of PCS files); SNP: certificates (a
+    /// file, or a directory of *.pem/*.der/*.crt/*.cer).
     #[arg(long)]
     collateral: Option<PathBuf>,
     /// Check validity at this time (RFC 3339 UTC) instead of now.
@@ -103,9 +104,9 @@ pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
                     .duration_since(std::time::UNIX_EPOCH)?
                     .as_secs(),
             };
-            let cert_files = match &a.collateral {
-                Some(p) => read_collateral(p)?,
-                None => Vec::new(),
+            let (cert_files, tdx) = match &a.collateral {
+                Some(p) => load_collateral(p, e.platform)?,
+                None => (Vec::new(), None),
             };
             let appraisal = Appraisal {
                 cert_files,
@@ -113,6 +114,7 @@ pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
                 report_data,
                 allow_dev: a.allow_dev,
                 allow_debug: a.allow_debug,
+                tdx,
             };
             let v = verify(&e, &appraisal)?;
             print(&v, a.json, out)?;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use cocoon_attest::appraisal::{parse_rfc3339, read_collateral};
+use cocoon_attest::appraisal::parse_rfc3339;
 use cocoon_runtime::verify::{parse_receipt, verify_chain, verify_receipt, VerifyOptions};
 use cocoon_runtime::PinnedModel;
 
@@ -25,7 +25,8 @@ pub struct VerifyArgs {
     /// Further receipts that follow RECEIPT in a chain: each `prev` must be the previous binding.
     #[arg(long, num_args = 1..)]
     chain: Vec<PathBuf>,
-    /// Certificates for SNP evidence: a file, or a directory of *.pem/*.der/*.crt/*.cer.
+    /// TDX: DCAP collateral (dcap-qvl JSON, or a directory of PCS files); SNP: certificates (a
+    /// file, or a directory of *.pem/*.der/*.crt/*.cer).
     #[arg(long)]
     collateral: Option<PathBuf>,
     /// Check validity at this time (RFC 3339 UTC) instead of now.
@@ -42,10 +43,7 @@ pub fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<ExitCode> {
         Some(dir) => Some(PinnedModel::read(dir, None)?.pin()),
         None => None,
     };
-    let collateral = match &args.collateral {
-        Some(p) => read_collateral(p)?,
-        None => Vec::new(),
-    };
+    let collateral = args.collateral.clone();
     let at = args.at.as_deref().map(parse_rfc3339).transpose()?;
     let opts = VerifyOptions {
         allow_dev: args.allow_dev,

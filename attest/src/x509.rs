@@ -1,0 +1,246 @@
+//! X.509 certificates as both vendors' chains use them: parsing (PEM, DER, SEV certificate
+//! tables), names, extensions, validity, and signatures (RSASSA-PSS/SHA-384 for AMD,
+//! ECDSA P-256/SHA-256 for Intel).
+
+use rsa::pkcs1::DecodeRsaPublicKey;
+use rsa::signature::Verifier;
+use sha2::Sha384;
+use x509_cert::der::{self, Decode, Encode};
+use x509_cert::Certificate;
+
+use crate::error::{Error, Result};
+
+/// A certificate with its DER.
+#[derive(Clone, Debug)]
+pub struct Cert {
+    /// Parsed.
+    pub cert: Certificate,
+    /// As encoded.
+    pub der: Vec<u8>,
+}
+
+impl Cert {
+    /// Parses DER.
+    pub fn from_der(der: &[u8]) -> Result<Self> {
+        let cert =
+            Certificate::from_der(der).map_err(|e| malformed(format!("certificate: {e}")))?;
+        Ok(Cert {
+            cert,
+            der: der.to_vec(),
+        })
+    }
+
+    /// The subject's common name.
+    pub fn common_name(&self) -> String {
+        common_name(&self.cert.tbs_certificate.subject)
+    }
+
+    /// The issuer's common name.
+    pub fn issuer_common_name(&self) -> String {
+        common_name(&self.cert.tbs_certificate.issuer)
+    }
+
+    /// The value of an extension, if present.
+    pub fn extension(&self, oid: &str) -> Option<&[u8]> {
+        let oid = der::asn1::ObjectIdentifier::new(oid).ok()?;
+        self.cert
+            .tbs_certificate
+            .extensions
+            .as_ref()?
+            .iter()
+            .find(|e| e.extn_id == oid)
+            .map(|e| e.extn_value.as_bytes())
+    }
+
+    /// Checks that `at` (Unix seconds) lies in the validity period.
+    pub fn check_validity(&self, at: u64) -> Result<()> {
+        let v = &self.cert.tbs_certificate.validity;
+        let (from, to) = (
+            v.not_before.to_unix_duration().as_secs(),
+            v.not_after.to_unix_duration().as_secs(),
+        );
+        if at < from || at > to {
+            return Err(Error::BadSignature(format!(
+                "{}: not valid at {at} (valid {from}..{to}, Unix seconds)",
+                self.common_name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Verifies that `issuer` signed this certificate with RSASSA-PSS / SHA-384.
+    pub fn check_signed_by(&self, issuer: &Cert) -> Result<()> {
+        const PSS: &str = "1.2.840.113549.1.1.10";
+        if self.cert.signature_algorithm.oid.to_string() != PSS {
+            return Err(Error::BadSignature(format!(
+                "{}: signature algorithm {} is not RSASSA-PSS",
+                self.common_name(),
+                self.cert.signature_algorithm.oid
+            )));
+        }
+        let key_bits = issuer
+            .cert
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes();
+        let key = rsa::RsaPublicKey::from_pkcs1_der(key_bits)
+            .map_err(|e| malformed(format!("{}: RSA key: {e}", issuer.common_name())))?;
+        let tbs = self
+            .cert
+            .tbs_certificate
+            .to_der()
+            .map_err(|e| malformed(format!("re-encoding: {e}")))?;
+        let sig = rsa::pss::Signature::try_from(self.cert.signature.raw_bytes())
+            .map_err(|e| malformed(format!("signature: {e}")))?;
+        rsa::pss::VerifyingKey::<Sha384>::new(key)
+            .verify(&tbs, &sig)
+            .map_err(|_| {
+                Error::BadSignature(format!(
+                    "{} is not signed by {}",
+                    self.common_name(),
+                    issuer.common_name()
+                ))
+            })
+    }
+}
+
+fn malformed(message: String) -> Error {
+    Error::Malformed {
+        platform: "x509",
+        message,
+    }
+}
+
+fn common_name(name: &x509_cert::name::Name) -> String {
+    const CN: &str = "2.5.4.3";
+    for rdn in name.0.iter() {
+        for atv in rdn.0.iter() {
+            if atv.oid.to_string() == CN {
+                if let Ok(s) = der::asn1::Utf8StringRef::try_from(&atv.value) {
+                    return s.as_str().to_owned();
+                }
+                if let Ok(s) = der::asn1::PrintableStringRef::try_from(&atv.value) {
+                    return s.as_str().to_owned();
+                }
+            }
+        }
+    }
+    String::new()
+}
+
+impl Cert {
+    /// Verifies that `issuer` signed this certificate with ECDSA P-256 / SHA-256.
+    pub fn check_signed_by_p256(&self, issuer: &Cert) -> Result<()> {
+        const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
+        if self.cert.signature_algorithm.oid.to_string() != ECDSA_SHA256 {
+            return Err(Error::BadSignature(format!(
+                "{}: signature algorithm {} is not ECDSA with SHA-256",
+                self.common_name(),
+                self.cert.signature_algorithm.oid
+            )));
+        }
+        let key = p256_key(issuer)?;
+        let tbs = self
+            .cert
+            .tbs_certificate
+            .to_der()
+            .map_err(|e| malformed(format!("re-encoding: {e}")))?;
+        let sig = p256::ecdsa::Signature::from_der(self.cert.signature.raw_bytes())
+            .map_err(|e| malformed(format!("signature: {e}")))?;
+        key.verify(&tbs, &sig).map_err(|_| {
+            Error::BadSignature(format!(
+                "{} is not signed by {}",
+                self.common_name(),
+                issuer.common_name()
+            ))
+        })
+    }
+
+    /// The serial number's bytes.
+    pub fn serial(&self) -> &[u8] {
+        self.cert.tbs_certificate.serial_number.as_bytes()
+    }
+}
+
+/// The P-256 public key of a certificate.
+pub fn p256_key(c: &Cert) -> Result<p256::ecdsa::VerifyingKey> {
+    let bits = c
+        .cert
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    p256::ecdsa::VerifyingKey::from_sec1_bytes(bits)
+        .map_err(|_| malformed(format!("{}: not a P-256 key", c.common_name())))
+}
+
+/// Every certificate in PEM text, DER, or an SEV certificate table (`auxblob`: 24-byte entries
+/// of GUID, offset, length, ended by a zero entry).
+pub fn parse_certs(bytes: &[u8]) -> Result<Vec<Cert>> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    // PEM, strictly: blocks separated by line breaks only, base64 lines of the standard
+    // alphabet, nothing else but NUL padding after the last block (Intel's quotes end the chain
+    // with a NUL). Lenient parsing would let bytes change without changing the certificates.
+    let text = String::from_utf8_lossy(bytes);
+    if text.contains(BEGIN) {
+        let mut certs = Vec::new();
+        let mut rest = &text[..];
+        loop {
+            let gap = rest.find(BEGIN).unwrap_or(rest.len());
+            let between = &rest[..gap];
+            let allowed = |c: char| c == '\n' || c == '\r' || (gap == rest.len() && c == '\0');
+            if !between.chars().all(allowed) {
+                return Err(malformed("unexpected text around PEM blocks".into()));
+            }
+            if gap == rest.len() {
+                break;
+            }
+            let body = &rest[gap + BEGIN.len()..];
+            let end = body
+                .find(END)
+                .ok_or_else(|| malformed("PEM block without its END line".into()))?;
+            if !body[..end]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '\n' | '\r'))
+            {
+                return Err(malformed(
+                    "PEM block holds characters outside base64".into(),
+                ));
+            }
+            let b64: String = body[..end]
+                .chars()
+                .filter(|c| !matches!(c, '\n' | '\r'))
+                .collect();
+            use base64::Engine;
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| malformed(format!("PEM base64: {e}")))?;
+            certs.push(Cert::from_der(&der)?);
+            rest = &body[end + END.len()..];
+        }
+        return Ok(certs);
+    }
+    if bytes.first() == Some(&0x30) {
+        if let Ok(c) = Cert::from_der(bytes) {
+            return Ok(vec![c]);
+        }
+    }
+    let mut certs = Vec::new();
+    for entry in bytes.chunks_exact(24) {
+        if entry.iter().all(|b| *b == 0) {
+            return Ok(certs);
+        }
+        let offset = u32::from_le_bytes([entry[16], entry[17], entry[18], entry[19]]) as usize;
+        let len = u32::from_le_bytes([entry[20], entry[21], entry[22], entry[23]]) as usize;
+        let der = offset
+            .checked_add(len)
+            .and_then(|end| bytes.get(offset..end))
+            .ok_or_else(|| malformed("certificate table entry outside the table".into()))?;
+        certs.push(Cert::from_der(der)?);
+    }
+    Err(malformed(
+        "certificates are neither PEM, DER nor a terminated certificate table".into(),
+    ))
+}
