@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::dev::{DevEvidence, MAGIC};
 use crate::error::{Error, Result};
 use crate::evidence::{Evidence, Platform, SNP_REPORT_LEN};
+use crate::policy::Policy;
 use crate::snp::chain::parse_certs;
 use crate::snp::report::SnpReport;
 use crate::snp::verify::verify_snp;
@@ -143,6 +144,14 @@ pub struct Appraisal {
     pub allow_debug: bool,
     /// DCAP collateral for TDX quotes.
     pub tdx: Option<Collateral>,
+    /// Allowed measurements, statuses, platforms.
+    pub policy: Option<Policy>,
+}
+
+impl Appraisal {
+    fn debug_allowed(&self) -> bool {
+        self.allow_debug || self.policy.as_ref().is_some_and(|p| p.allow_debug)
+    }
 }
 
 /// The verdict with the fields of `inspect`.
@@ -158,7 +167,7 @@ pub fn verify(e: &Evidence, a: &Appraisal) -> Result<Value> {
             }
             let verdict = verify_snp(&report, &certs, a.at);
             reasons.extend(verdict.reasons);
-            if verdict.debug && !a.allow_debug {
+            if verdict.debug && !a.debug_allowed() {
                 reasons.push(format!("guest policy {} allows debugging", verdict.policy));
             }
             v["product"] = verdict.product.into();
@@ -187,7 +196,7 @@ pub fn verify(e: &Evidence, a: &Appraisal) -> Result<Value> {
                         .unwrap_or_else(|| "NoMatchingTcbLevel".into())
                 }
             };
-            if q.report.debug() && !a.allow_debug {
+            if q.report.debug() && !a.debug_allowed() {
                 reasons.push("TD attributes have DEBUG set".into());
             }
             status.into()
@@ -204,10 +213,21 @@ pub fn verify(e: &Evidence, a: &Appraisal) -> Result<Value> {
             reasons.push("report data differs from the expected value".into());
         }
     }
-    if e.platform != Platform::Dev && tcb_status != "UpToDate" && reasons.is_empty() {
-        reasons.push(format!("TCB status {tcb_status} is not UpToDate"));
+    let status = tcb_status.as_str().unwrap_or("");
+    let accepted = a
+        .policy
+        .as_ref()
+        .map_or(status == "UpToDate", |p| p.accepts_status(status));
+    if e.platform != Platform::Dev && !accepted && reasons.is_empty() {
+        reasons.push(format!(
+            "TCB status {status} is not accepted (without a policy only UpToDate is)"
+        ));
     }
     v["tcb_status"] = tcb_status;
+    match &a.policy {
+        Some(p) => reasons.extend(p.violations(&v)),
+        None => v["policy"] = "none: signatures, chains, collateral and an UpToDate TCB only; no measurement is checked".into(),
+    }
     v["verdict"] = if reasons.is_empty() { "ok" } else { "rejected" }.into();
     v["reasons"] = reasons.into();
     Ok(v)

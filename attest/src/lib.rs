@@ -18,6 +18,7 @@ pub mod configfs;
 pub mod dev;
 pub mod error;
 pub mod evidence;
+pub mod policy;
 pub mod provider;
 pub mod sev_guest;
 pub mod snp;

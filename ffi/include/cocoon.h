@@ -126,7 +126,8 @@ cocoon_status cocoon_generate(cocoon_model *model,
 
 /**
  * Verifies a receipt. `options_json` (NULL for defaults): `allow_dev` (bool), `model` (a
- * directory to re-pin and compare). `*report_json_out` (required) receives the report
+ * directory to re-pin and compare), `collateral` (path: DCAP collateral for TDX, certificates
+ * for SNP), `at` (RFC 3339), `policy` (path of a policy TOML). `*report_json_out` (required) receives the report
  * `{"verdict", "reasons", "notes", "platform", "mode", "binding", "model_pin"}` (free with
  * cocoon_string_free). Returns COCOON_OK when accepted, COCOON_ERR_REJECTED when rejected,
  * COCOON_ERR_INVALID_ARGUMENT when the receipt is malformed (no report then).

@@ -289,7 +289,8 @@ pub unsafe extern "C" fn cocoon_generate(
 }
 
 /// Verifies a receipt. `options_json` (NULL for defaults): `allow_dev` (bool), `model` (a
-/// directory to re-pin and compare). `*report_json_out` (required) receives the report
+/// directory to re-pin and compare), `collateral` (path: DCAP collateral for TDX, certificates
+/// for SNP), `at` (RFC 3339), `policy` (path of a policy TOML). `*report_json_out` (required) receives the report
 /// `{"verdict", "reasons", "notes", "platform", "mode", "binding", "model_pin"}` (free with
 /// cocoon_string_free). Returns COCOON_OK when accepted, COCOON_ERR_REJECTED when rejected,
 /// COCOON_ERR_INVALID_ARGUMENT when the receipt is malformed (no report then).
@@ -321,7 +322,9 @@ pub unsafe extern "C" fn cocoon_verify_receipt(
             &VerifyOptions {
                 allow_dev: params.allow_dev,
                 model_pin,
-                ..Default::default()
+                collateral: params.collateral.clone(),
+                at: params.at,
+                policy: params.policy.clone(),
             },
         );
         let json = serde_json::to_string(&report).map_err(|e| invalid(e.to_string()))?;

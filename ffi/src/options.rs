@@ -3,7 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use cocoon_attest::appraisal::Appraisal;
+use cocoon_attest::appraisal::{parse_rfc3339, Appraisal};
+use cocoon_attest::policy::Policy;
 use cocoon_runtime::notary::{Attestation, AttestedKey};
 use cocoon_runtime::SamplingParams;
 
@@ -167,6 +168,9 @@ impl GenerateParams {
 pub struct VerifyParams {
     pub allow_dev: bool,
     pub model: Option<String>,
+    pub collateral: Option<std::path::PathBuf>,
+    pub at: Option<u64>,
+    pub policy: Option<Policy>,
 }
 
 impl VerifyParams {
@@ -176,14 +180,20 @@ impl VerifyParams {
             "options_json",
             &["allow_dev", "model", "policy", "collateral", "at"],
         )?;
-        for later in ["policy", "collateral", "at"] {
-            if o.contains_key(later) {
-                return Err(format!("{later}: TDX/SNP chain verification with policies and collateral is not implemented in this build"));
-            }
-        }
+        let at = string(&o, "at")?
+            .map(|t| parse_rfc3339(&t))
+            .transpose()
+            .map_err(|e| format!("at: {e}"))?;
+        let policy = string(&o, "policy")?
+            .map(|p| Policy::read(std::path::Path::new(&p)))
+            .transpose()
+            .map_err(|e| format!("policy: {e}"))?;
         Ok(VerifyParams {
             allow_dev: boolean(&o, "allow_dev")?,
             model: string(&o, "model")?,
+            collateral: string(&o, "collateral")?.map(Into::into),
+            at,
+            policy,
         })
     }
 }

@@ -12,8 +12,11 @@ use serde::Serialize;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cocoon_attest::appraisal::{load_collateral, verify as verify_evidence, Appraisal};
+use cocoon_attest::appraisal::{
+    load_collateral, parse_rfc3339, verify as verify_evidence, Appraisal,
+};
 use cocoon_attest::dev::DevEvidence;
+use cocoon_attest::policy::Policy;
 use cocoon_attest::Platform;
 
 use crate::pin::Pin;
@@ -30,6 +33,8 @@ pub struct VerifyOptions {
     pub collateral: Option<std::path::PathBuf>,
     /// Time of the check, Unix seconds (default: now).
     pub at: Option<u64>,
+    /// Allowed measurements, statuses, model pins, receipt age.
+    pub policy: Option<Policy>,
 }
 
 /// The verdict.
@@ -131,6 +136,35 @@ pub fn verify_receipt(r: &Receipt, opts: &VerifyOptions) -> VerifyReport {
             [0; 64]
         }
     };
+    if let Some(p) = &opts.policy {
+        if !p.model_pins.is_empty()
+            && !p
+                .model_pins
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&b.model_pin))
+        {
+            reasons.push(format!(
+                "model_pin {} is not among the policy's model_pins",
+                b.model_pin
+            ));
+        }
+        if let Some(max) = p.max_receipt_age_s {
+            let at = opts.at.unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            });
+            match parse_rfc3339(&b.time) {
+                Ok(t) if t <= at && at - t <= max => {}
+                Ok(t) if t > at => reasons.push(format!("body.time {} is in the future", b.time)),
+                Ok(_) => reasons.push(format!(
+                    "receipt made at {} is older than the policy's {max} s",
+                    b.time
+                )),
+                Err(e) => reasons.push(format!("body.time: {e}")),
+            }
+        }
+    }
     if let Some(want) = &opts.model_pin {
         if want.to_hex() != b.model_pin {
             reasons.push(format!(
@@ -268,6 +302,7 @@ fn check_evidence(
                 at,
                 report_data: Some(*expected),
                 tdx,
+                policy: opts.policy.clone(),
                 ..Default::default()
             };
             match verify_evidence(&evidence, &appraisal) {

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use cocoon_attest::appraisal::{
     evidence_from_bytes, inspect, load_collateral, parse_rfc3339, verify, Appraisal,
 };
+use cocoon_attest::policy::Policy;
 
 /// `cocoon attest …`.
 #[derive(Subcommand)]
@@ -39,6 +40,10 @@ pub struct VerifyArgs {
     /// Check validity at this time (RFC 3339 UTC) instead of now.
     #[arg(long)]
     at: Option<String>,
+    /// Policy (TOML, docs/policy.md): allowed platforms, measurements, TCB statuses, debug,
+    /// model pins, receipt age. Without one only signatures and an UpToDate TCB are checked.
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// Report data (128 hex) the evidence must carry.
     #[arg(long)]
     report_data: Option<String>,
@@ -115,6 +120,7 @@ pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
                 allow_dev: a.allow_dev,
                 allow_debug: a.allow_debug,
                 tdx,
+                policy: a.policy.as_deref().map(Policy::read).transpose()?,
             };
             let v = verify(&e, &appraisal)?;
             print(&v, a.json, out)?;

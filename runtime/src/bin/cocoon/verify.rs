@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use cocoon_attest::appraisal::parse_rfc3339;
+use cocoon_attest::policy::Policy;
 use cocoon_runtime::verify::{parse_receipt, verify_chain, verify_receipt, VerifyOptions};
 use cocoon_runtime::PinnedModel;
 
@@ -32,6 +33,10 @@ pub struct VerifyArgs {
     /// Check validity at this time (RFC 3339 UTC) instead of now.
     #[arg(long)]
     at: Option<String>,
+    /// Policy (TOML, docs/policy.md): allowed platforms, measurements, TCB statuses, debug,
+    /// model pins, receipt age. Without one only signatures and an UpToDate TCB are checked.
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -50,6 +55,7 @@ pub fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<ExitCode> {
         model_pin,
         collateral,
         at,
+        policy: args.policy.as_deref().map(Policy::read).transpose()?,
     };
     let mut receipts = Vec::new();
     for path in std::iter::once(&args.receipt).chain(&args.chain) {

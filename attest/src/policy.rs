@@ -1,0 +1,255 @@
+//! What a verifier accepts beyond valid signatures: `--policy POLICY.toml` (docs/policy.md).
+//!
+//! Fails closed: unknown keys are an error, `Revoked` can never be accepted, debug is refused
+//! unless `allow_debug = true`, and without a policy only `UpToDate` is accepted.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// A verification policy.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Platforms accepted (`tdx`, `snp`, `dev`); empty: any but `dev`.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// TCB statuses accepted; empty: `UpToDate` only.
+    #[serde(default)]
+    pub accept_tcb_status: Vec<String>,
+    /// Accept guests and TDs that allow debugging.
+    #[serde(default)]
+    pub allow_debug: bool,
+    /// Model pins a receipt may name; empty: any.
+    #[serde(default)]
+    pub model_pins: Vec<String>,
+    /// Oldest receipt accepted, seconds before the verification time.
+    pub max_receipt_age_s: Option<u64>,
+    /// Report data the evidence must carry (hex), for `attest verify`.
+    pub report_data: Option<String>,
+    /// Allowed values per TDX field (`mrtd`, `rtmr0`..`rtmr3`, `mrseam`, `td_attributes`,
+    /// `xfam`, `mrconfigid`, `mrowner`, `mrownerconfig`).
+    #[serde(default)]
+    pub tdx: BTreeMap<String, Vec<String>>,
+    /// Allowed values per SNP field (`measurement`, `host_data`, `policy`, `chip_id`, …) and
+    /// `min_tcb`.
+    #[serde(default)]
+    pub snp: SnpPolicy,
+}
+
+/// SNP-specific rules. (serde cannot deny unknown fields next to a flattened map; the
+/// field names are checked in [`Policy::parse`] instead.)
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct SnpPolicy {
+    /// Minimum reported TCB.
+    pub min_tcb: Option<MinTcb>,
+    /// Allowed values per field.
+    #[serde(flatten)]
+    pub fields: BTreeMap<String, Vec<String>>,
+}
+
+/// Minimum SVNs of the reported TCB.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MinTcb {
+    /// Boot loader.
+    #[serde(default)]
+    pub bootloader: u8,
+    /// TEE.
+    #[serde(default)]
+    pub tee: u8,
+    /// SNP firmware.
+    #[serde(default)]
+    pub snp: u8,
+    /// Microcode.
+    #[serde(default)]
+    pub microcode: u8,
+    /// FMC (Turin).
+    #[serde(default)]
+    pub fmc: u8,
+}
+
+const TDX_FIELDS: &[&str] = &[
+    "mrtd",
+    "rtmr0",
+    "rtmr1",
+    "rtmr2",
+    "rtmr3",
+    "mrseam",
+    "mrsignerseam",
+    "td_attributes",
+    "xfam",
+    "mrconfigid",
+    "mrowner",
+    "mrownerconfig",
+    "mrservicetd",
+];
+const SNP_FIELDS: &[&str] = &[
+    "measurement",
+    "host_data",
+    "policy",
+    "chip_id",
+    "family_id",
+    "image_id",
+    "id_key_digest",
+    "author_key_digest",
+    "vmpl",
+];
+const STATUSES: &[&str] = &[
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded",
+];
+
+impl Policy {
+    /// Parses and checks a policy file's text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = |m: String| Error::Selection(format!("policy: {m}"));
+        let p: Policy = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        for s in &p.accept_tcb_status {
+            if s == "Revoked" {
+                return Err(bad("Revoked can never be accepted".into()));
+            }
+            if !STATUSES.contains(&s.as_str()) {
+                return Err(bad(format!("unknown TCB status {s:?}")));
+            }
+        }
+        for pl in &p.platforms {
+            if !["tdx", "snp", "dev"].contains(&pl.as_str()) {
+                return Err(bad(format!("unknown platform {pl:?}")));
+            }
+        }
+        if let Some(k) = p.tdx.keys().find(|k| !TDX_FIELDS.contains(&k.as_str())) {
+            return Err(bad(format!("unknown TDX field {k:?}")));
+        }
+        if let Some(k) = p
+            .snp
+            .fields
+            .keys()
+            .find(|k| !SNP_FIELDS.contains(&k.as_str()))
+        {
+            return Err(bad(format!("unknown SNP field {k:?}")));
+        }
+        Ok(p)
+    }
+
+    /// Reads a policy file.
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Whether `status` is accepted.
+    pub fn accepts_status(&self, status: &str) -> bool {
+        status != "Revoked"
+            && (if self.accept_tcb_status.is_empty() {
+                status == "UpToDate"
+            } else {
+                self.accept_tcb_status.iter().any(|s| s == status)
+            })
+    }
+
+    /// Reasons why the fields of a verified piece of evidence (`appraisal::verify`'s JSON)
+    /// break the policy; each names the field, the value and what was allowed.
+    pub fn violations(&self, v: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        let platform = v["platform"].as_str().unwrap_or("");
+        if !self.platforms.is_empty() && !self.platforms.iter().any(|p| p == platform) {
+            out.push(format!(
+                "platform {platform} is not among the allowed {:?}",
+                self.platforms
+            ));
+        }
+        let fields = match platform {
+            "tdx" => Some(&self.tdx),
+            "snp" => Some(&self.snp.fields),
+            _ => None,
+        };
+        for (field, allowed) in fields.into_iter().flatten() {
+            let value = match &v[field.as_str()] {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&value)) {
+                out.push(format!(
+                    "{platform} {field} {value} is not among the allowed {allowed:?}"
+                ));
+            }
+        }
+        if let (Some(min), "snp") = (&self.snp.min_tcb, platform) {
+            let t = &v["reported_tcb_decoded"];
+            for (name, want) in [
+                ("bootloader", min.bootloader),
+                ("tee", min.tee),
+                ("snp", min.snp),
+                ("microcode", min.microcode),
+                ("fmc", min.fmc),
+            ] {
+                let have = t[name].as_u64().unwrap_or(0);
+                if have < u64::from(want) {
+                    out.push(format!(
+                        "snp reported TCB {name} {have} is below the minimum {want}"
+                    ));
+                }
+            }
+        }
+        if let Some(rd) = &self.report_data {
+            if !v["report_data"]
+                .as_str()
+                .is_some_and(|h| h.eq_ignore_ascii_case(rd))
+            {
+                out.push(format!(
+                    "report_data {} is not the policy's {rd}",
+                    v["report_data"]
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_fail_closed() {
+        assert!(Policy::parse("accept_tcb_status = [\"Revoked\"]").is_err());
+        assert!(
+            Policy::parse("allow_debugging = true").is_err(),
+            "typo must not pass"
+        );
+        assert!(Policy::parse("[tdx]\nmrtdd = [\"00\"]").is_err());
+        assert!(Policy::parse("platforms = [\"sgx\"]").is_err());
+        let p = Policy::parse("").unwrap();
+        assert!(p.accepts_status("UpToDate") && !p.accepts_status("OutOfDate"));
+        let p = Policy::parse("accept_tcb_status = [\"UpToDate\", \"SWHardeningNeeded\"]").unwrap();
+        assert!(p.accepts_status("SWHardeningNeeded") && !p.accepts_status("Revoked"));
+    }
+
+    #[test]
+    fn violations_name_field_value_and_allowed() {
+        let p = Policy::parse("platforms = [\"tdx\"]\n[tdx]\nmrtd = [\"AA\"]\n").unwrap();
+        let v = serde_json::json!({"platform": "tdx", "mrtd": "bb"});
+        assert_eq!(
+            p.violations(&v),
+            vec!["tdx mrtd bb is not among the allowed [\"AA\"]".to_owned()]
+        );
+        assert!(p
+            .violations(&serde_json::json!({"platform": "tdx", "mrtd": "aa"}))
+            .is_empty());
+        let p = Policy::parse("[snp]\nmeasurement = [\"01\"]\nmin_tcb = { snp = 9 }\n").unwrap();
+        let v = serde_json::json!({"platform": "snp", "measurement": "01", "reported_tcb_decoded": {"snp": 8}});
+        assert_eq!(p.violations(&v).len(), 1);
+    }
+}
