@@ -98,13 +98,15 @@ const SNP_FIELDS: &[&str] = &[
     "author_key_digest",
     "vmpl",
 ];
-const STATUSES: &[&str] = &[
+/// Intel's TCB statuses from best to worst (`Revoked` last; a policy may never accept it).
+pub const TCB_STATUSES: &[&str] = &[
     "UpToDate",
     "SWHardeningNeeded",
     "ConfigurationNeeded",
     "ConfigurationAndSWHardeningNeeded",
     "OutOfDate",
     "OutOfDateConfigurationNeeded",
+    "Revoked",
 ];
 
 impl Policy {
@@ -116,7 +118,7 @@ impl Policy {
             if s == "Revoked" {
                 return Err(bad("Revoked can never be accepted".into()));
             }
-            if !STATUSES.contains(&s.as_str()) {
+            if !TCB_STATUSES.contains(&s.as_str()) {
                 return Err(bad(format!("unknown TCB status {s:?}")));
             }
         }

@@ -8,26 +8,18 @@
 //! `decode/*` times one token step at positions 64 and beyond; `prefill/*` one 64-token prompt.
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::llama as candle_llama;
+use cocoon_bench::model_dir;
 use cocoon_runtime::model::llama::Logits;
 use cocoon_runtime::{PinnedModel, Runtime};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const THREADS: usize = 2;
 const PROMPT: usize = 64;
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("COCOON_BENCH_MODEL")
-        .map_or_else(|| PathBuf::from("models/smollm2-135m-bf16"), PathBuf::from);
-    if dir.is_relative() && !dir.exists() {
-        return Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
-    }
-    dir
-}
 
 fn prompt() -> Vec<u32> {
     (0..PROMPT as u32).map(|i| 100 + i * 37 % 5000).collect()
@@ -44,7 +36,7 @@ fn candle_model(dir: &Path) -> (candle_llama::Llama, candle_llama::Config) {
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = model_dir();
+    let dir = model_dir("models/smollm2-135m-bf16");
     let Ok(pinned) = PinnedModel::read(&dir, None) else {
         eprintln!(
             "no model at {}: run ci/fetch-model models/smollm2-135m-bf16 first",

@@ -8,21 +8,12 @@
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use cocoon_bench::model_dir;
 use cocoon_runtime::{CheckedModel, PinnedModel};
 use criterion::{criterion_group, criterion_main, Criterion};
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("COCOON_BENCH_MODEL")
-        .map_or_else(|| PathBuf::from("models/smollm2-135m-f32"), PathBuf::from);
-    // cargo bench runs in the package directory; accept paths relative to the workspace too.
-    if dir.is_relative() && !dir.exists() {
-        return Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
-    }
-    dir
-}
 
 fn shell(dir: &Path, cmd: &str) {
     let ok = Command::new("sh")
@@ -35,7 +26,7 @@ fn shell(dir: &Path, cmd: &str) {
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = model_dir();
+    let dir = model_dir("models/smollm2-135m-f32");
     let Ok(model) = PinnedModel::read(&dir, None) else {
         eprintln!(
             "no model at {}: run ci/fetch-model models/smollm2-135m-f32 --dtype f32 first",

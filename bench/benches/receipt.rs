@@ -7,26 +7,17 @@
 //! ```
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cocoon_attest::dev::DevProvider;
+use cocoon_bench::model_dir;
 use cocoon_runtime::notary::{body, issue, Attestation, AttestedKey, Facts, ReceiptRequest};
 use cocoon_runtime::verify::{verify_receipt, VerifyOptions};
 use cocoon_runtime::{PinnedModel, Runtime, SamplingParams};
 use criterion::{criterion_group, criterion_main, Criterion};
 
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("COCOON_BENCH_MODEL")
-        .map_or_else(|| PathBuf::from("models/smollm2-135m-bf16"), PathBuf::from);
-    if dir.is_relative() && !dir.exists() {
-        return Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
-    }
-    dir
-}
-
 fn bench(c: &mut Criterion) {
-    let dir = model_dir();
+    let dir = model_dir("models/smollm2-135m-bf16");
     let Ok(pinned) = PinnedModel::read(&dir, None) else {
         eprintln!(
             "no model at {}: run ci/fetch-model models/smollm2-135m-bf16 first",

@@ -24,6 +24,7 @@ use super::collateral::{Collateral, Signed};
 use super::pck::{pck_tcb, PckTcb};
 use super::quote::TdxQuote;
 use crate::appraisal::parse_rfc3339;
+use crate::policy::TCB_STATUSES;
 use crate::x509::{p256_key, parse_certs, Cert};
 
 /// SHA-256 of the DER of the Intel SGX Root CA (CN=Intel SGX Root CA, valid 2018-05-21 ..
@@ -120,22 +121,12 @@ struct QeIdentity {
     tcb_levels: Vec<SvnLevel>,
 }
 
-/// Intel's statuses from best to worst; anything else is treated as worst.
-const STATUS_ORDER: &[&str] = &[
-    "UpToDate",
-    "SWHardeningNeeded",
-    "ConfigurationNeeded",
-    "ConfigurationAndSWHardeningNeeded",
-    "OutOfDate",
-    "OutOfDateConfigurationNeeded",
-    "Revoked",
-];
-
+/// Position in Intel's best-to-worst order; an unknown status ranks worst of all.
 fn rank(s: &str) -> usize {
-    STATUS_ORDER
+    TCB_STATUSES
         .iter()
         .position(|x| *x == s)
-        .unwrap_or(STATUS_ORDER.len())
+        .unwrap_or(TCB_STATUSES.len())
 }
 
 fn hex_eq(a: &str, b: &[u8]) -> bool {

@@ -28,11 +28,9 @@ pub enum AttestCommand {
     Verify(VerifyArgs),
 }
 
-/// Arguments of `cocoon attest verify`.
+/// What evidence is checked against: collateral, time, policy (`attest verify` and `verify`).
 #[derive(Args)]
-pub struct VerifyArgs {
-    /// The evidence file.
-    evidence: PathBuf,
+pub struct CheckArgs {
     /// TDX: DCAP collateral (dcap-qvl JSON, or a directory of PCS files); SNP: certificates (a
     /// file, or a directory of *.pem/*.der/*.crt/*.cer).
     #[arg(long)]
@@ -44,6 +42,37 @@ pub struct VerifyArgs {
     /// model pins, receipt age. Without one only signatures and an UpToDate TCB are checked.
     #[arg(long)]
     policy: Option<PathBuf>,
+}
+
+impl CheckArgs {
+    /// `--at`, or now, in Unix seconds.
+    pub fn at(&self) -> Result<u64> {
+        Ok(match &self.at {
+            Some(t) => parse_rfc3339(t)?,
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs(),
+        })
+    }
+
+    /// The policy file, parsed.
+    pub fn policy(&self) -> Result<Option<Policy>> {
+        Ok(self.policy.as_deref().map(Policy::read).transpose()?)
+    }
+
+    /// `--collateral`.
+    pub fn collateral(&self) -> Option<&std::path::Path> {
+        self.collateral.as_deref()
+    }
+}
+
+/// Arguments of `cocoon attest verify`.
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The evidence file.
+    evidence: PathBuf,
+    #[command(flatten)]
+    checks: CheckArgs,
     /// Report data (128 hex) the evidence must carry.
     #[arg(long)]
     report_data: Option<String>,
@@ -103,13 +132,8 @@ pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
                     Some(rd)
                 }
             };
-            let at = match &a.at {
-                Some(t) => parse_rfc3339(t)?,
-                None => std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_secs(),
-            };
-            let (cert_files, tdx) = match &a.collateral {
+            let at = a.checks.at()?;
+            let (cert_files, tdx) = match a.checks.collateral() {
                 Some(p) => load_collateral(p, e.platform)?,
                 None => (Vec::new(), None),
             };
@@ -120,7 +144,7 @@ pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
                 allow_dev: a.allow_dev,
                 allow_debug: a.allow_debug,
                 tdx,
-                policy: a.policy.as_deref().map(Policy::read).transpose()?,
+                policy: a.checks.policy()?,
             };
             let v = verify(&e, &appraisal)?;
             print(&v, a.json, out)?;

@@ -7,8 +7,6 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use cocoon_attest::appraisal::parse_rfc3339;
-use cocoon_attest::policy::Policy;
 use cocoon_runtime::verify::{parse_receipt, verify_chain, verify_receipt, VerifyOptions};
 use cocoon_runtime::PinnedModel;
 
@@ -26,17 +24,8 @@ pub struct VerifyArgs {
     /// Further receipts that follow RECEIPT in a chain: each `prev` must be the previous binding.
     #[arg(long, num_args = 1..)]
     chain: Vec<PathBuf>,
-    /// TDX: DCAP collateral (dcap-qvl JSON, or a directory of PCS files); SNP: certificates (a
-    /// file, or a directory of *.pem/*.der/*.crt/*.cer).
-    #[arg(long)]
-    collateral: Option<PathBuf>,
-    /// Check validity at this time (RFC 3339 UTC) instead of now.
-    #[arg(long)]
-    at: Option<String>,
-    /// Policy (TOML, docs/policy.md): allowed platforms, measurements, TCB statuses, debug,
-    /// model pins, receipt age. Without one only signatures and an UpToDate TCB are checked.
-    #[arg(long)]
-    policy: Option<PathBuf>,
+    #[command(flatten)]
+    checks: crate::attest::CheckArgs,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -48,14 +37,12 @@ pub fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<ExitCode> {
         Some(dir) => Some(PinnedModel::read(dir, None)?.pin()),
         None => None,
     };
-    let collateral = args.collateral.clone();
-    let at = args.at.as_deref().map(parse_rfc3339).transpose()?;
     let opts = VerifyOptions {
         allow_dev: args.allow_dev,
         model_pin,
-        collateral,
-        at,
-        policy: args.policy.as_deref().map(Policy::read).transpose()?,
+        collateral: args.checks.collateral().map(Into::into),
+        at: Some(args.checks.at()?),
+        policy: args.checks.policy()?,
     };
     let mut receipts = Vec::new();
     for path in std::iter::once(&args.receipt).chain(&args.chain) {
