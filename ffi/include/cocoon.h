@@ -137,11 +137,12 @@ cocoon_status cocoon_verify_receipt(const char *receipt_json,
                                     char **report_json_out);
 
 /**
- * Inspects and verifies raw evidence (`len` bytes: a TDX quote v4/v5, an SNP report, or dev
- * evidence). `options_json` (NULL for defaults): `allow_dev` (bool), `report_data` (hex the
- * evidence must carry). `*report_json_out` (required) receives `{"platform", "verdict",
- * "reasons", "report_data"}`. TDX/SNP signature chains are not verified by this build: such
- * evidence is rejected with a reason saying so. Unrecognised bytes: COCOON_ERR_INVALID_ARGUMENT.
+ * Inspects and verifies evidence (`len` bytes: a TDX quote v4/v5, an SNP report, dev evidence,
+ * or a receipt's evidence JSON). `options_json` (NULL for defaults): `allow_dev` (bool),
+ * `report_data` (hex the evidence must carry), `collateral` (path: DCAP collateral for TDX,
+ * certificates for SNP), `at` (RFC 3339), `policy` (path of a policy TOML).
+ * `*report_json_out` (required) receives the fields and verdict as `cocoon attest verify
+ * --json` prints them. Unrecognised bytes: COCOON_ERR_INVALID_ARGUMENT.
  */
 cocoon_status cocoon_attest_verify(const uint8_t *evidence,
                                    size_t len,

@@ -322,9 +322,9 @@ pub unsafe extern "C" fn cocoon_verify_receipt(
             &VerifyOptions {
                 allow_dev: params.allow_dev,
                 model_pin,
-                collateral: params.collateral.clone(),
-                at: params.at,
-                policy: params.policy.clone(),
+                collateral: params.checks.collateral.clone(),
+                at: params.checks.at,
+                policy: params.checks.policy.clone(),
             },
         );
         let json = serde_json::to_string(&report).map_err(|e| invalid(e.to_string()))?;
@@ -341,11 +341,12 @@ pub unsafe extern "C" fn cocoon_verify_receipt(
     })
 }
 
-/// Inspects and verifies raw evidence (`len` bytes: a TDX quote v4/v5, an SNP report, or dev
-/// evidence). `options_json` (NULL for defaults): `allow_dev` (bool), `report_data` (hex the
-/// evidence must carry). `*report_json_out` (required) receives `{"platform", "verdict",
-/// "reasons", "report_data"}`. TDX/SNP signature chains are not verified by this build: such
-/// evidence is rejected with a reason saying so. Unrecognised bytes: COCOON_ERR_INVALID_ARGUMENT.
+/// Inspects and verifies evidence (`len` bytes: a TDX quote v4/v5, an SNP report, dev evidence,
+/// or a receipt's evidence JSON). `options_json` (NULL for defaults): `allow_dev` (bool),
+/// `report_data` (hex the evidence must carry), `collateral` (path: DCAP collateral for TDX,
+/// certificates for SNP), `at` (RFC 3339), `policy` (path of a policy TOML).
+/// `*report_json_out` (required) receives the fields and verdict as `cocoon attest verify
+/// --json` prints them. Unrecognised bytes: COCOON_ERR_INVALID_ARGUMENT.
 #[no_mangle]
 pub unsafe extern "C" fn cocoon_attest_verify(
     evidence: *const u8,

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use cocoon_attest::appraisal::{parse_rfc3339, Appraisal};
+use cocoon_attest::appraisal::{load_collateral, parse_rfc3339, Appraisal};
 use cocoon_attest::policy::Policy;
 use cocoon_runtime::notary::{Attestation, AttestedKey};
 use cocoon_runtime::SamplingParams;
@@ -164,13 +164,37 @@ impl GenerateParams {
     }
 }
 
+/// What evidence is checked against: `collateral` (path), `at` (RFC 3339), `policy` (path).
+#[derive(Default)]
+pub struct Checks {
+    pub collateral: Option<std::path::PathBuf>,
+    pub at: Option<u64>,
+    pub policy: Option<Policy>,
+}
+
+impl Checks {
+    fn parse(o: &Obj) -> Result<Self, String> {
+        let at = string(o, "at")?
+            .map(|t| parse_rfc3339(&t))
+            .transpose()
+            .map_err(|e| format!("at: {e}"))?;
+        let policy = string(o, "policy")?
+            .map(|p| Policy::read(std::path::Path::new(&p)))
+            .transpose()
+            .map_err(|e| format!("policy: {e}"))?;
+        Ok(Checks {
+            collateral: string(o, "collateral")?.map(Into::into),
+            at,
+            policy,
+        })
+    }
+}
+
 /// Options of `cocoon_verify_receipt`.
 pub struct VerifyParams {
     pub allow_dev: bool,
     pub model: Option<String>,
-    pub collateral: Option<std::path::PathBuf>,
-    pub at: Option<u64>,
-    pub policy: Option<Policy>,
+    pub checks: Checks,
 }
 
 impl VerifyParams {
@@ -180,20 +204,10 @@ impl VerifyParams {
             "options_json",
             &["allow_dev", "model", "policy", "collateral", "at"],
         )?;
-        let at = string(&o, "at")?
-            .map(|t| parse_rfc3339(&t))
-            .transpose()
-            .map_err(|e| format!("at: {e}"))?;
-        let policy = string(&o, "policy")?
-            .map(|p| Policy::read(std::path::Path::new(&p)))
-            .transpose()
-            .map_err(|e| format!("policy: {e}"))?;
         Ok(VerifyParams {
             allow_dev: boolean(&o, "allow_dev")?,
             model: string(&o, "model")?,
-            collateral: string(&o, "collateral")?.map(Into::into),
-            at,
-            policy,
+            checks: Checks::parse(&o)?,
         })
     }
 }
@@ -202,6 +216,7 @@ impl VerifyParams {
 pub struct AttestParams {
     allow_dev: bool,
     report_data: Option<String>,
+    checks: Checks,
 }
 
 impl AttestParams {
@@ -209,16 +224,12 @@ impl AttestParams {
         let o = object(
             json,
             "options_json",
-            &["allow_dev", "report_data", "collateral", "at"],
+            &["allow_dev", "report_data", "collateral", "at", "policy"],
         )?;
-        for later in ["collateral", "at"] {
-            if o.contains_key(later) {
-                return Err(format!("{later}: TDX/SNP chain verification with collateral is not implemented in this build"));
-            }
-        }
         Ok(AttestParams {
             allow_dev: boolean(&o, "allow_dev")?,
             report_data: string(&o, "report_data")?,
+            checks: Checks::parse(&o)?,
         })
     }
 }
@@ -236,11 +247,20 @@ pub fn attest_report(bytes: &[u8], p: &AttestParams) -> Result<Value, String> {
             Some(rd)
         }
     };
+    let (cert_files, tdx) = match &p.checks.collateral {
+        Some(path) => {
+            load_collateral(path, evidence.platform).map_err(|e| format!("collateral: {e}"))?
+        }
+        None => (Vec::new(), None),
+    };
     let appraisal = Appraisal {
-        at: now(),
+        cert_files,
+        at: p.checks.at.unwrap_or_else(now),
         report_data,
         allow_dev: p.allow_dev,
-        ..Default::default()
+        allow_debug: false,
+        tdx,
+        policy: p.checks.policy.clone(),
     };
     cocoon_attest::appraisal::verify(&evidence, &appraisal).map_err(|e| e.to_string())
 }

@@ -1,6 +1,6 @@
 /* The C API from C: compiled with -Wall -Werror against include/cocoon.h, linked to
  * libcocoon.so, run under valgrind by ci/test.
- *   test_api MODEL_DIR TDX_QUOTE_FILE                                                       */
+ *   test_api MODEL_DIR TDX_QUOTE_FILE TDX_COLLATERAL                                                       */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,8 +65,8 @@ static unsigned char *read_file(const char *path, size_t *len) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: %s MODEL_DIR TDX_QUOTE\n", argv[0]);
+  if (argc != 4) {
+    fprintf(stderr, "usage: %s MODEL_DIR TDX_QUOTE TDX_COLLATERAL\n", argv[0]);
     return 2;
   }
   dir = argv[1];
@@ -155,6 +155,14 @@ int main(int argc, char **argv) {
     CHECK(report && strstr(report, "\"platform\":\"tdx\"") && strstr(report, "\"report_data\":\"9a9d48e7"), "quote report: %s", report ? report : "");
     cocoon_string_free(report);
     report = NULL;
+    /* with its DCAP collateral, at its documented time: verified, UpToDate */
+    char opts[1024];
+    snprintf(opts, sizeof opts, "{\"collateral\": \"%s\", \"at\": \"2025-07-19T10:00:34Z\"}", argv[3]);
+    CHECK(cocoon_attest_verify(quote, qlen, opts, &report) == COCOON_OK, "quote with collateral: %s", report ? report : "");
+    CHECK(report && strstr(report, "\"tcb_status\":\"UpToDate\""), "UpToDate");
+    cocoon_string_free(report);
+    report = NULL;
+    CHECK(cocoon_attest_verify(quote, qlen, "{\"at\": \"yesterday\"}", &report) == COCOON_ERR_INVALID_ARGUMENT, "bad time");
     free(quote);
   }
   CHECK(cocoon_attest_verify(NULL, 10, NULL, &report) == COCOON_ERR_INVALID_ARGUMENT, "NULL evidence");
