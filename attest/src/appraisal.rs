@@ -276,6 +276,13 @@ pub fn read_collateral(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
         .collect()
 }
 
+/// The current time in Unix seconds (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Unix seconds of an RFC 3339 UTC time (`2025-07-19T10:00:34Z`, fractions allowed).
 pub fn parse_rfc3339(s: &str) -> Result<u64> {
     let bad = || {

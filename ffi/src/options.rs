@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use cocoon_attest::appraisal::{load_collateral, parse_rfc3339, Appraisal};
+use cocoon_attest::appraisal::{load_collateral, parse_rfc3339, unix_now, Appraisal};
 use cocoon_attest::policy::Policy;
 use cocoon_runtime::notary::{Attestation, AttestedKey};
 use cocoon_runtime::SamplingParams;
@@ -255,7 +255,7 @@ pub fn attest_report(bytes: &[u8], p: &AttestParams) -> Result<Value, String> {
     };
     let appraisal = Appraisal {
         cert_files,
-        at: p.checks.at.unwrap_or_else(now),
+        at: p.checks.at.unwrap_or_else(unix_now),
         report_data,
         allow_dev: p.allow_dev,
         allow_debug: false,
@@ -263,10 +263,4 @@ pub fn attest_report(bytes: &[u8], p: &AttestParams) -> Result<Value, String> {
         policy: p.checks.policy.clone(),
     };
     cocoon_attest::appraisal::verify(&evidence, &appraisal).map_err(|e| e.to_string())
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

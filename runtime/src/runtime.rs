@@ -40,12 +40,12 @@ impl Runtime<CpuBackend> {
 impl<B: Backend> Runtime<B> {
     /// Loads a checked model on `backend`; the file bytes are released once uploaded.
     pub fn new(checked: CheckedModel, backend: B) -> Result<Self> {
-        let tokenizer = TextTokenizer::from_model(&checked.files, &checked.config)?;
         let model = Llama::load(&checked, backend)?;
+        let pin = checked.files.pin();
         Ok(Runtime {
             model,
-            tokenizer,
-            pin: checked.files.pin(),
+            tokenizer: checked.tokenizer,
+            pin,
         })
     }
 

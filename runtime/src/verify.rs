@@ -10,10 +10,8 @@ use p384::ecdsa::signature::Verifier;
 use p384::ecdsa::{Signature, VerifyingKey};
 use serde::Serialize;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use cocoon_attest::appraisal::{
-    load_collateral, parse_rfc3339, verify as verify_evidence, Appraisal,
+    load_collateral, parse_rfc3339, unix_now, verify as verify_evidence, Appraisal,
 };
 use cocoon_attest::dev::DevEvidence;
 use cocoon_attest::policy::Policy;
@@ -149,11 +147,7 @@ pub fn verify_receipt(r: &Receipt, opts: &VerifyOptions) -> VerifyReport {
             ));
         }
         if let Some(max) = p.max_receipt_age_s {
-            let at = opts.at.unwrap_or_else(|| {
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs())
-            });
+            let at = opts.at.unwrap_or_else(unix_now);
             match parse_rfc3339(&b.time) {
                 Ok(t) if t <= at && at - t <= max => {}
                 Ok(t) if t > at => reasons.push(format!("body.time {} is in the future", b.time)),
@@ -282,11 +276,7 @@ fn check_evidence(
             }
         }
         Platform::Tdx | Platform::Snp => {
-            let at = opts.at.unwrap_or_else(|| {
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs())
-            });
+            let at = opts.at.unwrap_or_else(unix_now);
             let (cert_files, tdx) = match &opts.collateral {
                 None => (Vec::new(), None),
                 Some(path) => match load_collateral(path, evidence.platform) {

@@ -288,3 +288,12 @@ pub fn pin_of(dir: &Path) -> String {
     assert_eq!(run.code, 0, "cocoon pin failed: {}", run.stderr);
     run.stdout.lines().last().expect("pin line").to_owned()
 }
+
+/// Token ids from a JSON array.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}

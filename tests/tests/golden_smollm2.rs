@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use cocoon_runtime::model::llama::Logits;
 use cocoon_runtime::sampling::argmax;
 use cocoon_runtime::{PinnedModel, Runtime};
+use cocoon_tests::ids;
 
 fn model_dir() -> PathBuf {
     std::env::var_os("COCOON_SMOLLM2_F32").map_or_else(
@@ -29,14 +30,6 @@ fn open() -> Runtime {
 fn golden() -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden/smollm2.json");
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use cocoon_runtime::model::llama::Logits;
 use cocoon_runtime::sampling::argmax;
 use cocoon_runtime::{Pin, PinnedModel, Runtime, SamplingParams};
+use cocoon_tests::ids;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -22,14 +23,6 @@ fn open(name: &str) -> Runtime {
 
 fn expected(name: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(fixture(name).join("expected.json")).unwrap()).unwrap()
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 fn check_against_transformers(name: &str) {

@@ -9,19 +9,21 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pin::Pin;
-use crate::pinned::{PinnedModel, ProgressFn, CONFIG, TOKENIZER};
+use crate::pinned::{PinnedModel, ProgressFn, CONFIG};
+use crate::tokenizer::TextTokenizer;
 use config::LlamaConfig;
 use weights::WeightIndex;
 
 /// A pinned model whose configuration, tokenizer and safetensors headers were all checked.
-#[derive(Debug)]
 pub struct CheckedModel {
     /// The verified files.
     pub files: PinnedModel,
     /// Parsed `config.json`.
     pub config: LlamaConfig,
+    /// The tokenizer and chat template, parsed once here.
+    pub tokenizer: TextTokenizer,
     /// Where every tensor lies.
     pub weights: WeightIndex,
 }
@@ -31,13 +33,13 @@ impl CheckedModel {
     pub fn open(dir: &Path, pin: &Pin, progress: Option<ProgressFn<'_>>) -> Result<Self> {
         let files = PinnedModel::open(dir, pin, progress)?;
         let config = LlamaConfig::from_json(files.required(CONFIG)?)?;
-        tokenizers::Tokenizer::from_bytes(files.required(TOKENIZER)?)
-            .map_err(|e| Error::format(TOKENIZER, format!("invalid tokenizer: {e}")))?;
+        let tokenizer = TextTokenizer::from_model(&files, &config)?;
         let weights = WeightIndex::parse(&files)?;
         weights.check(&config)?;
         Ok(CheckedModel {
             files,
             config,
+            tokenizer,
             weights,
         })
     }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use cocoon_attest::appraisal::{
-    evidence_from_bytes, inspect, load_collateral, parse_rfc3339, verify, Appraisal,
+    evidence_from_bytes, inspect, load_collateral, parse_rfc3339, unix_now, verify, Appraisal,
 };
 use cocoon_attest::policy::Policy;
 
@@ -49,9 +49,7 @@ impl CheckArgs {
     pub fn at(&self) -> Result<u64> {
         Ok(match &self.at {
             Some(t) => parse_rfc3339(t)?,
-            None => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs(),
+            None => unix_now(),
         })
     }
 
