@@ -1,6 +1,24 @@
 //! CUDA kernels of the Cocoon runtime.
 //!
-//! This crate will hold the CUDA C sources (`kernels/cuda/*.cu`, one op family a file), their
-//! NVRTC compilation and on-disk cache keyed by source hash, architecture and driver, and one
-//! typed, shape-checked launch wrapper per kernel over `cudarc`. It knows nothing of models or
-//! attestation. Not written yet: the CUDA backend is tracked by its own issue.
+//! The CUDA C sources live in `kernels/cuda/*.cu`, one op family a file, with the shared
+//! definitions of `common.cuh` prepended; they use no CUDA headers, so NVRTC compiles them
+//! with nothing installed but itself ([`source`]). [`nvrtc`] compiles a source to a cubin for
+//! the device's compute capability; [`cache`] keeps cubins on disk keyed by the source's
+//! SHA-256, the architecture and the NVRTC and driver versions. [`gpu::Gpu`] opens a device,
+//! loads every kernel, and [`ops`] holds one typed launch wrapper per kernel that checks
+//! shapes ([`shapes`]) before the `unsafe` launch.
+//!
+//! cudarc loads the driver and NVRTC libraries at run time (dynamic loading), so the same
+//! binary runs on machines without a GPU; [`gpu::Gpu::open`] then fails with
+//! [`Error::NoDriver`] instead of crashing. This crate knows nothing of models.
+
+pub mod cache;
+pub mod error;
+pub mod gpu;
+pub mod nvrtc;
+pub mod ops;
+pub mod peer;
+pub mod shapes;
+pub mod source;
+
+pub use error::{Error, Result};

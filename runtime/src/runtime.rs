@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::CudaBackend;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::generate::{generate, Generation};
@@ -34,6 +35,20 @@ impl Runtime<CpuBackend> {
             CheckedModel::open(dir, pin, progress)?,
             CpuBackend::new(threads)?,
         )
+    }
+}
+
+impl Runtime<CudaBackend> {
+    /// Opens `dir` against `pin` on CUDA device `ordinal`. Without a driver, a device or NVRTC
+    /// this is an error ([`crate::Error::Backend`]); the files are verified first either way.
+    pub fn open_cuda(
+        dir: &Path,
+        pin: &Pin,
+        ordinal: usize,
+        progress: Option<ProgressFn<'_>>,
+    ) -> Result<Self> {
+        let backend = CudaBackend::new(ordinal)?;
+        Runtime::new(CheckedModel::open(dir, pin, progress)?, backend)
     }
 }
 

@@ -235,7 +235,13 @@ impl Backend for CpuBackend {
         Ok(vec![0.0; len])
     }
 
-    fn new_cache(&self, layers: usize, max_positions: usize, kv_dim: usize) -> Result<CpuCache> {
+    fn new_cache(
+        &self,
+        layers: usize,
+        max_positions: usize,
+        shape: AttentionShape,
+    ) -> Result<CpuCache> {
+        let kv_dim = shape.kv_dim();
         let per_layer = max_positions * kv_dim;
         Ok(CpuCache {
             k: (0..layers).map(|_| vec![0.0; per_layer]).collect(),
@@ -383,7 +389,7 @@ impl Backend for CpuBackend {
     fn attention(
         &self,
         q: &Vec<f32>,
-        cache: &CpuCache,
+        cache: &mut CpuCache,
         layer: usize,
         pos0: usize,
         rows: usize,

@@ -6,6 +6,7 @@
 //! dtype.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::error::Result;
 use crate::model::weights::DType;
@@ -62,8 +63,14 @@ pub trait Backend: Send + Sync {
     /// A zeroed buffer of `len` f32.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
 
-    /// A cache for `layers` layers of `max_positions` positions of `kv_dim` keys and values.
-    fn new_cache(&self, layers: usize, max_positions: usize, kv_dim: usize) -> Result<Self::Cache>;
+    /// A cache for `layers` layers of `max_positions` positions of the keys and values of
+    /// `shape` (`shape.kv_dim()` wide).
+    fn new_cache(
+        &self,
+        layers: usize,
+        max_positions: usize,
+        shape: AttentionShape,
+    ) -> Result<Self::Cache>;
 
     /// `out[r] = table[ids[r]]` as f32. Ids are checked by the caller.
     fn embed(&self, table: &Self::Weight, ids: &[u32], out: &mut Self::Buf) -> Result<()>;
@@ -77,6 +84,23 @@ pub trait Backend: Send + Sync {
         rows: usize,
         out: &mut Self::Buf,
     ) -> Result<()>;
+
+    /// `x += y` over `rows` rows, then `out = rms_norm(x)`: the residual add fused with the
+    /// norm that follows it. The default runs [`Backend::add`] then [`Backend::rms_norm`].
+    #[allow(clippy::too_many_arguments)]
+    fn add_rms_norm(
+        &self,
+        x: &mut Self::Buf,
+        y: &Self::Buf,
+        weight: &Self::Weight,
+        eps: f32,
+        rows: usize,
+        width: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        self.add(x, y, rows * width)?;
+        self.rms_norm(x, weight, eps, rows, out)
+    }
 
     /// `out[rows, n] = x[rows, k] · wᵀ` for a weight of shape `[n, k]`.
     fn matmul(
@@ -110,7 +134,7 @@ pub trait Backend: Send + Sync {
     fn attention(
         &self,
         q: &Self::Buf,
-        cache: &Self::Cache,
+        cache: &mut Self::Cache,
         layer: usize,
         pos0: usize,
         rows: usize,

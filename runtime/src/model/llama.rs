@@ -120,6 +120,15 @@ impl<B: Backend> Llama<B> {
         self.weight_bytes
     }
 
+    fn attention_shape(&self) -> AttentionShape {
+        let c = &self.config;
+        AttentionShape {
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+        }
+    }
+
     /// A fresh sequence able to hold the whole context.
     pub fn session(&self) -> Result<Session<B>> {
         let c = &self.config;
@@ -127,7 +136,7 @@ impl<B: Backend> Llama<B> {
             cache: self.backend.new_cache(
                 c.num_hidden_layers,
                 c.max_position_embeddings,
-                c.num_key_value_heads * c.head_dim,
+                self.attention_shape(),
             )?,
             len: 0,
         })
@@ -159,11 +168,7 @@ impl<B: Backend> Llama<B> {
             )));
         }
         let be = &self.backend;
-        let shape = AttentionShape {
-            heads: c.num_attention_heads,
-            kv_heads: c.num_key_value_heads,
-            head_dim: c.head_dim,
-        };
+        let shape = self.attention_shape();
         let (h, qd, kvd, inter) = (
             c.hidden_size,
             shape.q_dim(),
@@ -182,9 +187,16 @@ impl<B: Backend> Llama<B> {
         let mut gate = be.alloc(rows * inter)?;
         let mut up = be.alloc(rows * inter)?;
 
+        // The residual add that ends each half-block is fused with the norm that follows it;
+        // `proj` holds the pending down-projection between blocks.
         be.embed(&self.embed, ids, &mut x)?;
+        let eps = c.rms_norm_eps;
         for (l, b) in self.blocks.iter().enumerate() {
-            be.rms_norm(&x, &b.attn_norm, c.rms_norm_eps, rows, &mut n)?;
+            if l == 0 {
+                be.rms_norm(&x, &b.attn_norm, eps, rows, &mut n)?;
+            } else {
+                be.add_rms_norm(&mut x, &proj, &b.attn_norm, eps, rows, h, &mut n)?;
+            }
             be.matmul(&n, &b.q, rows, &mut q)?;
             be.matmul(&n, &b.k, rows, &mut k)?;
             be.matmul(&n, &b.v, rows, &mut v)?;
@@ -199,15 +211,15 @@ impl<B: Backend> Llama<B> {
                 shape,
                 &self.inv_freq,
             )?;
-            be.attention(&q, &session.cache, l, pos0, rows, shape, &mut att)?;
+            be.attention(&q, &mut session.cache, l, pos0, rows, shape, &mut att)?;
             be.matmul(&att, &b.o, rows, &mut proj)?;
-            be.add(&mut x, &proj, rows * h)?;
-
-            be.rms_norm(&x, &b.mlp_norm, c.rms_norm_eps, rows, &mut n)?;
+            be.add_rms_norm(&mut x, &proj, &b.mlp_norm, eps, rows, h, &mut n)?;
             be.matmul(&n, &b.gate, rows, &mut gate)?;
             be.matmul(&n, &b.up, rows, &mut up)?;
             be.swiglu(&mut gate, &up, rows * inter)?;
             be.matmul(&gate, &b.down, rows, &mut proj)?;
+        }
+        if !self.blocks.is_empty() {
             be.add(&mut x, &proj, rows * h)?;
         }
         session.len += rows;
@@ -219,7 +231,7 @@ impl<B: Backend> Llama<B> {
         let mut selected = be.alloc(count * h)?;
         be.copy_rows(&x, h, first, count, &mut selected)?;
         let mut normed = be.alloc(count * h)?;
-        be.rms_norm(&selected, &self.norm, c.rms_norm_eps, count, &mut normed)?;
+        be.rms_norm(&selected, &self.norm, eps, count, &mut normed)?;
         let mut logits = be.alloc(count * c.vocab_size)?;
         be.matmul(
             &normed,

@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
+use cocoon_runtime::backend::cpu::CpuBackend;
+use cocoon_runtime::backend::cuda::CudaBackend;
+use cocoon_runtime::backend::Backend;
 use cocoon_runtime::model::llama::Logits;
 use cocoon_runtime::notary::{Attestation, AttestedKey, ReceiptRequest};
 use cocoon_runtime::verify::parse_receipt;
-use cocoon_runtime::{Pin, Runtime, SamplingParams};
+use cocoon_runtime::{CheckedModel, Pin, Runtime, SamplingParams};
 
 use crate::progress;
 
@@ -44,6 +47,9 @@ pub struct BackendArgs {
     /// CPU threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
 }
 
 /// Arguments of `cocoon logits`.
@@ -169,15 +175,51 @@ fn attestation(args: &RunArgs) -> Result<Option<Attestation>> {
     }))
 }
 
-fn open(model: &ModelArgs, backend: &BackendArgs, quiet: bool) -> Result<Runtime> {
+/// A runtime on the backend that was chosen.
+enum Opened {
+    Cpu(Runtime<CpuBackend>),
+    Cuda(Runtime<CudaBackend>),
+}
+
+/// Runs `$body` with `$rt` bound to the opened runtime, whichever its backend.
+macro_rules! with_runtime {
+    ($opened:expr, |$rt:ident| $body:expr) => {
+        match $opened {
+            Opened::Cpu($rt) => $body,
+            Opened::Cuda($rt) => $body,
+        }
+    };
+}
+
+/// Opens the model on the chosen backend. `cuda` without a usable device is an error (exit
+/// 2); `auto` takes CUDA when a driver and a device are present and falls back to the CPU,
+/// with a warning, when the device cannot be used.
+fn open(model: &ModelArgs, backend: &BackendArgs, quiet: bool) -> Result<Opened> {
     let pin: Pin = model.pin.parse()?;
-    if backend.backend == BackendArg::Cuda {
-        bail!("--backend cuda: the CUDA backend is not available in this build yet; use --backend cpu");
-    }
+    let cuda = match backend.backend {
+        BackendArg::Cpu => None,
+        BackendArg::Cuda => Some(
+            CudaBackend::new(backend.device)
+                .context("--backend cuda: the CUDA backend cannot run here")?,
+        ),
+        BackendArg::Auto if cocoon_kernels::gpu::driver_present() => {
+            match CudaBackend::new(backend.device) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!("--backend auto: using the CPU: {e}");
+                    None
+                }
+            }
+        }
+        BackendArg::Auto => None,
+    };
     let bar = progress::Bytes::new("loading", quiet);
-    let runtime = Runtime::open_cpu(&model.model, &pin, backend.threads, Some(&|n| bar.add(n)))?;
+    let checked = CheckedModel::open(&model.model, &pin, Some(&|n| bar.add(n)))?;
     bar.finish();
-    Ok(runtime)
+    Ok(match cuda {
+        Some(b) => Opened::Cuda(Runtime::new(checked, b)?),
+        None => Opened::Cpu(Runtime::new(checked, CpuBackend::new(backend.threads)?)?),
+    })
 }
 
 /// `cocoon tokenize`.
@@ -193,17 +235,26 @@ pub fn tokenize(
         &BackendArgs {
             backend: BackendArg::Cpu,
             threads: 1,
+            device: 0,
         },
         quiet,
     )?;
-    let ids = runtime.tokenizer().encode(text, special)?;
+    let ids = with_runtime!(runtime, |r| r.tokenizer().encode(text, special)?);
     writeln!(out, "{}", serde_json::to_string(&ids)?)?;
     Ok(())
 }
 
 /// `cocoon logits`.
 pub fn logits(args: &LogitsArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
-    let runtime = open(&args.model, &args.backend, quiet)?;
+    let opened = open(&args.model, &args.backend, quiet)?;
+    with_runtime!(opened, |runtime| logits_on(&runtime, args, out))
+}
+
+fn logits_on<B: Backend>(
+    runtime: &Runtime<B>,
+    args: &LogitsArgs,
+    out: &mut impl Write,
+) -> Result<()> {
     let model = runtime.model();
     let mut session = model.session()?;
     let which = match args.positions {
@@ -255,7 +306,30 @@ pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
         job_id: args.job_id.clone(),
         prev,
     };
-    let runtime = open(&args.model, &args.backend, quiet)?;
+    let opened = open(&args.model, &args.backend, quiet)?;
+    with_runtime!(opened, |runtime| {
+        generate_on(
+            &runtime,
+            args,
+            &prompt,
+            &params,
+            attestation.as_ref(),
+            &request,
+            out,
+        )
+    })
+}
+
+/// The generation of `cocoon run` on an opened runtime.
+fn generate_on<B: Backend>(
+    runtime: &Runtime<B>,
+    args: &RunArgs,
+    prompt: &str,
+    params: &SamplingParams,
+    attestation: Option<&Attestation>,
+    request: &ReceiptRequest,
+    out: &mut impl Write,
+) -> Result<()> {
     let mut write_error = None;
     let mut on_piece = |piece: &str| {
         if args.json {
@@ -269,22 +343,22 @@ pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
             }
         }
     };
-    let (generation, receipt) = match &attestation {
+    let (generation, receipt) = match attestation {
         Some(att) => {
             let (g, r) = runtime.generate_with_receipt(
-                &prompt,
+                prompt,
                 args.raw,
-                &params,
+                params,
                 att,
-                &request,
+                request,
                 &mut on_piece,
             )?;
             (g, Some(r))
         }
         None => (
             runtime.generate(
-                &runtime.prompt_ids(&prompt, args.raw)?,
-                &params,
+                &runtime.prompt_ids(prompt, args.raw)?,
+                params,
                 &mut on_piece,
             )?,
             None,

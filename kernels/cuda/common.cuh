@@ -1,0 +1,116 @@
+// common.cuh — definitions shared by every kernel file. The Rust side prepends this text to each
+// .cu file before NVRTC compiles it, so the sources need no include paths and no CUDA headers:
+// BF16 and F16 values travel as raw 16-bit patterns and are widened with bit operations or one
+// PTX conversion instruction.
+//
+// Conventions of every kernel here:
+//   * activations are f32, row-major [rows, width];
+//   * weights keep their stored dtype (f32, bf16 or f16), row-major [n, k];
+//   * reductions run in a fixed order (warp shuffles, then shared memory read in index order),
+//     never with atomics, so that two runs give bit-identical results.
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+
+#define WARP 32
+#define FULL_MASK 0xffffffffu
+#define NEG_INF __int_as_float(0xff800000)
+#define QNAN __int_as_float(0x7fc00000)
+
+// bf16 → f32: the bf16 pattern is the top half of the f32 pattern.
+__device__ __forceinline__ float bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
+
+// f16 → f32 through the hardware conversion.
+__device__ __forceinline__ float f16_to_f32(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+// Two f32 → packed bf16x2 (round to nearest even); `lo` goes to the low half.
+__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+// Two f32 → packed f16x2 (round to nearest even); `lo` goes to the low half.
+__device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+// Weight element types. `Weight<T>::get(p, i)` widens element i to f32; `load8(p, out)` reads
+// eight consecutive elements with 128-bit loads (p must be 16-byte aligned).
+struct F32 { typedef float Storage; };
+struct BF16 { typedef u16 Storage; };
+struct F16 { typedef u16 Storage; };
+
+template <typename T> struct Weight;
+
+template <> struct Weight<F32> {
+    __device__ __forceinline__ static float get(const float* p, long long i) { return p[i]; }
+    __device__ __forceinline__ static void load8(const float* p, float out[8]) {
+        const float4 a = reinterpret_cast<const float4*>(p)[0];
+        const float4 b = reinterpret_cast<const float4*>(p)[1];
+        out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+        out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+    }
+};
+
+template <> struct Weight<BF16> {
+    __device__ __forceinline__ static float get(const u16* p, long long i) { return bf16_to_f32(p[i]); }
+    __device__ __forceinline__ static void load8(const u16* p, float out[8]) {
+        const uint4 v = *reinterpret_cast<const uint4*>(p);
+        const u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            out[2 * j] = __uint_as_float(w[j] << 16);
+            out[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+        }
+    }
+};
+
+template <> struct Weight<F16> {
+    __device__ __forceinline__ static float get(const u16* p, long long i) { return f16_to_f32(p[i]); }
+    __device__ __forceinline__ static void load8(const u16* p, float out[8]) {
+        const uint4 v = *reinterpret_cast<const uint4*>(p);
+        const u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            out[2 * j] = f16_to_f32((u16)(w[j] & 0xffffu));
+            out[2 * j + 1] = f16_to_f32((u16)(w[j] >> 16));
+        }
+    }
+};
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o /= 2) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024): each warp reduces
+// with shuffles, warp 0 adds the warp sums in index order. Every thread gets the total.
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float partial[32];
+    __shared__ float total;
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    v = warp_sum(v);
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float s = lane < (int)(blockDim.x / WARP) ? partial[lane] : 0.0f;
+        s = warp_sum(s);
+        if (lane == 0) total = s;
+    }
+    __syncthreads();
+    return total;
+}

@@ -1,0 +1,157 @@
+//! A CUDA device with every kernel loaded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaStream};
+use cudarc::nvrtc::Ptx;
+
+use crate::cache::KernelCache;
+use crate::error::{Error, Result};
+use crate::nvrtc::{self, Arch};
+use crate::source::SOURCES;
+
+/// An open device: its context, the one stream every launch goes to, and the kernels.
+///
+/// Every operation is issued on that single stream, in order, so no event tracking between
+/// streams is needed (it is turned off) and a sequence of launches can be captured in a CUDA
+/// graph.
+pub struct Gpu {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    name: String,
+    arch: Arch,
+    functions: HashMap<&'static str, CudaFunction>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("name", &self.name)
+            .field("arch", &self.arch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the CUDA driver library can be loaded on this machine.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen the driver library names cudarc knows; calls no symbol.
+    unsafe { sys::is_culib_present() }
+}
+
+/// The driver's CUDA version (e.g. 13000 for 13.0).
+pub fn driver_version() -> Result<i32> {
+    if !driver_present() {
+        return Err(Error::NoDriver("libcuda.so not found".into()));
+    }
+    let mut v = 0;
+    // SAFETY: the library is present; `v` is a valid out-pointer.
+    unsafe { sys::cuDriverGetVersion(&mut v) }.result()?;
+    Ok(v)
+}
+
+impl Gpu {
+    /// Opens device `ordinal`, compiling (or taking from `cache`) and loading every kernel for
+    /// its compute capability. Without a driver, a device, or NVRTC this is an error, never a
+    /// crash.
+    pub fn open(ordinal: usize, cache: Option<&KernelCache>) -> Result<Gpu> {
+        let driver = driver_version()?;
+        let count = CudaContext::device_count()
+            .map_err(|e| Error::NoDriver(format!("the driver did not initialise: {e}")))?;
+        let count = usize::try_from(count).unwrap_or(0);
+        if ordinal >= count {
+            return Err(Error::NoDevice { ordinal, count });
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        let (major, minor) = ctx.compute_capability()?;
+        let arch = Arch {
+            major: u32::try_from(major).unwrap_or(0),
+            minor: u32::try_from(minor).unwrap_or(0),
+        };
+        if !arch.supported() {
+            return Err(Error::UnsupportedDevice {
+                major: arch.major,
+                minor: arch.minor,
+            });
+        }
+        // SAFETY: all work of this context goes to the one stream created below, in order, so
+        // the cross-stream events cudarc would record are not needed.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream()?;
+        let nvrtc_version = nvrtc::version()?;
+        let mut functions = HashMap::new();
+        for source in SOURCES {
+            let key = KernelCache::key(source, arch, nvrtc_version, driver);
+            let cubin = match cache.and_then(|c| c.get(&key)) {
+                Some(cubin) => cubin,
+                None => {
+                    let compiled = nvrtc::compile(source, arch)?;
+                    if let Some(c) = cache {
+                        if let Err(e) = c.put(&key, &compiled.cubin) {
+                            tracing::warn!("not caching {}: {e}", source.file);
+                        }
+                    }
+                    compiled.cubin
+                }
+            };
+            let module = ctx.load_module(Ptx::from_binary(cubin))?;
+            for name in source.kernels {
+                functions.insert(*name, module.load_function(name)?);
+            }
+        }
+        let name = ctx.name()?;
+        Ok(Gpu {
+            ctx,
+            stream,
+            name,
+            arch,
+            functions,
+        })
+    }
+
+    /// The device's name (`NVIDIA H100 80GB HBM3`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its compute capability.
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// The stream every operation is issued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// Waits for everything issued so far.
+    pub fn synchronize(&self) -> Result<()> {
+        Ok(self.stream.synchronize()?)
+    }
+
+    pub(crate) fn function(&self, name: &'static str) -> Result<&CudaFunction> {
+        self.functions
+            .get(name)
+            .ok_or_else(|| crate::error::shape(name, "kernel not loaded"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_driver_opening_is_an_error_not_a_crash() {
+        if driver_present() {
+            return; // a GPU machine: ci/gpu-check covers opening
+        }
+        let err = Gpu::open(0, None).unwrap_err();
+        assert!(matches!(err, Error::NoDriver(_)), "{err}");
+        assert!(err.to_string().contains("no CUDA driver"));
+    }
+}

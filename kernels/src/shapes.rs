@@ -1,0 +1,444 @@
+//! Shape and limit checks of every kernel, apart from the launches so that they can be
+//! tested without a GPU. Each returns [`Error::Shape`] naming the kernel and what does not fit;
+//! a launch happens only after its check passed, so no kernel indexes outside its buffers.
+
+use crate::error::{shape, Result};
+
+/// Warps (one output each) in a GEMV block (`GEMV_WARPS` in gemv.cu).
+pub const GEMV_WARPS: usize = 4;
+/// Output tile side of the tensor-core GEMM (`GEMM_BM` = `GEMM_BN` in gemm.cu).
+pub const GEMM_TILE: usize = 64;
+/// Threads of a GEMM block (`GEMM_THREADS` in gemm.cu).
+pub const GEMM_THREADS: usize = 128;
+/// Warps (query rows) of an attention block (`ATT_WARPS` in attention.cu).
+pub const ATT_WARPS: usize = 4;
+/// Largest head width the attention kernels hold in registers (`ATT_MAX_D`).
+pub const ATT_MAX_D: usize = 256;
+/// Positions per split-K chunk of decode attention (`ATT_CHUNK`).
+pub const ATT_CHUNK: usize = 256;
+/// Largest number of RoPE frequencies passed by value (`ROPE_MAX_HALF` in rope.cu).
+pub const ROPE_MAX_HALF: usize = 256;
+/// Threads of an argmax block (`ARGMAX_THREADS` in argmax.cu).
+pub const ARGMAX_THREADS: usize = 256;
+
+/// Stored type of a weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightType {
+    /// IEEE binary32.
+    F32,
+    /// bfloat16.
+    BF16,
+    /// IEEE binary16.
+    F16,
+}
+
+impl WeightType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            WeightType::F32 => 4,
+            WeightType::BF16 | WeightType::F16 => 2,
+        }
+    }
+
+    /// The suffix of the kernels specialised for it (`gemv_bf16`, …).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            WeightType::F32 => "f32",
+            WeightType::BF16 => "bf16",
+            WeightType::F16 => "f16",
+        }
+    }
+}
+
+/// Attention geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heads {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Width of a head.
+    pub head_dim: usize,
+}
+
+impl Heads {
+    /// Width of the query heads.
+    pub fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Width of the key (or value) heads.
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// Whether the kernels support it.
+    pub fn check(&self, kernel: &'static str) -> Result<()> {
+        let Heads {
+            heads,
+            kv_heads,
+            head_dim,
+        } = *self;
+        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+            return Err(shape(
+                kernel,
+                format!("{heads} query heads are not a multiple of {kv_heads} key/value heads"),
+            ));
+        }
+        if head_dim == 0 || head_dim % 2 != 0 || head_dim > ATT_MAX_D {
+            return Err(shape(
+                kernel,
+                format!("head width {head_dim} is not an even number in 2..={ATT_MAX_D}"),
+            ));
+        }
+        dim(kernel, "query width", self.q_dim())?;
+        Ok(())
+    }
+}
+
+/// `value` as a kernel's `int` argument: positive and within i32.
+pub fn dim(kernel: &'static str, what: &str, value: usize) -> Result<i32> {
+    match i32::try_from(value) {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(shape(
+            kernel,
+            format!("{what} {value} is not in 1..=2^31-1"),
+        )),
+    }
+}
+
+/// A buffer of `have` elements must hold `want`.
+pub fn holds(kernel: &'static str, what: &str, have: usize, want: usize) -> Result<()> {
+    if have < want {
+        return Err(shape(
+            kernel,
+            format!("{what} holds {have} values, {want} are needed"),
+        ));
+    }
+    Ok(())
+}
+
+fn product(kernel: &'static str, what: &str, a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b)
+        .ok_or_else(|| shape(kernel, format!("{what}: {a} × {b} overflows")))
+}
+
+/// Embedding: `table` `[vocab, width]`, `rows` ids, `out` ≥ rows·width.
+pub fn embed(vocab: usize, width: usize, ids: usize, rows: usize, out: usize) -> Result<()> {
+    const K: &str = "embed";
+    dim(K, "vocabulary", vocab)?;
+    dim(K, "width", width)?;
+    dim(K, "rows", rows)?;
+    holds(K, "ids", ids, rows)?;
+    holds(K, "output", out, product(K, "output", rows, width)?)
+}
+
+/// RMSNorm: `x` and `out` ≥ rows·width, `weight` = width.
+pub fn rms_norm(x: usize, weight: usize, rows: usize, width: usize, out: usize) -> Result<()> {
+    const K: &str = "rms_norm";
+    dim(K, "rows", rows)?;
+    dim(K, "width", width)?;
+    if weight != width {
+        return Err(shape(
+            K,
+            format!("weight of {weight} values for rows of {width}"),
+        ));
+    }
+    let n = product(K, "input", rows, width)?;
+    holds(K, "input", x, n)?;
+    holds(K, "output", out, n)
+}
+
+/// Matrix product: `x` ≥ rows·k, weight `[n, k]`, `out` ≥ rows·n.
+pub fn matmul(x: usize, n: usize, k: usize, rows: usize, out: usize) -> Result<()> {
+    const K: &str = "matmul";
+    dim(K, "rows", rows)?;
+    dim(K, "weight rows", n)?;
+    dim(K, "weight columns", k)?;
+    holds(K, "input", x, product(K, "input", rows, k)?)?;
+    holds(K, "output", out, product(K, "output", rows, n)?)?;
+    // Grid limits: GEMV puts rows on grid.y (≤ 65535) and n / GEMV_WARPS on grid.x.
+    if rows > 65_535 {
+        return Err(shape(K, format!("{rows} rows exceed the grid's 65535")));
+    }
+    Ok(())
+}
+
+/// RoPE + cache write for `rows` rows at `pos0..` into a cache of `positions` rows of `kv_dim`.
+#[allow(clippy::too_many_arguments)]
+pub fn rope(
+    heads: Heads,
+    q: usize,
+    k: usize,
+    v: usize,
+    cache_positions: usize,
+    cache_kv_dim: usize,
+    rows: usize,
+    pos0: usize,
+    inv_freq: usize,
+) -> Result<()> {
+    const K: &str = "rope_cache";
+    heads.check(K)?;
+    dim(K, "rows", rows)?;
+    if inv_freq != heads.head_dim / 2 || inv_freq > ROPE_MAX_HALF {
+        return Err(shape(
+            K,
+            format!(
+                "{inv_freq} frequencies for heads of width {}",
+                heads.head_dim
+            ),
+        ));
+    }
+    if cache_kv_dim != heads.kv_dim() {
+        return Err(shape(
+            K,
+            format!(
+                "cache rows of {cache_kv_dim} for key/value width {}",
+                heads.kv_dim()
+            ),
+        ));
+    }
+    if pos0
+        .checked_add(rows)
+        .is_none_or(|end| end > cache_positions)
+    {
+        return Err(shape(
+            K,
+            format!(
+                "positions {pos0}..{} are past the cache's {cache_positions}",
+                pos0.saturating_add(rows)
+            ),
+        ));
+    }
+    dim(K, "last position", pos0 + rows)?;
+    holds(K, "q", q, product(K, "q", rows, heads.q_dim())?)?;
+    holds(K, "k", k, rows * heads.kv_dim())?;
+    holds(K, "v", v, rows * heads.kv_dim())
+}
+
+/// Chunks of decode attention over `positions` keys.
+pub fn decode_chunks(positions: usize) -> usize {
+    positions.div_ceil(ATT_CHUNK)
+}
+
+/// Floats of the decode workspace for `heads` heads over at most `positions` keys.
+pub fn decode_workspace(heads: Heads, positions: usize) -> usize {
+    heads.heads * decode_chunks(positions) * (heads.head_dim + 2)
+}
+
+/// Attention of `rows` queries at `pos0..` over a cache of `positions`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    heads: Heads,
+    q: usize,
+    cache_positions: usize,
+    cache_kv_dim: usize,
+    rows: usize,
+    pos0: usize,
+    out: usize,
+    workspace: usize,
+) -> Result<()> {
+    const K: &str = "attention";
+    heads.check(K)?;
+    dim(K, "rows", rows)?;
+    if cache_kv_dim != heads.kv_dim() {
+        return Err(shape(
+            K,
+            format!(
+                "cache rows of {cache_kv_dim} for key/value width {}",
+                heads.kv_dim()
+            ),
+        ));
+    }
+    if pos0
+        .checked_add(rows)
+        .is_none_or(|end| end > cache_positions)
+    {
+        return Err(shape(
+            K,
+            format!(
+                "positions up to {} are past the cache's {cache_positions}",
+                pos0.saturating_add(rows)
+            ),
+        ));
+    }
+    let n = product(K, "q", rows, heads.q_dim())?;
+    holds(K, "q", q, n)?;
+    holds(K, "output", out, n)?;
+    if rows == 1 {
+        holds(
+            K,
+            "decode workspace",
+            workspace,
+            decode_workspace(heads, pos0 + 1),
+        )?;
+    }
+    if heads.heads > 65_535 || rows.div_ceil(ATT_WARPS) > 65_535 {
+        return Err(shape(K, "grid exceeds 65535 blocks in y"));
+    }
+    Ok(())
+}
+
+/// Elementwise kernels over `len` values of two buffers.
+pub fn elementwise(kernel: &'static str, a: usize, b: usize, len: usize) -> Result<()> {
+    if len == 0 {
+        return Err(shape(kernel, "no values"));
+    }
+    holds(kernel, "first operand", a, len)?;
+    holds(kernel, "second operand", b, len)
+}
+
+/// Argmax of `rows` rows of `width`.
+pub fn argmax(logits: usize, rows: usize, width: usize, out: usize) -> Result<()> {
+    const K: &str = "argmax_rows";
+    dim(K, "rows", rows)?;
+    dim(K, "width", width)?;
+    holds(K, "logits", logits, product(K, "logits", rows, width)?)?;
+    holds(K, "output", out, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::source::{define, PRELUDE, SOURCES};
+
+    fn text(file: &str) -> &'static str {
+        SOURCES.iter().find(|s| s.file == file).unwrap().text
+    }
+
+    #[test]
+    fn constants_match_the_cuda_sources() {
+        let d = |f: &str, n: &str| define(text(f), n).unwrap() as usize;
+        assert_eq!(d("gemv.cu", "GEMV_WARPS"), GEMV_WARPS);
+        assert_eq!(d("gemm.cu", "GEMM_BM"), GEMM_TILE);
+        assert_eq!(d("gemm.cu", "GEMM_BN"), GEMM_TILE);
+        assert_eq!(d("gemm.cu", "GEMM_THREADS"), GEMM_THREADS);
+        assert_eq!(d("attention.cu", "ATT_WARPS"), ATT_WARPS);
+        assert_eq!(d("attention.cu", "ATT_MAX_D"), ATT_MAX_D);
+        assert_eq!(d("attention.cu", "ATT_CHUNK"), ATT_CHUNK);
+        assert_eq!(d("rope.cu", "ROPE_MAX_HALF"), ROPE_MAX_HALF);
+        assert_eq!(d("argmax.cu", "ARGMAX_THREADS"), ARGMAX_THREADS);
+        assert_eq!(define(PRELUDE, "WARP"), Some(32));
+    }
+
+    fn problem(r: Result<()>) -> String {
+        match r {
+            Err(Error::Shape { problem, .. }) => problem,
+            other => panic!("expected a shape error, got {other:?}"),
+        }
+    }
+
+    const SMOL: Heads = Heads {
+        heads: 9,
+        kv_heads: 3,
+        head_dim: 64,
+    };
+
+    #[test]
+    fn heads_must_group_and_fit() {
+        assert!(SMOL.check("t").is_ok());
+        let bad = |heads, kv_heads, head_dim| {
+            Heads {
+                heads,
+                kv_heads,
+                head_dim,
+            }
+            .check("t")
+        };
+        assert!(problem(bad(9, 2, 64)).contains("not a multiple"));
+        assert!(problem(bad(0, 0, 64)).contains("not a multiple"));
+        assert!(problem(bad(8, 8, 512)).contains("head width 512"));
+        assert!(problem(bad(8, 8, 63)).contains("head width 63"));
+        assert!(bad(32, 8, 128).is_ok());
+        assert!(bad(4, 1, 2).is_ok());
+    }
+
+    #[test]
+    fn matmul_checks_every_buffer() {
+        assert!(matmul(3 * 576, 1536, 576, 3, 3 * 1536).is_ok());
+        assert!(problem(matmul(3 * 576 - 1, 1536, 576, 3, 3 * 1536)).contains("input holds"));
+        assert!(problem(matmul(3 * 576, 1536, 576, 3, 3 * 1536 - 1)).contains("output holds"));
+        assert!(problem(matmul(0, 1536, 576, 0, 0)).contains("rows 0"));
+        assert!(problem(matmul(usize::MAX, 1, 1, 70_000, usize::MAX)).contains("65535"));
+        assert!(problem(matmul(1 << 40, 1 << 32, 1, 1, 1 << 40)).contains("weight rows"));
+    }
+
+    #[test]
+    fn embed_and_norm_checks() {
+        assert!(embed(100, 8, 3, 3, 24).is_ok());
+        assert!(problem(embed(100, 8, 2, 3, 24)).contains("ids holds 2"));
+        assert!(problem(embed(100, 8, 3, 3, 23)).contains("output holds 23"));
+        assert!(rms_norm(24, 8, 3, 8, 24).is_ok());
+        assert!(problem(rms_norm(24, 7, 3, 8, 24)).contains("weight of 7"));
+        assert!(problem(rms_norm(23, 8, 3, 8, 24)).contains("input holds 23"));
+    }
+
+    #[test]
+    fn rope_checks_positions_frequencies_and_cache() {
+        let (q, kv) = (SMOL.q_dim(), SMOL.kv_dim());
+        assert!(rope(SMOL, 2 * q, 2 * kv, 2 * kv, 10, kv, 2, 8, 32).is_ok());
+        assert!(
+            problem(rope(SMOL, 2 * q, 2 * kv, 2 * kv, 10, kv, 2, 9, 32)).contains("past the cache")
+        );
+        assert!(
+            problem(rope(SMOL, 2 * q, 2 * kv, 2 * kv, 10, kv, 2, usize::MAX, 32))
+                .contains("past the cache")
+        );
+        assert!(
+            problem(rope(SMOL, 2 * q, 2 * kv, 2 * kv, 10, kv, 2, 0, 31)).contains("31 frequencies")
+        );
+        assert!(
+            problem(rope(SMOL, 2 * q, 2 * kv, 2 * kv, 10, kv + 1, 2, 0, 32)).contains("cache rows")
+        );
+        assert!(
+            problem(rope(SMOL, 2 * q, 2 * kv - 1, 2 * kv, 10, kv, 2, 0, 32)).contains("k holds")
+        );
+        assert!(
+            problem(rope(SMOL, 2 * q, 2 * kv, 2 * kv - 1, 10, kv, 2, 0, 32)).contains("v holds")
+        );
+    }
+
+    #[test]
+    fn attention_checks_and_sizes_the_decode_workspace() {
+        let q = SMOL.q_dim();
+        assert_eq!(decode_chunks(1), 1);
+        assert_eq!(decode_chunks(256), 1);
+        assert_eq!(decode_chunks(257), 2);
+        let ws = decode_workspace(SMOL, 2048);
+        assert_eq!(ws, 9 * 8 * 66);
+        assert!(attention(SMOL, q, 2048, SMOL.kv_dim(), 1, 2047, q, ws).is_ok());
+        assert!(
+            problem(attention(SMOL, q, 2048, SMOL.kv_dim(), 1, 2048, q, ws))
+                .contains("past the cache")
+        );
+        assert!(
+            problem(attention(SMOL, q, 2048, SMOL.kv_dim(), 1, 300, q, 9 * 66))
+                .contains("workspace")
+        );
+        // Prefill needs no workspace.
+        assert!(attention(SMOL, 5 * q, 2048, SMOL.kv_dim(), 5, 0, 5 * q, 0).is_ok());
+        assert!(problem(attention(
+            SMOL,
+            5 * q,
+            2048,
+            SMOL.kv_dim(),
+            5,
+            0,
+            5 * q - 1,
+            0
+        ))
+        .contains("output holds"));
+    }
+
+    #[test]
+    fn elementwise_and_argmax_checks() {
+        assert!(elementwise("add", 10, 10, 10).is_ok());
+        assert!(problem(elementwise("add", 10, 9, 10)).contains("second operand"));
+        assert!(problem(elementwise("add", 10, 10, 0)).contains("no values"));
+        assert!(argmax(20, 2, 10, 2).is_ok());
+        assert!(problem(argmax(19, 2, 10, 2)).contains("logits holds 19"));
+        assert!(problem(argmax(20, 2, 10, 1)).contains("output holds 1"));
+    }
+}

@@ -1,0 +1,245 @@
+//! The CUDA backend: the same operations as [`super::cpu`], each one launch of a hand-written
+//! kernel from `cocoon-kernels` on the device's single stream.
+//!
+//! Weights are uploaded once, in their stored dtype, from the verified bytes of the pinned
+//! files. Activations and the KV cache (f32) live on the device; a forward pass uploads its
+//! token ids and downloads only the logits it returns. Nothing synchronises with the host
+//! between launches. Reductions run in a fixed order (no atomics): two runs give identical
+//! results.
+
+use cocoon_kernels::cache::KernelCache;
+use cocoon_kernels::gpu::Gpu;
+use cocoon_kernels::ops::{DeviceWeight, KvCache};
+use cocoon_kernels::shapes::{Heads, WeightType};
+use cudarc::driver::CudaSlice;
+
+use super::{AttentionShape, Backend, HostTensor};
+use crate::error::{Error, Result};
+use crate::model::weights::DType;
+
+/// A CUDA device with the kernels loaded.
+#[derive(Debug)]
+pub struct CudaBackend {
+    gpu: Gpu,
+}
+
+/// A sequence's KV cache on the device.
+pub struct CudaCache {
+    kv: KvCache,
+}
+
+impl From<cocoon_kernels::Error> for Error {
+    fn from(e: cocoon_kernels::Error) -> Self {
+        Error::Backend(format!("cuda: {e}"))
+    }
+}
+
+fn heads(shape: AttentionShape) -> Heads {
+    Heads {
+        heads: shape.heads,
+        kv_heads: shape.kv_heads,
+        head_dim: shape.head_dim,
+    }
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal`, compiling the kernels for it (or loading them from the kernel
+    /// cache, [`KernelCache::default_dir`]). Without a driver, a device or NVRTC: an error.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let cache = KernelCache::default_dir().map(KernelCache::new);
+        Ok(CudaBackend {
+            gpu: Gpu::open(ordinal, cache.as_ref())?,
+        })
+    }
+
+    /// The device.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+}
+
+impl Backend for CudaBackend {
+    type Weight = DeviceWeight;
+    type Buf = CudaSlice<f32>;
+    type Cache = CudaCache;
+
+    fn name(&self) -> String {
+        format!("cuda:{}", self.gpu.name())
+    }
+
+    fn upload(&self, t: HostTensor<'_>) -> Result<DeviceWeight> {
+        let (rows, cols) = match *t.shape {
+            [n] => (1, n),
+            [r, c] => (r, c),
+            ref s => {
+                return Err(Error::Backend(format!(
+                    "weights of shape {s:?} are not supported"
+                )))
+            }
+        };
+        let dtype = match t.dtype {
+            DType::F32 => WeightType::F32,
+            DType::BF16 => WeightType::BF16,
+            DType::F16 => WeightType::F16,
+        };
+        Ok(self.gpu.upload_weight(dtype, rows, cols, t.bytes)?)
+    }
+
+    fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
+        Ok(self.gpu.alloc(len)?)
+    }
+
+    fn new_cache(
+        &self,
+        layers: usize,
+        max_positions: usize,
+        shape: AttentionShape,
+    ) -> Result<CudaCache> {
+        Ok(CudaCache {
+            kv: self.gpu.new_cache(layers, max_positions, heads(shape))?,
+        })
+    }
+
+    fn embed(&self, table: &DeviceWeight, ids: &[u32], out: &mut CudaSlice<f32>) -> Result<()> {
+        let vocab = table.shape().0;
+        if let Some(id) = ids.iter().find(|id| **id as usize >= vocab) {
+            return Err(Error::InvalidRequest(format!(
+                "token id {id} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let dev_ids = self.gpu.upload(ids)?;
+        Ok(self.gpu.embed(table, &dev_ids, ids.len(), out)?)
+    }
+
+    fn rms_norm(
+        &self,
+        x: &CudaSlice<f32>,
+        weight: &DeviceWeight,
+        eps: f32,
+        rows: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        Ok(self.gpu.rms_norm(x, weight, eps, rows, out)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_rms_norm(
+        &self,
+        x: &mut CudaSlice<f32>,
+        y: &CudaSlice<f32>,
+        weight: &DeviceWeight,
+        eps: f32,
+        rows: usize,
+        width: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let (r, c) = weight.shape();
+        if r * c != width {
+            return Err(Error::Backend(format!(
+                "add_rms_norm: weight of {} values for rows of {width}",
+                r * c
+            )));
+        }
+        Ok(self.gpu.add_rms_norm(x, y, weight, eps, rows, out)?)
+    }
+
+    fn matmul(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &DeviceWeight,
+        rows: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        Ok(self.gpu.matmul(x, w, rows, out)?)
+    }
+
+    fn rope_and_cache(
+        &self,
+        q: &mut CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        cache: &mut CudaCache,
+        layer: usize,
+        pos0: usize,
+        rows: usize,
+        shape: AttentionShape,
+        inv_freq: &[f32],
+    ) -> Result<()> {
+        if pos0 + rows > cache.kv.positions() {
+            return Err(Error::InvalidRequest(format!(
+                "position {} is past the context of {}",
+                pos0 + rows,
+                cache.kv.positions()
+            )));
+        }
+        Ok(self.gpu.rope_cache(
+            q,
+            k,
+            v,
+            &mut cache.kv,
+            layer,
+            pos0,
+            rows,
+            heads(shape),
+            inv_freq,
+        )?)
+    }
+
+    fn attention(
+        &self,
+        q: &CudaSlice<f32>,
+        cache: &mut CudaCache,
+        layer: usize,
+        pos0: usize,
+        rows: usize,
+        shape: AttentionShape,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        Ok(self
+            .gpu
+            .attention(q, &mut cache.kv, layer, pos0, rows, heads(shape), out)?)
+    }
+
+    fn swiglu(&self, gate: &mut CudaSlice<f32>, up: &CudaSlice<f32>, len: usize) -> Result<()> {
+        Ok(self.gpu.swiglu(gate, up, len)?)
+    }
+
+    fn add(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>, len: usize) -> Result<()> {
+        Ok(self.gpu.add(x, y, len)?)
+    }
+
+    fn copy_rows(
+        &self,
+        x: &CudaSlice<f32>,
+        width: usize,
+        first: usize,
+        count: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        Ok(self.gpu.copy(x, first * width, count * width, out, 0)?)
+    }
+
+    fn read_rows(
+        &self,
+        x: &CudaSlice<f32>,
+        width: usize,
+        first: usize,
+        count: usize,
+    ) -> Result<Vec<f32>> {
+        Ok(self.gpu.download(x, first * width, count * width)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_driver_the_backend_is_a_clear_error() {
+        if cocoon_kernels::gpu::driver_present() {
+            return; // ci/gpu-check exercises the backend on a GPU
+        }
+        let err = CudaBackend::new(0).unwrap_err().to_string();
+        assert!(err.contains("no CUDA driver"), "{err}");
+    }
+}
