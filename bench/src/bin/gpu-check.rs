@@ -1,0 +1,629 @@
+//! `gpu-check` (run by `ci/gpu-check`): on a machine with a CUDA GPU, checks every kernel
+//! against the CPU backend on random inputs, runs models end to end on both backends, times
+//! decode against a device-to-device copy and the prefill GEMM against cuBLAS, and writes the
+//! JSON report (`bench/results/gpu-<date>.json` unless a path is given).
+//!
+//! Tolerances are relative: ‖cuda − cpu‖ / ‖cpu‖. F32 activations with f32 accumulation in
+//! another order: 1e-5 (attention 1e-4, exp and online softmax). The tensor-core GEMM rounds
+//! activations to the weight's 16-bit type: 1e-2 for BF16 (8-bit mantissa), 2e-3 for F16.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cocoon_kernels::gpu::Gpu;
+use cocoon_runtime::backend::cpu::CpuBackend;
+use cocoon_runtime::backend::cuda::CudaBackend;
+use cocoon_runtime::backend::{AttentionShape, Backend, HostTensor};
+use cocoon_runtime::model::llama::{Llama, Logits};
+use cocoon_runtime::model::weights::DType;
+use cocoon_runtime::sampling::argmax;
+use cocoon_runtime::{CheckedModel, PinnedModel};
+use serde_json::{json, Value};
+
+struct Rng(u64);
+
+impl Rng {
+    fn f32(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| scale * self.f32()).collect()
+    }
+}
+
+fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
+    match dtype {
+        DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::BF16 => values
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes())
+            .collect(),
+        DType::F16 => values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes())
+            .collect(),
+    }
+}
+
+fn weight<B: Backend>(be: &B, dtype: DType, shape: &[usize], values: &[f32]) -> B::Weight {
+    be.upload(HostTensor {
+        dtype,
+        shape,
+        bytes: &encode(dtype, values),
+    })
+    .unwrap()
+}
+
+/// An activation buffer holding `values` (`rows × width`): uploaded as an f32 table and
+/// gathered with `embed`, the one way the Backend trait takes host activations.
+fn act<B: Backend>(be: &B, rows: usize, width: usize, values: &[f32]) -> B::Buf {
+    let table = weight(be, DType::F32, &[rows, width], values);
+    let mut out = be.alloc(rows * width).unwrap();
+    let ids: Vec<u32> = (0..rows as u32).collect();
+    be.embed(&table, &ids, &mut out).unwrap();
+    out
+}
+
+fn read<B: Backend>(be: &B, x: &B::Buf, len: usize) -> Vec<f32> {
+    be.read_rows(x, len, 0, 1).unwrap()
+}
+
+#[derive(Default)]
+struct Report {
+    kernels: Vec<Value>,
+    failures: usize,
+}
+
+impl Report {
+    fn compare(&mut self, name: String, got: &[f32], want: &[f32], tol: f32) {
+        let mut max_abs = 0f32;
+        let (mut diff2, mut ref2) = (0f64, 0f64);
+        let mut finite = got.len() == want.len();
+        for (g, w) in got.iter().zip(want) {
+            finite &= g.is_finite();
+            max_abs = max_abs.max((g - w).abs());
+            diff2 += f64::from(g - w).powi(2);
+            ref2 += f64::from(*w).powi(2);
+        }
+        let rel = (diff2 / ref2.max(1e-30)).sqrt() as f32;
+        let pass = finite && rel <= tol;
+        if !pass {
+            self.failures += 1;
+        }
+        println!(
+            "{:<58} rel {rel:.2e} max_abs {max_abs:.2e} tol {tol:.0e} {}",
+            name,
+            if pass { "ok" } else { "FAIL" }
+        );
+        self.kernels.push(json!({"name": name, "max_abs_err": max_abs, "rel_err": rel, "tolerance": tol, "pass": pass}));
+    }
+}
+
+fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
+    let mut rng = Rng(0x5eed);
+    for (rows, n, k) in [
+        (1, 576, 576),
+        (1, 1536, 576),
+        (1, 49152, 576),
+        (1, 2048, 8192),
+        (1, 37, 33),
+        (3, 100, 40),
+        (5, 1537, 577),
+        (64, 576, 1536),
+        (130, 2048, 2048),
+        (517, 512, 2048),
+    ] {
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let x = rng.vec(rows * k, 2.0);
+            let w = rng.vec(n * k, 0.2);
+            let run = |be: &dyn Fn() -> Vec<f32>| be();
+            let want = run(&|| {
+                let (xa, wa) = (act(cpu, rows, k, &x), weight(cpu, dtype, &[n, k], &w));
+                let mut o = cpu.alloc(rows * n).unwrap();
+                cpu.matmul(&xa, &wa, rows, &mut o).unwrap();
+                read(cpu, &o, rows * n)
+            });
+            let (xa, wa) = (act(gpu, rows, k, &x), weight(gpu, dtype, &[n, k], &w));
+            let mut o = gpu.alloc(rows * n).unwrap();
+            gpu.matmul(&xa, &wa, rows, &mut o).unwrap();
+            let got = read(gpu, &o, rows * n);
+            let tol = match (rows, dtype) {
+                (1, _) | (_, DType::F32) => 1e-5,
+                (_, DType::BF16) => 1e-2,
+                (_, DType::F16) => 2e-3,
+            };
+            r.compare(
+                format!("matmul {dtype:?} rows={rows} n={n} k={k}"),
+                &got,
+                &want,
+                tol,
+            );
+        }
+    }
+    for (rows, width) in [(1, 576), (3, 2048), (5, 77)] {
+        let (x, y, w) = (
+            rng.vec(rows * width, 4.0),
+            rng.vec(rows * width, 4.0),
+            rng.vec(width, 1.0),
+        );
+        for dtype in [DType::F32, DType::BF16] {
+            let norm = |be_cpu: bool| -> (Vec<f32>, Vec<f32>) {
+                macro_rules! body {
+                    ($be:expr) => {{
+                        let be = $be;
+                        let (mut xa, ya, wa) = (
+                            act(be, rows, width, &x),
+                            act(be, rows, width, &y),
+                            weight(be, dtype, &[width], &w),
+                        );
+                        let mut o = be.alloc(rows * width).unwrap();
+                        be.rms_norm(&xa, &wa, 1e-5, rows, &mut o).unwrap();
+                        let plain = read(be, &o, rows * width);
+                        be.add_rms_norm(&mut xa, &ya, &wa, 1e-5, rows, width, &mut o)
+                            .unwrap();
+                        (plain, read(be, &o, rows * width))
+                    }};
+                }
+                if be_cpu {
+                    body!(cpu)
+                } else {
+                    body!(gpu)
+                }
+            };
+            let ((pc, fc), (pg, fg)) = (norm(true), norm(false));
+            r.compare(
+                format!("rms_norm {dtype:?} rows={rows} width={width}"),
+                &pg,
+                &pc,
+                1e-5,
+            );
+            r.compare(
+                format!("add_rms_norm {dtype:?} rows={rows} width={width}"),
+                &fg,
+                &fc,
+                1e-5,
+            );
+        }
+    }
+    for len in [1usize, 1000, 8192 * 3 + 5] {
+        let (a, b) = (rng.vec(len, 8.0), rng.vec(len, 8.0));
+        macro_rules! ew {
+            ($be:expr) => {{
+                let be = $be;
+                let (mut ga, ua) = (act(be, 1, len, &a), act(be, 1, len, &b));
+                be.swiglu(&mut ga, &ua, len).unwrap();
+                let s = read(be, &ga, len);
+                be.add(&mut ga, &ua, len).unwrap();
+                (s, read(be, &ga, len))
+            }};
+        }
+        let ((sc, ac), (sg, ag)) = (ew!(cpu), ew!(gpu));
+        r.compare(format!("swiglu len={len}"), &sg, &sc, 1e-5);
+        r.compare(format!("add len={len}"), &ag, &ac, 1e-6);
+    }
+    {
+        let (vocab, width) = (1000, 96);
+        let table = rng.vec(vocab * width, 1.0);
+        let ids: Vec<u32> = (0..17).map(|i| (i * 59 % vocab) as u32).collect();
+        macro_rules! emb {
+            ($be:expr) => {{
+                let be = $be;
+                let t = weight(be, DType::BF16, &[vocab, width], &table);
+                let mut o = be.alloc(ids.len() * width).unwrap();
+                be.embed(&t, &ids, &mut o).unwrap();
+                read(be, &o, ids.len() * width)
+            }};
+        }
+        r.compare("embed BF16 17 ids".into(), &emb!(gpu), &emb!(cpu), 0.0);
+    }
+    for (heads, kv_heads, head_dim) in
+        [(9, 3, 64), (32, 8, 128), (4, 4, 16), (8, 1, 256), (6, 2, 8)]
+    {
+        let shape = AttentionShape {
+            heads,
+            kv_heads,
+            head_dim,
+        };
+        let positions = 2100;
+        let inv: Vec<f32> = (0..head_dim / 2)
+            .map(|i| 10000f32.powf(-2.0 * i as f32 / head_dim as f32))
+            .collect();
+        // Feed chunks: a prefill of 7, one of 300 continuing, decode steps, then a long prefill
+        // to 2000 and decode at 2000 (several split-K chunks).
+        let steps = [
+            (0, 7),
+            (7, 300),
+            (307, 1),
+            (308, 1),
+            (309, 1690),
+            (1999, 1),
+            (2000, 1),
+        ];
+        let data: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = steps
+            .iter()
+            .map(|&(_, rows)| {
+                (
+                    rng.vec(rows * shape.q_dim(), 2.0),
+                    rng.vec(rows * shape.kv_dim(), 2.0),
+                    rng.vec(rows * shape.kv_dim(), 2.0),
+                )
+            })
+            .collect();
+        macro_rules! attn {
+            ($be:expr) => {{
+                let be = $be;
+                let mut cache = be.new_cache(2, positions, shape).unwrap();
+                let mut outs = Vec::new();
+                for (&(pos0, rows), (q, k, v)) in steps.iter().zip(&data) {
+                    let mut qa = act(be, rows, shape.q_dim(), q);
+                    let (ka, va) = (
+                        act(be, rows, shape.kv_dim(), k),
+                        act(be, rows, shape.kv_dim(), v),
+                    );
+                    be.rope_and_cache(&mut qa, &ka, &va, &mut cache, 1, pos0, rows, shape, &inv)
+                        .unwrap();
+                    let mut o = be.alloc(rows * shape.q_dim()).unwrap();
+                    be.attention(&qa, &mut cache, 1, pos0, rows, shape, &mut o)
+                        .unwrap();
+                    outs.push((
+                        read(be, &qa, rows * shape.q_dim()),
+                        read(be, &o, rows * shape.q_dim()),
+                    ));
+                }
+                outs
+            }};
+        }
+        let (c, g) = (attn!(cpu), attn!(gpu));
+        for (((pos0, rows), (qc, oc)), (qg, og)) in steps.iter().zip(&c).zip(&g) {
+            let tag = format!("h={heads} kv={kv_heads} d={head_dim} pos0={pos0} rows={rows}");
+            r.compare(format!("rope {tag}"), qg, qc, 1e-5);
+            r.compare(format!("attention {tag}"), og, oc, 1e-4);
+        }
+    }
+    {
+        let g: &Gpu = gpu.gpu();
+        let (rows, width) = (4, 128_256);
+        let mut logits = rng.vec(rows * width, 20.0);
+        logits[width + 77] = 99.0; // a tie: the first one wins
+        logits[width + 99_000] = 99.0;
+        logits[2 * width + 5] = f32::NAN;
+        let dl = g.upload(&logits).unwrap();
+        let mut ids = g.upload(&[0u32; 4]).unwrap();
+        g.argmax(&dl, rows, width, &mut ids).unwrap();
+        let got: Vec<f32> = g
+            .download(&ids, 0, rows)
+            .unwrap()
+            .iter()
+            .map(|v| *v as f32)
+            .collect();
+        let want: Vec<f32> = logits.chunks(width).map(|row| argmax(row) as f32).collect();
+        r.compare(
+            format!("argmax rows={rows} width={width}"),
+            &got,
+            &want,
+            0.0,
+        );
+    }
+}
+
+fn open<B: Backend>(dir: &Path, be: B) -> Llama<B> {
+    let pin = PinnedModel::read(dir, None).unwrap().pin();
+    Llama::load(&CheckedModel::open(dir, &pin, None).unwrap(), be).unwrap()
+}
+
+fn greedy<B: Backend>(m: &Llama<B>, prompt: &[u32], n: usize) -> (Vec<f32>, Vec<u32>, Vec<u32>) {
+    let mut s = m.session().unwrap();
+    let first = m.forward(&mut s, prompt, Logits::Last).unwrap();
+    let mut logits = first.clone();
+    let mut out = Vec::new();
+    let mut bits = Vec::new();
+    for _ in 0..n {
+        let id = argmax(&logits);
+        out.push(id);
+        bits.extend(logits.iter().take(64).map(|v| v.to_bits()));
+        logits = m.forward(&mut s, &[id], Logits::Last).unwrap();
+    }
+    (first, out, bits)
+}
+
+fn e2e(dir: &Path, prompt: &[u32]) -> Value {
+    let (cpu, gpu) = (
+        open(dir, CpuBackend::new(0).unwrap()),
+        open(dir, CudaBackend::new(0).unwrap()),
+    );
+    let n = 32.min(cpu.config.max_position_embeddings - prompt.len() - 1);
+    let (lc, tc, _) = greedy(&cpu, prompt, n);
+    let (lg, tg, bits1) = greedy(&gpu, prompt, n);
+    let (_, _, bits2) = greedy(&gpu, prompt, n);
+    let diff = lc
+        .iter()
+        .zip(&lg)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let matching = tc.iter().zip(&tg).take_while(|(a, b)| a == b).count();
+    let v = json!({"model": dir.display().to_string(), "max_abs_logit_diff": diff,
+        "greedy_match_tokens": matching, "greedy_tokens": n, "deterministic": bits1 == bits2});
+    println!("e2e {v}");
+    v
+}
+
+/// A random-weight LLaMA model directory of the given shape (BF16), for timing.
+#[allow(clippy::too_many_arguments)]
+fn random_model(
+    dir: &Path,
+    hidden: usize,
+    inter: usize,
+    layers: usize,
+    heads: usize,
+    kv: usize,
+    vocab: usize,
+) {
+    let spec = cocoon_tests::TinySpec {
+        hidden,
+        intermediate: inter,
+        layers,
+        heads,
+        kv_heads: kv,
+        tied: true,
+        dtype: "BF16",
+        seed: 7,
+    };
+    let mut config = cocoon_tests::tiny_config(&spec);
+    config["vocab_size"] = json!(vocab);
+    config["max_position_embeddings"] = json!(2048);
+    config["rope_theta"] = json!(500000.0);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        cocoon_tests::tiny_tokenizer_json().to_string(),
+    )
+    .unwrap();
+    let mut rng = Rng(11);
+    let d = hidden / heads;
+    let mut tensors = std::collections::BTreeMap::new();
+    let mut add = |name: String, shape: Vec<usize>, norm: bool| {
+        let n: usize = shape.iter().product();
+        let values = if norm { vec![1.0; n] } else { rng.vec(n, 0.05) };
+        tensors.insert(name, (shape, values));
+    };
+    add(
+        "model.embed_tokens.weight".into(),
+        vec![vocab, hidden],
+        false,
+    );
+    add("model.norm.weight".into(), vec![hidden], true);
+    for l in 0..layers {
+        let p = format!("model.layers.{l}");
+        add(format!("{p}.input_layernorm.weight"), vec![hidden], true);
+        add(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![hidden],
+            true,
+        );
+        add(
+            format!("{p}.self_attn.q_proj.weight"),
+            vec![heads * d, hidden],
+            false,
+        );
+        add(
+            format!("{p}.self_attn.k_proj.weight"),
+            vec![kv * d, hidden],
+            false,
+        );
+        add(
+            format!("{p}.self_attn.v_proj.weight"),
+            vec![kv * d, hidden],
+            false,
+        );
+        add(
+            format!("{p}.self_attn.o_proj.weight"),
+            vec![hidden, heads * d],
+            false,
+        );
+        add(
+            format!("{p}.mlp.gate_proj.weight"),
+            vec![inter, hidden],
+            false,
+        );
+        add(
+            format!("{p}.mlp.up_proj.weight"),
+            vec![inter, hidden],
+            false,
+        );
+        add(
+            format!("{p}.mlp.down_proj.weight"),
+            vec![hidden, inter],
+            false,
+        );
+    }
+    std::fs::write(
+        dir.join("model.safetensors"),
+        cocoon_tests::safetensors_bytes("BF16", &tensors),
+    )
+    .unwrap();
+}
+
+fn copy_gbps(g: &Gpu) -> f64 {
+    let n = 1usize << 30;
+    let src = g
+        .upload_weight(
+            cocoon_kernels::shapes::WeightType::F32,
+            1,
+            n / 4,
+            &vec![1u8; n],
+        )
+        .unwrap();
+    let mut dst = g.stream().alloc_zeros::<u8>(n).unwrap();
+    g.copy_device(src.data(), &mut dst).unwrap();
+    g.synchronize().unwrap();
+    let reps = 20;
+    let t = Instant::now();
+    for _ in 0..reps {
+        g.copy_device(src.data(), &mut dst).unwrap();
+    }
+    g.synchronize().unwrap();
+    // Bytes moved: read + write.
+    (2 * n * reps) as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+fn decode(dir: &Path, copy: f64) -> Value {
+    let m = open(dir, CudaBackend::new(0).unwrap());
+    let mut s = m.session().unwrap();
+    let prompt: Vec<u32> = (0..16).collect();
+    let mut logits = m.forward(&mut s, &prompt, Logits::Last).unwrap();
+    for _ in 0..8 {
+        logits = m.forward(&mut s, &[argmax(&logits)], Logits::Last).unwrap();
+    }
+    let steps = 64;
+    let t = Instant::now();
+    for _ in 0..steps {
+        logits = m.forward(&mut s, &[argmax(&logits)], Logits::Last).unwrap();
+    }
+    let tps = steps as f64 / t.elapsed().as_secs_f64();
+    let gbps = m.weight_bytes() as f64 * tps / 1e9;
+    let v = json!({"model": dir.display().to_string(), "tokens_per_s": tps, "weight_bytes": m.weight_bytes(),
+        "achieved_gbps": gbps, "copy_gbps": copy, "fraction": gbps / copy});
+    println!("decode {v}");
+    v
+}
+
+fn prefill(g: &Gpu) -> Value {
+    let m = 512;
+    let blas = g.cublas().unwrap();
+    let mut rng = Rng(3);
+    let (mut ours, mut theirs, mut flops) = (0f64, 0f64, 0f64);
+    for (n, k) in [(2048, 2048), (512, 2048), (8192, 2048), (2048, 8192)] {
+        let w = g
+            .upload_weight(
+                cocoon_kernels::shapes::WeightType::BF16,
+                n,
+                k,
+                &encode(DType::BF16, &rng.vec(n * k, 0.1)),
+            )
+            .unwrap();
+        let xv = rng.vec(m * k, 1.0);
+        let x = g.upload(&xv).unwrap();
+        let xb: Vec<u16> = xv
+            .iter()
+            .map(|v| half::bf16::from_f32(*v).to_bits())
+            .collect();
+        let xb = g.upload(&xb).unwrap();
+        let mut y = g.alloc(m * n).unwrap();
+        let time = |f: &mut dyn FnMut()| {
+            f();
+            g.synchronize().unwrap();
+            let t = Instant::now();
+            for _ in 0..20 {
+                f();
+            }
+            g.synchronize().unwrap();
+            t.elapsed().as_secs_f64() / 20.0
+        };
+        ours += time(&mut || g.gemm(&x, &w, m, &mut y).unwrap());
+        theirs += time(&mut || g.cublas_gemm_bf16(&blas, &xb, &w, m, &mut y).unwrap());
+        flops += 2.0 * (m * n * k) as f64;
+    }
+    let v = json!({"tokens": m, "tflops": flops / ours / 1e12, "cublas_tflops": flops / theirs / 1e12, "fraction": theirs / ours,
+        "shapes": "LLaMA-3.2-1B projections (n,k) = (2048,2048) (512,2048) (8192,2048) (2048,8192)"});
+    println!("prefill {v}");
+    v
+}
+
+fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        / 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    format!("{:04}-{mo:02}-{d:02}", yoe + era * 400 + i64::from(mo <= 2))
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(format!("bench/results/gpu-{}.json", today())));
+    let gpu = CudaBackend::new(0).unwrap_or_else(|e| {
+        eprintln!("gpu-check: {e}");
+        std::process::exit(2)
+    });
+    let cpu = CpuBackend::new(0).unwrap();
+    println!("device: {}", gpu.name());
+    let mut report = Report::default();
+    check_kernels(&cpu, &gpu, &mut report);
+
+    let mut e2es = Vec::new();
+    let golden = root.join("tests/fixtures/golden");
+    for name in ["tiny-gqa", "tiny-mha"] {
+        e2es.push(e2e(
+            &golden.join(name),
+            &[256, 72, 101, 108, 108, 111, 44, 32],
+        ));
+    }
+    let smol = std::env::var_os("COCOON_GPU_CHECK_SMOLLM2")
+        .map(PathBuf::from)
+        .unwrap_or(root.join("models/smollm2-135m-f32"));
+    if smol.join("config.json").exists() {
+        e2es.push(e2e(&smol, &[1, 9690, 198, 504, 3575, 282, 4649, 314]));
+    } else {
+        println!(
+            "e2e: {} not present, SmolLM2 end to end not run",
+            smol.display()
+        );
+    }
+
+    let tmp = std::env::temp_dir().join("cocoon-gpu-check");
+    let g = gpu.gpu();
+    let copy = copy_gbps(g);
+    let mut decodes = Vec::new();
+    for (name, h, i, l, hd, kv, vocab) in [
+        ("llama-3.2-1b-shape", 2048, 8192, 16, 32, 8, 128_256),
+        ("smollm2-135m-shape", 576, 1536, 30, 9, 3, 49_152),
+    ] {
+        let dir = tmp.join(name);
+        random_model(&dir, h, i, l, hd, kv, vocab);
+        decodes.push(decode(&dir, copy));
+    }
+    let pre = prefill(g);
+    let e2e_ok = e2es
+        .iter()
+        .all(|e| e["greedy_match_tokens"] == e["greedy_tokens"] && e["deterministic"] == true);
+    let commit = std::env::var("COCOON_COMMIT").unwrap_or_default();
+    let report_json = json!({
+        "device": gpu.name(), "date": today(), "commit": commit,
+        "kernels": report.kernels, "e2e": e2es, "decode": decodes[0], "decode_all": decodes, "prefill": pre,
+        "copy_bandwidth_counts": "bytes read + bytes written",
+    });
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&out, serde_json::to_vec_pretty(&report_json).unwrap()).unwrap();
+    println!("report: {}", out.display());
+    println!(
+        "RESULTS: {} {}: decode {:.0} tok/s = {:.2} of copy bandwidth (1B shape), prefill {:.2} of cuBLAS, kernels {} failed, e2e {}",
+        today(), gpu.name(), decodes[0]["tokens_per_s"].as_f64().unwrap_or(0.0), decodes[0]["fraction"].as_f64().unwrap_or(0.0),
+        pre["fraction"].as_f64().unwrap_or(0.0), report.failures, if e2e_ok { "ok" } else { "FAILED" }
+    );
+    println!(
+        "gpu-check: {} passed, {} failed",
+        report.kernels.len() - report.failures + usize::from(e2e_ok),
+        report.failures + usize::from(!e2e_ok)
+    );
+    if report.failures > 0 || !e2e_ok {
+        std::process::exit(1);
+    }
+}
