@@ -85,7 +85,7 @@ impl ModelOptions {
         match string(&o, "backend")?.as_deref() {
             None | Some("auto" | "cpu") => {}
             Some("cuda") => {
-                return Err("backend: the CUDA backend is not available in this build".into())
+                return Err("backend: the C API runs on the CPU backend only for now (the CUDA backend is reachable from the crate and the CLI)".into())
             }
             Some(other) => return Err(format!("backend: {other:?} is not auto, cpu or cuda")),
         }
