@@ -190,11 +190,7 @@ impl Gpu {
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
         shapes::embed(table.rows, table.cols, ids.len(), rows, out.len())?;
-        let f = self.function(match table.dtype {
-            WeightType::F32 => "embed_f32",
-            WeightType::BF16 => "embed_bf16",
-            WeightType::F16 => "embed_f16",
-        })?;
+        let f = self.function(table.dtype.pick(["embed_f32", "embed_bf16", "embed_f16"]))?;
         let (rows_i, width, vocab) = (rows as i32, table.cols as i32, table.rows as i32);
         let mut b = self.stream.launch_builder(f);
         b.arg(&table.data)
@@ -220,11 +216,12 @@ impl Gpu {
     ) -> Result<()> {
         let width = weight.rows * weight.cols;
         shapes::rms_norm(x.len(), width, rows, width, out.len())?;
-        let f = self.function(match weight.dtype {
-            WeightType::F32 => "rms_norm_f32",
-            WeightType::BF16 => "rms_norm_bf16",
-            WeightType::F16 => "rms_norm_f16",
-        })?;
+        let f =
+            self.function(
+                weight
+                    .dtype
+                    .pick(["rms_norm_f32", "rms_norm_bf16", "rms_norm_f16"]),
+            )?;
         let (rows_i, width_i) = (rows as i32, width as i32);
         let mut b = self.stream.launch_builder(f);
         b.arg(x)
@@ -251,11 +248,11 @@ impl Gpu {
     ) -> Result<()> {
         let width = weight.rows * weight.cols;
         shapes::rms_norm(x.len().min(y.len()), width, rows, width, out.len())?;
-        let f = self.function(match weight.dtype {
-            WeightType::F32 => "add_rms_norm_f32",
-            WeightType::BF16 => "add_rms_norm_bf16",
-            WeightType::F16 => "add_rms_norm_f16",
-        })?;
+        let f = self.function(weight.dtype.pick([
+            "add_rms_norm_f32",
+            "add_rms_norm_bf16",
+            "add_rms_norm_f16",
+        ]))?;
         let (rows_i, width_i) = (rows as i32, width as i32);
         let mut b = self.stream.launch_builder(f);
         b.arg(x)
@@ -297,11 +294,7 @@ impl Gpu {
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
         shapes::matmul(x.len(), w.rows, w.cols, rows, out.len())?;
-        let f = self.function(match w.dtype {
-            WeightType::F32 => "gemv_f32",
-            WeightType::BF16 => "gemv_bf16",
-            WeightType::F16 => "gemv_f16",
-        })?;
+        let f = self.function(w.dtype.pick(["gemv_f32", "gemv_bf16", "gemv_f16"]))?;
         let (n, k) = (w.rows as i32, w.cols as i32);
         let mut b = self.stream.launch_builder(f);
         b.arg(&w.data).arg(x).arg(out).arg(&n).arg(&k);
@@ -465,24 +458,29 @@ impl Gpu {
 
     /// `gate = silu(gate) · up` over `len` values.
     pub fn swiglu(&self, gate: &mut CudaSlice<f32>, up: &CudaSlice<f32>, len: usize) -> Result<()> {
-        shapes::elementwise("swiglu", gate.len(), up.len(), len)?;
-        let f = self.function("swiglu")?;
-        let n = len as i64;
-        let mut b = self.stream.launch_builder(f);
-        b.arg(gate).arg(up).arg(&n);
-        // SAFETY: swiglu (gate, up, len): both hold ≥ len values (checked); grid-stride loop.
-        unsafe { b.launch(grid(stride_blocks(len), 1, 256)) }?;
-        Ok(())
+        self.elementwise("swiglu", gate, up, len)
     }
 
     /// `x += y` over `len` values.
     pub fn add(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>, len: usize) -> Result<()> {
-        shapes::elementwise("add", x.len(), y.len(), len)?;
-        let f = self.function("add")?;
+        self.elementwise("add", x, y, len)
+    }
+
+    /// Launches a `kernel(float* x, const float* y, long long len)` grid-stride kernel.
+    fn elementwise(
+        &self,
+        kernel: &'static str,
+        x: &mut CudaSlice<f32>,
+        y: &CudaSlice<f32>,
+        len: usize,
+    ) -> Result<()> {
+        shapes::elementwise(kernel, x.len(), y.len(), len)?;
+        let f = self.function(kernel)?;
         let n = len as i64;
         let mut b = self.stream.launch_builder(f);
         b.arg(x).arg(y).arg(&n);
-        // SAFETY: add (x, y, len): both hold ≥ len values (checked); grid-stride loop.
+        // SAFETY: swiglu and add both take (float* x, const float* y, long long len) and touch
+        // indices < len; both buffers hold ≥ len values (checked); grid-stride loop.
         unsafe { b.launch(grid(stride_blocks(len), 1, 256)) }?;
         Ok(())
     }

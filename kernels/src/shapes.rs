@@ -41,12 +41,12 @@ impl WeightType {
         }
     }
 
-    /// The suffix of the kernels specialised for it (`gemv_bf16`, …).
-    pub fn suffix(self) -> &'static str {
+    /// The one of `[f32, bf16, f16]` kernel names specialised for it.
+    pub fn pick(self, names: [&'static str; 3]) -> &'static str {
         match self {
-            WeightType::F32 => "f32",
-            WeightType::BF16 => "bf16",
-            WeightType::F16 => "f16",
+            WeightType::F32 => names[0],
+            WeightType::BF16 => names[1],
+            WeightType::F16 => names[2],
         }
     }
 }
@@ -190,31 +190,41 @@ pub fn rope(
             ),
         ));
     }
-    if cache_kv_dim != heads.kv_dim() {
-        return Err(shape(
-            K,
-            format!(
-                "cache rows of {cache_kv_dim} for key/value width {}",
-                heads.kv_dim()
-            ),
-        ));
-    }
-    if pos0
-        .checked_add(rows)
-        .is_none_or(|end| end > cache_positions)
-    {
-        return Err(shape(
-            K,
-            format!(
-                "positions {pos0}..{} are past the cache's {cache_positions}",
-                pos0.saturating_add(rows)
-            ),
-        ));
-    }
+    cache_fits(K, heads, cache_positions, cache_kv_dim, pos0, rows)?;
     dim(K, "last position", pos0 + rows)?;
     holds(K, "q", q, product(K, "q", rows, heads.q_dim())?)?;
     holds(K, "k", k, rows * heads.kv_dim())?;
     holds(K, "v", v, rows * heads.kv_dim())
+}
+
+/// A cache of `positions` rows of `kv_dim` must match the heads and hold `pos0..pos0 + rows`.
+fn cache_fits(
+    kernel: &'static str,
+    heads: Heads,
+    positions: usize,
+    kv_dim: usize,
+    pos0: usize,
+    rows: usize,
+) -> Result<()> {
+    if kv_dim != heads.kv_dim() {
+        return Err(shape(
+            kernel,
+            format!(
+                "cache rows of {kv_dim} for key/value width {}",
+                heads.kv_dim()
+            ),
+        ));
+    }
+    if pos0.checked_add(rows).is_none_or(|end| end > positions) {
+        return Err(shape(
+            kernel,
+            format!(
+                "positions {pos0}..{} are past the cache's {positions}",
+                pos0.saturating_add(rows)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Chunks of decode attention over `positions` keys.
@@ -242,27 +252,7 @@ pub fn attention(
     const K: &str = "attention";
     heads.check(K)?;
     dim(K, "rows", rows)?;
-    if cache_kv_dim != heads.kv_dim() {
-        return Err(shape(
-            K,
-            format!(
-                "cache rows of {cache_kv_dim} for key/value width {}",
-                heads.kv_dim()
-            ),
-        ));
-    }
-    if pos0
-        .checked_add(rows)
-        .is_none_or(|end| end > cache_positions)
-    {
-        return Err(shape(
-            K,
-            format!(
-                "positions up to {} are past the cache's {cache_positions}",
-                pos0.saturating_add(rows)
-            ),
-        ));
-    }
+    cache_fits(K, heads, cache_positions, cache_kv_dim, pos0, rows)?;
     let n = product(K, "q", rows, heads.q_dim())?;
     holds(K, "q", q, n)?;
     holds(K, "output", out, n)?;
