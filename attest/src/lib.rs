@@ -1,6 +1,6 @@
 //! TEE evidence for the Cocoon runtime.
 //!
-//! - [`provider`]: the [`EvidenceProvider`](provider::EvidenceProvider) trait and
+//! - [`provider`]: the [`EvidenceProvider`] trait and
 //!   [`auto`](provider::auto) selection;
 //! - [`configfs`]: Linux configfs-tsm (`/sys/kernel/config/tsm/report`), which yields a TDX quote
 //!   or an SEV-SNP report with its certificates;
@@ -9,8 +9,9 @@
 //!   key, so that everything can be exercised without a TEE;
 //! - [`evidence`]: the evidence bytes and the 64-byte report data inside them.
 //!
-//! Verification of TDX quotes and SNP reports against Intel's and AMD's roots is not written
-//! yet (its own issue); [`evidence::Evidence::report_data`] only locates the report data.
+//! - [`tdx`], [`snp`]: parsing and offline verification against Intel's and AMD's pinned roots;
+//!   [`appraisal`] joins them with a [`policy`] into the `attest verify` verdict; [`x509`] the
+//!   certificate handling both share.
 #![deny(unsafe_code)] // allowed only in `sev_guest`, around its ioctl
 
 pub mod appraisal;
