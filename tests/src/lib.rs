@@ -1,10 +1,13 @@
 //! Helpers for the cross-crate tests: tiny LLaMA model directories with random weights, a
-//! byte-level tokenizer, and the path of the `cocoon` binary.
+//! byte-level tokenizer, the path of the `cocoon` binary, and the independent attestation
+//! verifiers ([`peer`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, View};
+
+pub mod peer;
 
 /// Shape of a tiny test model.
 #[derive(Clone, Debug)]
