@@ -260,6 +260,35 @@ mod tests {
             "{:?}",
             v.reasons
         );
+        // A forged ARK (one bit of its RSA modulus changed) and a forged ASK, each beside the
+        // genuine other: the chain is refused with a reason naming what failed.
+        let chain = crate::x509::parse_certs(&vector("gosev-milan-vcek/ask_ark.pem")).unwrap();
+        let (ask, ark) = (&chain[0].der, &chain[1].der);
+        let flip = |der: &Vec<u8>| {
+            let mut d = der.clone();
+            // Inside the SubjectPublicKeyInfo (the modulus starts about 300 bytes in).
+            d[400] ^= 0x10;
+            d
+        };
+        let vcek = vector("gosev-milan-vcek/vcek.der");
+        let cases: [(Vec<Vec<u8>>, &str); 3] = [
+            (vec![vcek.clone(), ask.clone(), flip(ark)], "ARK"),
+            (
+                vec![vcek.clone(), flip(ask), ark.clone()],
+                "SEV-Milan is not signed",
+            ),
+            // Both roles given the ARK: no ASK at all.
+            (vec![vcek.clone(), ark.clone(), ark.clone()], "ASK"),
+        ];
+        for (certs, what) in cases {
+            let v = verify_snp_bytes(&report, &certs, NOW).unwrap();
+            assert!(
+                v.reasons.iter().any(|r| r.contains(what)),
+                "{what}: {:?}",
+                v.reasons
+            );
+            assert!(v.tcb_status != "UpToDate", "{what}: {}", v.tcb_status);
+        }
         // Truncations.
         for n in [0, 100, 0x2A0, 1183] {
             assert!(verify_snp_bytes(&report[..n], &[], NOW).is_err());
