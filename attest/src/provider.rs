@@ -18,22 +18,23 @@ pub trait EvidenceProvider: Send + Sync {
 pub const CONFIGFS_TSM_ROOT: &str = "/sys/kernel/config/tsm/report";
 
 /// What `--attest auto` finds under `root` (normally [`CONFIGFS_TSM_ROOT`]): configfs-tsm with
-/// a TDX or SNP provider. `/dev/sev-guest` ioctls are not implemented yet, so a machine with
-/// only that interface is reported as such.
+/// a TDX or SNP provider, else the SEV-SNP guest device `/dev/sev-guest` (older kernels).
 pub fn auto(root: &Path) -> Result<Box<dyn EvidenceProvider>> {
     if root.is_dir() {
         let tsm = ConfigfsTsm::probe(root)?;
         return Ok(Box::new(tsm));
     }
-    let mut looked_for = format!("configfs-tsm at {}", root.display());
-    if Path::new("/dev/sev-guest").exists() {
-        looked_for.push_str(
-            "; /dev/sev-guest exists but its SNP_GET_EXT_REPORT path is not implemented yet",
-        );
-    } else {
-        looked_for.push_str(", /dev/sev-guest");
+    let device = Path::new(crate::sev_guest::DEVICE);
+    if device.exists() {
+        return Ok(Box::new(crate::sev_guest::SevGuest::open(device)?));
     }
-    Err(Error::NoTee { looked_for })
+    Err(Error::NoTee {
+        looked_for: format!(
+            "configfs-tsm at {}, {}",
+            root.display(),
+            crate::sev_guest::DEVICE
+        ),
+    })
 }
 
 /// The provider for `--attest KIND`: `auto` (whatever [`auto`] finds), `tdx` or `snp` (the same,

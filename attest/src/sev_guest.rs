@@ -88,6 +88,9 @@ pub fn parse_response(resp: &[u8]) -> Result<Vec<u8>> {
     Ok(resp[32..32 + SNP_REPORT_LEN].to_vec())
 }
 
+/// The largest certificate table accepted from the host (a VCEK chain is about 5 KiB).
+const MAX_CERTS_LEN: u64 = 1 << 20;
+
 /// Evidence through `/dev/sev-guest`.
 pub struct SevGuest {
     device: File,
@@ -157,8 +160,23 @@ impl EvidenceProvider for SevGuest {
         let mut certs = vec![0u8; 4 * 4096];
         let (mut report, needed) = self.ext_report(report_data, &mut certs)?;
         if report.is_empty() {
+            // The length comes from the host: bounded, so a lying host cannot exhaust memory.
+            if needed > MAX_CERTS_LEN {
+                return Err(Error::Malformed {
+                    platform: "snp",
+                    message: format!(
+                        "the host asks for a {needed}-byte certificate buffer (at most {MAX_CERTS_LEN})"
+                    ),
+                });
+            }
             certs = vec![0u8; needed as usize];
             report = self.ext_report(report_data, &mut certs)?.0;
+            if report.is_empty() {
+                return Err(Error::Malformed {
+                    platform: "snp",
+                    message: "the host refused the certificate buffer twice".into(),
+                });
+            }
         }
         let certs = (!certs.iter().all(|b| *b == 0)).then_some(certs);
         Ok(Evidence {
