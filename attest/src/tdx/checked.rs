@@ -275,8 +275,12 @@ impl CheckedCollateral {
             ));
             return false;
         }
+        // A trusted certificate's window is already recorded (the root's, a signing certificate
+        // shared by the TCB info and QE identity chains).
         for c in chain {
-            self.cert_window(what, c);
+            if !self.is_trusted(&c.der) {
+                self.cert_window(what, c);
+            }
         }
         for (i, c) in chain.iter().enumerate().rev().skip(1) {
             if c.serial_in(&self.ca_revoked) {
@@ -383,5 +387,18 @@ mod tests {
         );
         // Self-signed: the embedded bytes are a working certificate, not only a hash match.
         root.check_signed_by_p256(&root).unwrap();
+    }
+
+    #[test]
+    fn each_window_is_reported_once() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/attest-vectors/tdx/dcapqvl-v4-uptodate");
+        let k = CheckedCollateral::check(&Collateral::read(&dir).unwrap());
+        assert!(k.reasons_at(1_752_919_234).is_empty());
+        // 2050: everything has expired, the root included; each certificate, CRL and JSON once:
+        // root, TCB signing, platform CA, 2 CRLs, TCB info, QE identity.
+        let late = k.reasons_at(2_524_608_000);
+        assert_eq!(late.len(), 7, "{late:#?}");
+        assert!(late.iter().all(|r| r.contains("not current at")), "{late:#?}");
     }
 }
