@@ -17,7 +17,7 @@ use std::path::Path;
 
 use cocoon_runtime::notary::{Attestation, ReceiptRequest};
 use cocoon_runtime::verify::{parse_receipt, verify_receipt, VerifyOptions};
-use cocoon_runtime::{Pin, PinnedModel, Runtime};
+use cocoon_runtime::{manifest_of, Pin, Runtime};
 
 use options::{GenerateParams, ModelOptions, VerifyParams};
 
@@ -175,7 +175,7 @@ pub unsafe extern "C" fn cocoon_pin(
         }
         // SAFETY: header contract for `dir`.
         let dir = unsafe { str_arg(dir, "dir") }?;
-        let pin = PinnedModel::read(Path::new(dir), None)?.pin();
+        let pin = manifest_of(Path::new(dir), None)?.pin();
         // SAFETY: checked non-NULL above.
         unsafe { give_string(pin_hex_out, pin.to_hex()) };
         Ok(COCOON_OK)
@@ -314,7 +314,7 @@ pub unsafe extern "C" fn cocoon_verify_receipt(
         let params = VerifyParams::parse(options).map_err(invalid)?;
         let receipt = parse_receipt(text).map_err(invalid)?;
         let model_pin = match &params.model {
-            Some(dir) => Some(PinnedModel::read(Path::new(dir), None)?.pin()),
+            Some(dir) => Some(manifest_of(Path::new(dir), None)?.pin()),
             None => None,
         };
         let report = verify_receipt(

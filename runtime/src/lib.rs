@@ -24,7 +24,7 @@ pub mod verify;
 pub use error::{Error, Result};
 pub use model::CheckedModel;
 pub use pin::{Manifest, Pin};
-pub use pinned::PinnedModel;
+pub use pinned::{manifest_of, PinnedModel};
 pub use runtime::Runtime;
 pub use sampling::SamplingParams;
 

@@ -6,6 +6,9 @@
 //! names. Each file is read once into memory while its SHA-256 is computed; the verified
 //! in-memory bytes are the only bytes handed out, so a file changed after hashing cannot reach
 //! the model. Files are read in parallel.
+//!
+//! [`manifest_of`] hashes the same files streaming, in constant memory, for what needs only
+//! the pin (`cocoon pin`, `cocoon verify --model`): nothing it reads is handed out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -96,48 +99,14 @@ impl PinnedModel {
         })
     }
 
-    /// Reads and hashes the model files of `dir` without checking a pin (for `cocoon pin`).
+    /// Reads and hashes the model files of `dir` without checking a pin. To learn only the pin,
+    /// [`manifest_of`] does the same without holding the files.
     pub fn read(dir: &Path, progress: Option<ProgressFn<'_>>) -> Result<Self> {
-        let root = dir.canonicalize().map_err(|source| Error::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
-        if !root.is_dir() {
-            return Err(Error::Io {
-                path: dir.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
-            });
-        }
-        let mut first = vec![CONFIG.to_owned(), TOKENIZER.to_owned()];
-        for optional in [TOKENIZER_CONFIG, GENERATION_CONFIG] {
-            if root.join(optional).symlink_metadata().is_ok() {
-                first.push(optional.to_owned());
-            }
-        }
-        let sharded = root.join(WEIGHTS_INDEX).symlink_metadata().is_ok();
-        first.push(if sharded { WEIGHTS_INDEX } else { WEIGHTS }.to_owned());
-
-        let mut files = read_all(&root, dir, &first, progress)?;
-        if sharded {
-            let shards = shard_names(&files[WEIGHTS_INDEX].1)?;
-            files.extend(read_all(&root, dir, &shards, progress)?);
-        }
-        let manifest = Manifest::new(
-            files
-                .iter()
-                .map(|(path, (sha256, _))| ManifestEntry {
-                    path: path.clone(),
-                    sha256: *sha256,
-                })
-                .collect(),
-        );
+        let (manifest, files) = scan(dir, progress, true)?;
         Ok(PinnedModel {
             dir: dir.to_owned(),
             manifest,
-            files: files
-                .into_iter()
-                .map(|(k, (_, bytes))| (k, bytes))
-                .collect(),
+            files,
         })
     }
 
@@ -178,6 +147,56 @@ impl PinnedModel {
     pub fn take_file(&mut self, path: &str) -> Option<Vec<u8>> {
         self.files.remove(path)
     }
+}
+
+/// The manifest of the files the loader would read from `dir` (the same files, checks and
+/// errors as [`PinnedModel::read`]), hashed streaming in constant memory.
+pub fn manifest_of(dir: &Path, progress: Option<ProgressFn<'_>>) -> Result<Manifest> {
+    Ok(scan(dir, progress, false)?.0)
+}
+
+type Files = BTreeMap<String, Vec<u8>>;
+
+/// Hashes the loader's files; keeps their bytes when `keep` (the shard index is always kept).
+fn scan(dir: &Path, progress: Option<ProgressFn<'_>>, keep: bool) -> Result<(Manifest, Files)> {
+    let root = dir.canonicalize().map_err(|source| Error::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    if !root.is_dir() {
+        return Err(Error::Io {
+            path: dir.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+        });
+    }
+    let mut first = vec![CONFIG.to_owned(), TOKENIZER.to_owned()];
+    for optional in [TOKENIZER_CONFIG, GENERATION_CONFIG] {
+        if root.join(optional).symlink_metadata().is_ok() {
+            first.push(optional.to_owned());
+        }
+    }
+    let sharded = root.join(WEIGHTS_INDEX).symlink_metadata().is_ok();
+    first.push(if sharded { WEIGHTS_INDEX } else { WEIGHTS }.to_owned());
+
+    let mut files = read_all(&root, dir, &first, progress, keep)?;
+    if sharded {
+        let shards = shard_names(&files[WEIGHTS_INDEX].1)?;
+        files.extend(read_all(&root, dir, &shards, progress, keep)?);
+    }
+    let manifest = Manifest::new(
+        files
+            .iter()
+            .map(|(path, (sha256, _))| ManifestEntry {
+                path: path.clone(),
+                sha256: *sha256,
+            })
+            .collect(),
+    );
+    let files = files
+        .into_iter()
+        .map(|(k, (_, bytes))| (k, bytes))
+        .collect();
+    Ok((manifest, files))
 }
 
 /// The manifest kept in the directory, if present, parseable and authenticated by `pin`.
@@ -240,24 +259,28 @@ fn read_all(
     shown: &Path,
     names: &[String],
     progress: Option<ProgressFn<'_>>,
+    keep: bool,
 ) -> Result<ReadFiles> {
     names.iter().try_for_each(|n| check_relative(shown, n))?;
     names
         .par_iter()
         .map(|name| {
-            let (digest, bytes) = read_hashed(root, shown, name, progress)?;
+            let keep = keep || name == WEIGHTS_INDEX;
+            let (digest, bytes) = read_hashed(root, shown, name, progress, keep)?;
             Ok((name.clone(), (digest, bytes)))
         })
         .collect()
 }
 
 /// Opens `root/name` refusing anything that is not a regular file inside `root`, then reads
-/// it to the end, hashing each chunk as it lands in the buffer.
+/// it to the end, hashing each chunk as it lands in the buffer; returns the bytes when `keep`,
+/// else nothing (one chunk of memory).
 fn read_hashed(
     root: &Path,
     shown: &Path,
     name: &str,
     progress: Option<ProgressFn<'_>>,
+    keep: bool,
 ) -> Result<(Sha256Digest, Vec<u8>)> {
     let path = root.join(name);
     let io = |source| Error::Io {
@@ -291,9 +314,13 @@ fn read_hashed(
             reason: "not a regular file",
         });
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    let capacity = if keep { meta.len() } else { CHUNK };
+    let mut bytes = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
     let mut hasher = Sha256::new();
     loop {
+        if !keep {
+            bytes.clear();
+        }
         let start = bytes.len();
         let n = (&mut file)
             .take(CHUNK)
@@ -306,6 +333,9 @@ fn read_hashed(
         if let Some(p) = progress {
             p(n as u64);
         }
+    }
+    if !keep {
+        bytes = Vec::new();
     }
     Ok((hasher.finalize().into(), bytes))
 }
@@ -367,6 +397,33 @@ mod tests {
         let err = PinnedModel::read(d.path(), None).unwrap_err();
         assert!(matches!(err, Error::MissingFile { .. }), "{err}");
         assert!(err.to_string().contains("s-2.safetensors"), "{err}");
+        let err = manifest_of(d.path(), None).unwrap_err();
+        assert!(err.to_string().contains("s-2.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn streaming_hashes_equal_the_read_ones() {
+        // Several chunks and a partial last one, so that the reused buffer is exercised.
+        let big: Vec<u8> = (0..(2 * CHUNK + 12_345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let index = br#"{"weight_map":{"a":"s-1.safetensors","b":"s-2.safetensors"}}"#;
+        let single = dir_with(&[(CONFIG, b"{}"), (TOKENIZER, b"{}"), (WEIGHTS, &big)]);
+        let sharded = dir_with(&[
+            (CONFIG, b"{}"),
+            (TOKENIZER, b"{}"),
+            (WEIGHTS_INDEX, index),
+            ("s-1.safetensors", &big),
+            ("s-2.safetensors", b"2"),
+        ]);
+        for d in [&single, &sharded] {
+            let read = PinnedModel::read(d.path(), None).unwrap();
+            let streamed = manifest_of(d.path(), None).unwrap();
+            assert_eq!(streamed.text(), read.manifest().text());
+        }
+        let want: [u8; 32] = Sha256::digest(&big).into();
+        let streamed = manifest_of(single.path(), None).unwrap();
+        assert_eq!(streamed.get(WEIGHTS), Some(&want));
     }
 
     #[test]

@@ -7,13 +7,13 @@ use cocoon_attest::dev::DevProvider;
 use cocoon_runtime::notary::{body, issue, Attestation, AttestedKey, Facts, ReceiptRequest};
 use cocoon_runtime::receipt::{Receipt, ReceiptBody};
 use cocoon_runtime::verify::{parse_receipt, verify_chain, verify_receipt, VerifyOptions};
-use cocoon_runtime::{PinnedModel, Runtime, SamplingParams};
+use cocoon_runtime::{manifest_of, Runtime, SamplingParams};
 use cocoon_tests::cocoon;
 use serde_json::Value;
 
 fn make(att: &Attestation, prev: Option<String>) -> Receipt {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden/tiny-gqa");
-    let pin = PinnedModel::read(&dir, None).unwrap().pin();
+    let pin = manifest_of(&dir, None).unwrap().pin();
     let rt = Runtime::open_cpu(&dir, &pin, 1, None).unwrap();
     let params = SamplingParams {
         max_tokens: 8,

@@ -17,7 +17,7 @@ use cocoon_runtime::backend::{AttentionShape, Backend, HostTensor};
 use cocoon_runtime::model::llama::{Llama, Logits};
 use cocoon_runtime::model::weights::DType;
 use cocoon_runtime::sampling::argmax;
-use cocoon_runtime::{CheckedModel, PinnedModel};
+use cocoon_runtime::{manifest_of, CheckedModel};
 use serde_json::{json, Value};
 
 struct Rng(u64);
@@ -310,7 +310,7 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
 }
 
 fn open<B: Backend>(dir: &Path, be: B) -> Llama<B> {
-    let pin = PinnedModel::read(dir, None).unwrap().pin();
+    let pin = manifest_of(dir, None).unwrap().pin();
     Llama::load(&CheckedModel::open(dir, &pin, None).unwrap(), be).unwrap()
 }
 

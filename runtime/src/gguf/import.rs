@@ -18,7 +18,7 @@ use super::{err, GgufFile, GgufTensor, MetaValue};
 use crate::error::{Error, Result};
 use crate::model::weights::DType;
 use crate::pin::{Pin, MANIFEST_FILE};
-use crate::pinned::PinnedModel;
+use crate::pinned::manifest_of;
 
 /// Converts the GGUF `bytes` into a model directory at `out` and returns its pin.
 pub fn import_gguf(bytes: &[u8], out: &Path, dtype: DType) -> Result<Pin> {
@@ -63,9 +63,9 @@ pub fn import_gguf(bytes: &[u8], out: &Path, dtype: DType) -> Result<Pin> {
         .map_err(|e| err(format!("writing safetensors: {e}")))?;
     write("model.safetensors", &st)?;
 
-    let model = PinnedModel::read(out, None)?;
-    write(MANIFEST_FILE, model.manifest().text().as_bytes())?;
-    Ok(model.pin())
+    let manifest = manifest_of(out, None)?;
+    write(MANIFEST_FILE, manifest.text().as_bytes())?;
+    Ok(manifest.pin())
 }
 
 struct HyperParams {

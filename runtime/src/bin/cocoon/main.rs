@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cocoon_runtime::model::weights::DType;
-use cocoon_runtime::{CheckedModel, Pin, PinnedModel};
+use cocoon_runtime::{manifest_of, CheckedModel, Pin};
 
 #[derive(Parser)]
 #[command(
@@ -142,9 +142,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             write_manifest,
         } => {
             let bar = progress::Bytes::new("hashing", cli.quiet);
-            let model = PinnedModel::read(&dir, Some(&|n| bar.add(n)))?;
+            let manifest = manifest_of(&dir, Some(&|n| bar.add(n)))?;
             bar.finish();
-            let manifest = model.manifest();
+            let manifest = &manifest;
             if write_manifest {
                 let path = dir.join(cocoon_runtime::pin::MANIFEST_FILE);
                 std::fs::write(&path, manifest.text())

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use cocoon_runtime::manifest_of;
 use cocoon_runtime::verify::{parse_receipt, verify_chain, verify_receipt, VerifyOptions};
-use cocoon_runtime::PinnedModel;
 
 /// Arguments of `cocoon verify`.
 #[derive(Args)]
@@ -34,7 +34,7 @@ pub struct VerifyArgs {
 /// Runs the verification; exit 1 when rejected.
 pub fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<ExitCode> {
     let model_pin = match &args.model {
-        Some(dir) => Some(PinnedModel::read(dir, None)?.pin()),
+        Some(dir) => Some(manifest_of(dir, None)?.pin()),
         None => None,
     };
     let opts = VerifyOptions {
