@@ -399,6 +399,9 @@ mod tests {
         // root, TCB signing, platform CA, 2 CRLs, TCB info, QE identity.
         let late = k.reasons_at(2_524_608_000);
         assert_eq!(late.len(), 7, "{late:#?}");
-        assert!(late.iter().all(|r| r.contains("not current at")), "{late:#?}");
+        assert!(
+            late.iter().all(|r| r.contains("not current at")),
+            "{late:#?}"
+        );
     }
 }
