@@ -4,7 +4,8 @@
 //! Every entry point checks its pointers and UTF-8, runs inside one panic boundary
 //! ([`guard`]), and leaves a message for [`cocoon_last_error`] on failure. A model handle may
 //! be used from several threads at once: each generation call has its own KV cache, and the
-//! shared state (weights, tokenizer, thread pool, evidence provider) is read-only.
+//! shared state (weights, tokenizer, thread pool, evidence provider) is read-only. On CUDA the
+//! calls on one handle take turns (one stream; concurrent use has not been checked on a GPU).
 #![allow(non_camel_case_types)] // the C names are fixed by DESIGN §8
 #![allow(clippy::missing_safety_doc)] // the safety contract of each function is in the header
 
@@ -14,10 +15,14 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::Mutex;
 
+use cocoon_runtime::backend::Backend;
 use cocoon_runtime::notary::{Attestation, ReceiptRequest};
+use cocoon_runtime::receipt::Receipt;
+use cocoon_runtime::sampling::SamplingParams;
 use cocoon_runtime::verify::{parse_receipt, verify_receipt, VerifyOptions};
-use cocoon_runtime::{manifest_of, Pin, Runtime};
+use cocoon_runtime::{manifest_of, with_runtime, Opened, Pin, Runtime};
 
 use options::{GenerateParams, ModelOptions, VerifyParams};
 
@@ -49,9 +54,21 @@ use cocoon_status::*;
 
 /// An opened model: verified weights on a backend, its tokenizer and its evidence provider.
 pub struct cocoon_model {
-    runtime: Runtime,
+    runtime: Engine,
     attestation: Attestation,
 }
+
+/// The runtime of a handle: shared as is on the CPU, one call at a time on CUDA.
+enum Engine {
+    Shared(Opened),
+    Exclusive(Mutex<Opened>),
+}
+
+/// Handles are used from several threads at once (header contract).
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<cocoon_model>();
+};
 
 /// Called with each UTF-8 piece of generated text (`piece` is not NUL-terminated; `len` bytes).
 /// Return non-zero to stop generation; a receipt is still made for what was produced.
@@ -183,7 +200,8 @@ pub unsafe extern "C" fn cocoon_pin(
 }
 
 /// Opens the model directory `dir`, verifying every file against `pin_hex`. `options_json`
-/// (NULL for defaults): `backend` ("auto" | "cpu"), `threads` (0: all cores), `attest`
+/// (NULL for defaults): `backend` ("auto" (default: CUDA when a driver and the device are
+/// usable, else the CPU) | "cpu" | "cuda"), `device` (CUDA ordinal), `threads` (0: all cores), `attest`
 /// ("auto" (default: TDX or SNP, an error without a TEE) | "tdx" | "snp" | "dev" (insecure
 /// stand-in) | "none"), `attest_key` (bool: bind receipts through an attested key). On success
 /// `*out` is a handle to free with cocoon_model_free.
@@ -211,7 +229,17 @@ pub unsafe extern "C" fn cocoon_model_open(
         let attestation = options
             .attestation()
             .map_err(|m| Failure(COCOON_ERR_ATTESTATION, m))?;
-        let runtime = Runtime::open_cpu(Path::new(dir), &pin, options.threads, None)?;
+        let runtime = match Opened::open(
+            Path::new(dir),
+            &pin,
+            options.backend,
+            options.device,
+            options.threads,
+            None,
+        )? {
+            cpu @ Opened::Cpu(_) => Engine::Shared(cpu),
+            cuda @ Opened::Cuda(_) => Engine::Exclusive(Mutex::new(cuda)),
+        };
         let model = Box::new(cocoon_model {
             runtime,
             attestation,
@@ -271,14 +299,26 @@ pub unsafe extern "C" fn cocoon_generate(
             job_id: params.job_id.clone(),
             prev: params.prev.clone(),
         };
-        let (_, receipt) = model.runtime.generate_with_receipt(
-            prompt,
-            params.raw,
-            &params.sampling,
-            &model.attestation,
-            &request,
-            &mut on_piece,
-        )?;
+        let mut generate = |opened: &Opened| {
+            with_runtime!(opened, |rt| generate_on(
+                rt,
+                prompt,
+                params.raw,
+                &params.sampling,
+                &model.attestation,
+                &request,
+                &mut on_piece
+            ))
+        };
+        let receipt = match &model.runtime {
+            Engine::Shared(opened) => generate(opened)?,
+            Engine::Exclusive(m) => generate(&*m.lock().map_err(|_| {
+                Failure(
+                    COCOON_ERR_BACKEND,
+                    "this handle's CUDA runtime was poisoned by an earlier failure".into(),
+                )
+            })?)?,
+        };
         if !receipt_json_out.is_null() {
             let json = serde_json::to_string(&receipt).map_err(|e| invalid(e.to_string()))?;
             // SAFETY: checked non-NULL.
@@ -286,6 +326,20 @@ pub unsafe extern "C" fn cocoon_generate(
         }
         Ok(COCOON_OK)
     })
+}
+
+/// One generation with its receipt on any backend.
+fn generate_on<B: Backend>(
+    rt: &Runtime<B>,
+    prompt: &str,
+    raw: bool,
+    sampling: &SamplingParams,
+    attestation: &Attestation,
+    request: &ReceiptRequest,
+    on_piece: &mut dyn FnMut(&str) -> bool,
+) -> cocoon_runtime::Result<Receipt> {
+    rt.generate_with_receipt(prompt, raw, sampling, attestation, request, on_piece)
+        .map(|(_, receipt)| receipt)
 }
 
 /// Verifies a receipt. `options_json` (NULL for defaults): `allow_dev` (bool), `model` (a

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use cocoon_attest::appraisal::{load_collateral, parse_rfc3339, unix_now, Appraisal};
 use cocoon_attest::policy::Policy;
 use cocoon_runtime::notary::{Attestation, AttestedKey};
-use cocoon_runtime::SamplingParams;
+use cocoon_runtime::{BackendChoice, SamplingParams};
 
 type Obj = Map<String, Value>;
 
@@ -70,6 +70,8 @@ fn string(obj: &Obj, key: &str) -> Result<Option<String>, String> {
 
 /// Options of `cocoon_model_open`.
 pub struct ModelOptions {
+    pub backend: BackendChoice,
+    pub device: usize,
     pub threads: usize,
     attest: String,
     attest_key: bool,
@@ -80,15 +82,12 @@ impl ModelOptions {
         let o = object(
             json,
             "options_json",
-            &["backend", "threads", "attest", "attest_key"],
+            &["backend", "device", "threads", "attest", "attest_key"],
         )?;
-        match string(&o, "backend")?.as_deref() {
-            None | Some("auto" | "cpu") => {}
-            Some("cuda") => {
-                return Err("backend: the C API runs on the CPU backend only for now (the CUDA backend is reachable from the crate and the CLI)".into())
-            }
-            Some(other) => return Err(format!("backend: {other:?} is not auto, cpu or cuda")),
-        }
+        let backend = match string(&o, "backend")? {
+            None => BackendChoice::Auto,
+            Some(b) => b.parse().map_err(|e| format!("backend: {e}"))?,
+        };
         let attest = string(&o, "attest")?.unwrap_or_else(|| "auto".into());
         if !["auto", "tdx", "snp", "dev", "none"].contains(&attest.as_str()) {
             return Err(format!(
@@ -96,6 +95,8 @@ impl ModelOptions {
             ));
         }
         Ok(ModelOptions {
+            backend,
+            device: integer(&o, "device", 1024)?.unwrap_or(0) as usize,
             threads: integer(&o, "threads", 1024)?.unwrap_or(0) as usize,
             attest,
             attest_key: boolean(&o, "attest_key")?,

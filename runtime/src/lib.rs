@@ -13,6 +13,7 @@ pub mod gguf;
 pub mod jcs;
 pub mod model;
 pub mod notary;
+pub mod opened;
 pub mod pin;
 pub mod pinned;
 pub mod receipt;
@@ -23,6 +24,7 @@ pub mod verify;
 
 pub use error::{Error, Result};
 pub use model::CheckedModel;
+pub use opened::{BackendChoice, Opened};
 pub use pin::{Manifest, Pin};
 pub use pinned::{manifest_of, PinnedModel};
 pub use runtime::Runtime;

@@ -96,6 +96,17 @@ int main(int argc, char **argv) {
   CHECK(cocoon_model_open(NULL, pin, NULL, &m) == COCOON_ERR_INVALID_ARGUMENT, "NULL dir");
   CHECK(cocoon_model_open(dir, NULL, NULL, &m) == COCOON_ERR_INVALID_ARGUMENT, "NULL pin");
   CHECK(cocoon_model_open(dir, pin, NULL, NULL) == COCOON_ERR_INVALID_ARGUMENT, "NULL out");
+  CHECK(cocoon_model_open(dir, pin, "{\"backend\":\"gpu\"}", &m) == COCOON_ERR_INVALID_ARGUMENT &&
+            strstr(cocoon_last_error(), "backend"), "unknown backend named");
+  /* backend cuda: a handle where a GPU is usable, else COCOON_ERR_BACKEND saying why */
+  cocoon_status cs = cocoon_model_open(dir, pin, "{\"attest\":\"dev\",\"backend\":\"cuda\"}", &m);
+  int no_gpu = cs == COCOON_ERR_BACKEND;
+  CHECK((cs == COCOON_OK && m) || (no_gpu && m == NULL && strstr(cocoon_last_error(), "CUDA")),
+        "backend cuda: %d %s", cs, cs == COCOON_OK ? "" : cocoon_last_error());
+  if (cs == COCOON_OK) {
+    cocoon_model_free(m);
+    m = NULL;
+  }
   CHECK(cocoon_model_open(dir, pin, "{\"attest\":\"dev\",\"threads\":\"2\"}", &model) == COCOON_OK && model, "open");
   CHECK(cocoon_last_error() == NULL, "no error after success");
 
@@ -105,6 +116,7 @@ int main(int argc, char **argv) {
   cocoon_status s = cocoon_generate(model, "Hello", "{\"max_tokens\": 12, \"raw\": true, \"seed\": \"7\", \"nonce\": \"abcd\"}",
                                     count_pieces, &bytes, &receipt);
   CHECK(s == COCOON_OK && receipt != NULL && bytes > 0, "generate: %d, %zu bytes", s, bytes);
+  if (no_gpu) CHECK(receipt && strstr(receipt, "\"backend\":\"cpu\""), "backend auto ran on the CPU");
   char *report = NULL;
   CHECK(cocoon_verify_receipt(receipt, "{\"allow_dev\": true}", &report) == COCOON_OK, "verify");
   CHECK(report && strstr(report, "\"verdict\":\"ok\""), "report ok: %s", report ? report : "");

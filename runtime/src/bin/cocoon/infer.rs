@@ -6,13 +6,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use cocoon_runtime::backend::cpu::CpuBackend;
-use cocoon_runtime::backend::cuda::CudaBackend;
 use cocoon_runtime::backend::Backend;
 use cocoon_runtime::model::llama::Logits;
 use cocoon_runtime::notary::{Attestation, AttestedKey, ReceiptRequest};
 use cocoon_runtime::verify::parse_receipt;
-use cocoon_runtime::{CheckedModel, Pin, Runtime, SamplingParams};
+use cocoon_runtime::{with_runtime, BackendChoice, Opened, Pin, Runtime, SamplingParams};
 
 use crate::progress;
 
@@ -175,51 +173,32 @@ fn attestation(args: &RunArgs) -> Result<Option<Attestation>> {
     }))
 }
 
-/// A runtime on the backend that was chosen.
-enum Opened {
-    Cpu(Runtime<CpuBackend>),
-    Cuda(Runtime<CudaBackend>),
-}
-
-/// Runs `$body` with `$rt` bound to the opened runtime, whichever its backend.
-macro_rules! with_runtime {
-    ($opened:expr, |$rt:ident| $body:expr) => {
-        match $opened {
-            Opened::Cpu($rt) => $body,
-            Opened::Cuda($rt) => $body,
-        }
-    };
-}
-
 /// Opens the model on the chosen backend. `cuda` without a usable device is an error (exit
 /// 2); `auto` takes CUDA when a driver and a device are present and falls back to the CPU,
 /// with a warning, when the device cannot be used.
 fn open(model: &ModelArgs, backend: &BackendArgs, quiet: bool) -> Result<Opened> {
     let pin: Pin = model.pin.parse()?;
-    let cuda = match backend.backend {
-        BackendArg::Cpu => None,
-        BackendArg::Cuda => Some(
-            CudaBackend::new(backend.device)
-                .context("--backend cuda: the CUDA backend cannot run here")?,
-        ),
-        BackendArg::Auto if cocoon_kernels::gpu::driver_present() => {
-            match CudaBackend::new(backend.device) {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    tracing::warn!("--backend auto: using the CPU: {e}");
-                    None
-                }
-            }
-        }
-        BackendArg::Auto => None,
+    let choice = match backend.backend {
+        BackendArg::Auto => BackendChoice::Auto,
+        BackendArg::Cpu => BackendChoice::Cpu,
+        BackendArg::Cuda => BackendChoice::Cuda,
     };
     let bar = progress::Bytes::new("loading", quiet);
-    let checked = CheckedModel::open(&model.model, &pin, Some(&|n| bar.add(n)))?;
+    let opened = Opened::open(
+        &model.model,
+        &pin,
+        choice,
+        backend.device,
+        backend.threads,
+        Some(&|n| bar.add(n)),
+    );
     bar.finish();
-    Ok(match cuda {
-        Some(b) => Opened::Cuda(Runtime::new(checked, b)?),
-        None => Opened::Cpu(Runtime::new(checked, CpuBackend::new(backend.threads)?)?),
-    })
+    match (opened, choice) {
+        (Err(e @ cocoon_runtime::Error::Backend(_)), BackendChoice::Cuda) => {
+            Err(anyhow::Error::new(e).context("--backend cuda: the CUDA backend cannot run here"))
+        }
+        (r, _) => Ok(r?),
+    }
 }
 
 /// `cocoon tokenize`.
