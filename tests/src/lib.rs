@@ -69,11 +69,12 @@ impl View for &Raw {
     }
 }
 
-/// A deterministic xorshift generator for weights.
-struct Rng(u64);
+/// A deterministic xorshift generator for weights and test inputs (seed: any non-zero value).
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next_f32(&mut self) -> f32 {
+    /// The next value, uniform in [-1, 1) on a 2⁻²³ grid.
+    pub fn next_f32(&mut self) -> f32 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

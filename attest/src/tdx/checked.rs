@@ -185,30 +185,24 @@ impl CheckedCollateral {
             k.problems
                 .push("PCK CRL: its issuer chain does not verify, so revocation is unknown".into());
         }
-        k.tcb_info = k.signed_json(&c.tcb_info, "TCB info");
-        if let Some(t) = &k.tcb_info {
-            if t.id != "TDX" || t.version != 3 {
-                let m = format!(
-                    "TCB info id {:?} version {} is not TDX version 3",
-                    t.id, t.version
-                );
-                k.problems.push(m);
-            }
-            let (i, n) = (t.issue_date.clone(), t.next_update.clone());
-            k.json_window("TCB info", &i, &n);
+        let tcb_info: Option<TcbInfo> = k.signed_json(&c.tcb_info, "TCB info");
+        if let Some(t) = &tcb_info {
+            let have = (t.id.as_str(), t.version);
+            k.identity("TCB info", have, ("TDX", 3), &t.issue_date, &t.next_update);
         }
-        k.qe_identity = k.signed_json(&c.qe_identity, "QE identity");
-        if let Some(e) = &k.qe_identity {
-            if e.id != "TD_QE" || e.version != 2 {
-                let m = format!(
-                    "QE identity id {:?} version {} is not TD_QE version 2",
-                    e.id, e.version
-                );
-                k.problems.push(m);
-            }
-            let (i, n) = (e.issue_date.clone(), e.next_update.clone());
-            k.json_window("QE identity", &i, &n);
+        let qe_identity: Option<QeIdentity> = k.signed_json(&c.qe_identity, "QE identity");
+        if let Some(e) = &qe_identity {
+            let have = (e.id.as_str(), e.version);
+            k.identity(
+                "QE identity",
+                have,
+                ("TD_QE", 2),
+                &e.issue_date,
+                &e.next_update,
+            );
         }
+        k.tcb_info = tcb_info;
+        k.qe_identity = qe_identity;
         k
     }
 
@@ -244,6 +238,23 @@ impl CheckedCollateral {
             from: v.not_before.to_unix_duration().as_secs(),
             until: v.not_after.to_unix_duration().as_secs(),
         });
+    }
+
+    /// A signed JSON's id and version against the expected ones, and its validity window.
+    fn identity(
+        &mut self,
+        what: &str,
+        (id, version): (&str, u32),
+        (want_id, want_version): (&str, u32),
+        issue: &str,
+        next: &str,
+    ) {
+        if id != want_id || version != want_version {
+            self.problems.push(format!(
+                "{what} id {id:?} version {version} is not {want_id} version {want_version}"
+            ));
+        }
+        self.json_window(what, issue, next);
     }
 
     fn json_window(&mut self, what: &str, issue: &str, next: &str) {

@@ -16,24 +16,16 @@ use cocoon_runtime::backend::cuda::CudaBackend;
 use cocoon_runtime::backend::{AttentionShape, Backend, HostTensor};
 use cocoon_runtime::model::llama::{Llama, Logits};
 use cocoon_runtime::model::weights::DType;
+use cocoon_runtime::notary::rfc3339_utc;
 use cocoon_runtime::sampling::argmax;
-use cocoon_runtime::{manifest_of, CheckedModel};
+use cocoon_runtime::{CheckedModel, PinnedModel};
+use cocoon_tests::Rng;
 use serde_json::{json, Value};
 
-struct Rng(u64);
-
-impl Rng {
-    fn f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| scale * self.f32()).collect()
-    }
+/// `n` values uniform in [-scale/2, scale/2).
+fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| 0.5 * scale * rng.next_f32()).collect()
 }
-
 fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
     match dtype {
         DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -117,8 +109,8 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
         (517, 512, 2048),
     ] {
         for dtype in [DType::F32, DType::BF16, DType::F16] {
-            let x = rng.vec(rows * k, 2.0);
-            let w = rng.vec(n * k, 0.2);
+            let x = random(&mut rng, rows * k, 2.0);
+            let w = random(&mut rng, n * k, 0.2);
             let run = |be: &dyn Fn() -> Vec<f32>| be();
             let want = run(&|| {
                 let (xa, wa) = (act(cpu, rows, k, &x), weight(cpu, dtype, &[n, k], &w));
@@ -145,9 +137,9 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
     }
     for (rows, width) in [(1, 576), (3, 2048), (5, 77)] {
         let (x, y, w) = (
-            rng.vec(rows * width, 4.0),
-            rng.vec(rows * width, 4.0),
-            rng.vec(width, 1.0),
+            random(&mut rng, rows * width, 4.0),
+            random(&mut rng, rows * width, 4.0),
+            random(&mut rng, width, 1.0),
         );
         for dtype in [DType::F32, DType::BF16] {
             let norm = |be_cpu: bool| -> (Vec<f32>, Vec<f32>) {
@@ -189,7 +181,7 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
         }
     }
     for len in [1usize, 1000, 8192 * 3 + 5] {
-        let (a, b) = (rng.vec(len, 8.0), rng.vec(len, 8.0));
+        let (a, b) = (random(&mut rng, len, 8.0), random(&mut rng, len, 8.0));
         macro_rules! ew {
             ($be:expr) => {{
                 let be = $be;
@@ -206,7 +198,7 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
     }
     {
         let (vocab, width) = (1000, 96);
-        let table = rng.vec(vocab * width, 1.0);
+        let table = random(&mut rng, vocab * width, 1.0);
         let ids: Vec<u32> = (0..17).map(|i| (i * 59 % vocab) as u32).collect();
         macro_rules! emb {
             ($be:expr) => {{
@@ -246,9 +238,9 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
             .iter()
             .map(|&(_, rows)| {
                 (
-                    rng.vec(rows * shape.q_dim(), 2.0),
-                    rng.vec(rows * shape.kv_dim(), 2.0),
-                    rng.vec(rows * shape.kv_dim(), 2.0),
+                    random(&mut rng, rows * shape.q_dim(), 2.0),
+                    random(&mut rng, rows * shape.kv_dim(), 2.0),
+                    random(&mut rng, rows * shape.kv_dim(), 2.0),
                 )
             })
             .collect();
@@ -286,7 +278,7 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
     {
         let g: &Gpu = gpu.gpu();
         let (rows, width) = (4, 128_256);
-        let mut logits = rng.vec(rows * width, 20.0);
+        let mut logits = random(&mut rng, rows * width, 20.0);
         logits[width + 77] = 99.0; // a tie: the first one wins
         logits[width + 99_000] = 99.0;
         logits[2 * width + 5] = f32::NAN;
@@ -310,8 +302,8 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
 }
 
 fn open<B: Backend>(dir: &Path, be: B) -> Llama<B> {
-    let pin = manifest_of(dir, None).unwrap().pin();
-    Llama::load(&CheckedModel::open(dir, &pin, None).unwrap(), be).unwrap()
+    let files = PinnedModel::read(dir, None).unwrap();
+    Llama::load(&CheckedModel::from_files(files).unwrap(), be).unwrap()
 }
 
 fn greedy<B: Backend>(m: &Llama<B>, prompt: &[u32], n: usize) -> (Vec<f32>, Vec<u32>, Vec<u32>) {
@@ -387,7 +379,11 @@ fn random_model(
     let mut tensors = std::collections::BTreeMap::new();
     let mut add = |name: String, shape: Vec<usize>, norm: bool| {
         let n: usize = shape.iter().product();
-        let values = if norm { vec![1.0; n] } else { rng.vec(n, 0.05) };
+        let values = if norm {
+            vec![1.0; n]
+        } else {
+            random(&mut rng, n, 0.05)
+        };
         tensors.insert(name, (shape, values));
     };
     add(
@@ -502,10 +498,10 @@ fn prefill(g: &Gpu) -> Value {
                 cocoon_kernels::shapes::WeightType::BF16,
                 n,
                 k,
-                &encode(DType::BF16, &rng.vec(n * k, 0.1)),
+                &encode(DType::BF16, &random(&mut rng, n * k, 0.1)),
             )
             .unwrap();
-        let xv = rng.vec(m * k, 1.0);
+        let xv = random(&mut rng, m * k, 1.0);
         let x = g.upload(&xv).unwrap();
         let xb: Vec<u16> = xv
             .iter()
@@ -534,21 +530,7 @@ fn prefill(g: &Gpu) -> Value {
 }
 
 fn today() -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        / 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!("{:04}-{mo:02}-{d:02}", yoe + era * 400 + i64::from(mo <= 2))
+    rfc3339_utc(std::time::SystemTime::now())[..10].to_owned()
 }
 
 fn main() {

@@ -31,7 +31,11 @@ pub struct CheckedModel {
 impl CheckedModel {
     /// Opens `dir` against `pin` and checks everything the loader will rely on.
     pub fn open(dir: &Path, pin: &Pin, progress: Option<ProgressFn<'_>>) -> Result<Self> {
-        let files = PinnedModel::open(dir, pin, progress)?;
+        Self::from_files(PinnedModel::open(dir, pin, progress)?)
+    }
+
+    /// Checks files already read (and pinned, or trusted by the caller: a test tool).
+    pub fn from_files(files: PinnedModel) -> Result<Self> {
         let config = LlamaConfig::from_json(files.required(CONFIG)?)?;
         let tokenizer = TextTokenizer::from_model(&files, &config)?;
         let weights = WeightIndex::parse(&files)?;
