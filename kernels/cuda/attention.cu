@@ -1,6 +1,7 @@
 // attention.cu — causal grouped-query attention over the KV cache.
 //
-// For query row r (position p = pos0 + r) and head h, with kv head g = h / (heads / kv_heads):
+// For query row r (position p = pos0 + r; pos0 is read from device memory, see rope.cu) and
+// head h, with kv head g = h / (heads / kv_heads):
 //   s_t = (q[r,h] · K[t,g]) / sqrt(d)       for t in 0..=p
 //   out[r,h] = Σ_t softmax(s)_t · V[t,g]
 // computed "flash" style: keys are visited once, a running maximum m, a running sum l and an
@@ -14,7 +15,10 @@
 // warp consumes those at or before its own position.
 //
 // Decode (attn_decode + attn_decode_combine): split-K flash-decoding. One query row; the
-// positions 0..=pos0 are cut into chunks of ATT_CHUNK; grid (heads, chunks); the block's warps
+// positions 0..=pos0 are cut into chunks of ATT_CHUNK; grid (heads, chunks), where chunks may
+// exceed what pos0 needs (a recorded step keeps one grid for many positions): a chunk past
+// pos0 writes the empty state (m = −∞, l = 0, o = 0), which weighs exactly 0 when merged; the
+// block's warps
 // take the chunk's keys round-robin, are merged in warp order in shared memory, and the block
 // writes (m, l, o[d]) for its chunk to `partial`. The combine kernel merges the chunks of each
 // head in chunk order. No atomics anywhere: the result does not depend on scheduling.
@@ -71,7 +75,7 @@ __device__ __forceinline__ void load_q(float q[ATT_PER_LANE], const float* src, 
 
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
     attn_prefill(const float* q, const float* k_cache, const float* v_cache, float* out,
-                 int rows, int pos0, int heads, int kv_heads, int d, float scale) {
+                 int rows, const int* pos0p, int heads, int kv_heads, int d, float scale) {
     __shared__ float Ks[ATT_TILE * ATT_MAX_D];
     __shared__ float Vs[ATT_TILE * ATT_MAX_D];
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
@@ -80,6 +84,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
     const int r = r0 + warp;
     const int q_dim = heads * d, kv_dim = kv_heads * d;
     const bool active = r < rows;
+    const int pos0 = *pos0p;
     const int my_last = pos0 + r;                                   // last key this warp sees
     const int block_last = pos0 + min(rows, r0 + ATT_WARPS) - 1;  // last key of any warp
 
@@ -118,7 +123,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
 // partial layout: [heads, chunks, d + 2] with (m, l, o[0..d]).
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
     attn_decode(const float* q, const float* k_cache, const float* v_cache, float* partial,
-                int pos0, int heads, int kv_heads, int d, float scale) {
+                const int* pos0p, int heads, int kv_heads, int d, float scale) {
     __shared__ float ms[ATT_WARPS], ls[ATT_WARPS];
     __shared__ float os[ATT_WARPS * ATT_MAX_D];
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
@@ -126,7 +131,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
     const int g = h / (heads / kv_heads);
     const int kv_dim = kv_heads * d;
     const int t_begin = chunk * ATT_CHUNK;
-    const int t_end = min(t_begin + ATT_CHUNK, pos0 + 1);
+    const int t_end = min(t_begin + ATT_CHUNK, *pos0p + 1);
 
     float qv[ATT_PER_LANE];
     load_q(qv, q + h * d, d, lane);

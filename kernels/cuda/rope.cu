@@ -8,7 +8,8 @@
 //
 // The frequency table (d/2 ≤ ROPE_MAX_HALF floats, llama3 scaling already applied on the host)
 // travels by value as a kernel parameter, so the launch needs no upload and can be replayed
-// in a CUDA graph.
+// in a CUDA graph. The first position is read from device memory (`*pos0p`, staged by the host
+// before the pass) for the same reason: a recorded decode step replays at a new position.
 //
 // Threads: one block per row; threads stride over the (head, i) pairs of q, then of k/v.
 
@@ -19,12 +20,12 @@ struct InvFreq {
 };
 
 extern "C" __global__ void rope_cache(float* q, const float* k, const float* v, float* k_cache,
-                                      float* v_cache, int rows, int pos0, int heads,
+                                      float* v_cache, int rows, const int* pos0p, int heads,
                                       int kv_heads, int head_dim, const InvFreq inv_freq) {
     const int r = blockIdx.x;
     if (r >= rows) return;
     const int half = head_dim / 2;
-    const int pos = pos0 + r;
+    const int pos = *pos0p + r;
     const int q_dim = heads * head_dim, kv_dim = kv_heads * head_dim;
 
     float* qr = q + (long long)r * q_dim;

@@ -8,6 +8,7 @@ use cudarc::nvrtc::Ptx;
 
 use crate::cache::KernelCache;
 use crate::error::{Error, Result};
+use crate::graph::GraphSwitch;
 use crate::nvrtc::{self, Arch};
 use crate::source::SOURCES;
 
@@ -22,6 +23,7 @@ pub struct Gpu {
     name: String,
     arch: Arch,
     functions: HashMap<&'static str, CudaFunction>,
+    pub(crate) graph_switch: GraphSwitch,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -106,6 +108,7 @@ impl Gpu {
             name,
             arch,
             functions,
+            graph_switch: GraphSwitch::new(),
         })
     }
 

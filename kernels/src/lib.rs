@@ -6,7 +6,8 @@
 //! the device's compute capability; [`cache`] keeps cubins on disk keyed by the source's
 //! SHA-256, the architecture and the NVRTC and driver versions. [`gpu::Gpu`] opens a device,
 //! loads every kernel, and [`ops`] holds one typed launch wrapper per kernel that checks
-//! shapes ([`shapes`]) before the `unsafe` launch.
+//! shapes ([`shapes`]) before the `unsafe` launch. [`graph`] records a decode step once in a
+//! CUDA graph and replays it for the following tokens.
 //!
 //! cudarc loads the driver and NVRTC libraries at run time (dynamic loading), so the same
 //! binary runs on machines without a GPU; [`gpu::Gpu::open`] then fails with
@@ -15,6 +16,7 @@
 pub mod cache;
 pub mod error;
 pub mod gpu;
+pub mod graph;
 pub mod nvrtc;
 pub mod ops;
 pub mod peer;

@@ -7,6 +7,7 @@ use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
 use crate::error::{shape, Result};
 use crate::gpu::Gpu;
+use crate::graph::StepGraphs;
 use crate::shapes::{self, Heads, WeightType, ATT_WARPS, GEMM_TILE, GEMV_WARPS};
 
 /// A weight on the device in its stored type, row-major `[rows, cols]`.
@@ -39,12 +40,29 @@ impl DeviceWeight {
     }
 }
 
-/// A key/value cache: `layers` slabs of `[positions, kv_dim]` f32 for keys and for values, and
-/// the split-K workspace of decode attention.
+/// The token ids and first position of the pass about to run, as staged on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Staged {
+    /// Rows (tokens) of the pass.
+    pub rows: usize,
+    /// Position of the first row.
+    pub pos0: usize,
+}
+
+/// One sequence on the device: a key/value cache of `layers` slabs of `[positions, kv_dim]`
+/// f32 for keys and for values, the split-K workspace of decode attention, the staged inputs
+/// of the pass being run (token ids and first position, read by the kernels from device
+/// memory so that a recorded step replays with new ones), the greedy choice of the last pass,
+/// and the recorded decode steps.
 pub struct KvCache {
     k: CudaSlice<f32>,
     v: CudaSlice<f32>,
     workspace: CudaSlice<f32>,
+    ids: CudaSlice<u32>,
+    pos0: CudaSlice<i32>,
+    chosen: CudaSlice<u32>,
+    staged: Option<Staged>,
+    pub(crate) graphs: StepGraphs,
     layers: usize,
     positions: usize,
     kv_dim: usize,
@@ -54,6 +72,12 @@ impl KvCache {
     /// Positions per layer.
     pub fn positions(&self) -> usize {
         self.positions
+    }
+
+    /// What [`Gpu::stage`] last staged.
+    pub fn staged(&self) -> Result<Staged> {
+        self.staged
+            .ok_or_else(|| shape("kv cache", "no token ids were staged for this pass"))
     }
 
     fn slab(&self, layer: usize) -> Result<std::ops::Range<usize>> {
@@ -163,9 +187,14 @@ impl Gpu {
         Ok(self.stream.memcpy_dtod(&src, &mut dst)?)
     }
 
-    /// A zeroed cache for `layers` × `positions` × `kv_dim`, with its decode workspace.
+    /// A zeroed cache for `layers` × `positions` × `kv_dim`, with its decode workspace and
+    /// room to stage up to `positions` token ids.
     pub fn new_cache(&self, layers: usize, positions: usize, heads: Heads) -> Result<KvCache> {
         heads.check("kv cache")?;
+        shapes::dim("kv cache", "positions", positions)?;
+        if positions == 0 {
+            return Err(shape("kv cache", "no positions"));
+        }
         let kv_dim = heads.kv_dim();
         let n = layers
             .checked_mul(positions)
@@ -175,10 +204,56 @@ impl Gpu {
             k: self.alloc(n)?,
             v: self.alloc(n)?,
             workspace: self.alloc(shapes::decode_workspace(heads, positions))?,
+            ids: self.stream.alloc_zeros::<u32>(positions)?,
+            pos0: self.stream.alloc_zeros::<i32>(1)?,
+            chosen: self.stream.alloc_zeros::<u32>(1)?,
+            staged: None,
+            graphs: StepGraphs::default(),
             layers,
             positions,
             kv_dim,
         })
+    }
+
+    /// Stages the token ids of the next pass and its first position `pos0` in `cache` (two
+    /// small host-to-device copies): the embedding, RoPE and attention launches that follow
+    /// read them from there.
+    pub fn stage(&self, cache: &mut KvCache, ids: &[u32], pos0: usize) -> Result<()> {
+        let rows = ids.len();
+        if rows == 0 {
+            return Err(shape("stage", "no token ids"));
+        }
+        if pos0
+            .checked_add(rows)
+            .is_none_or(|end| end > cache.positions)
+        {
+            return Err(shape(
+                "stage",
+                format!(
+                    "positions {pos0}..{} are past the cache's {}",
+                    pos0.saturating_add(rows),
+                    cache.positions
+                ),
+            ));
+        }
+        let pos0_i = [shapes::dim("stage", "position", pos0)?];
+        cache.staged = None;
+        self.stream
+            .memcpy_htod(ids, &mut cache.ids.slice_mut(0..rows))?;
+        self.stream.memcpy_htod(&pos0_i, &mut cache.pos0)?;
+        cache.staged = Some(Staged { rows, pos0 });
+        Ok(())
+    }
+
+    /// `out[r] = table[ids[r]]` for the ids staged in `cache`.
+    pub fn embed_staged(
+        &self,
+        table: &DeviceWeight,
+        cache: &KvCache,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let rows = cache.staged()?.rows;
+        self.embed(table, &cache.ids, rows, out)
     }
 
     /// `out[r] = table[ids[r]]` for `rows` ids already on the device.
@@ -333,8 +408,8 @@ impl Gpu {
         Ok(())
     }
 
-    /// Rotates `q` in place and `k`, writing keys and values of positions `pos0..pos0 + rows`
-    /// into `layer` of `cache`.
+    /// Rotates `q` in place and `k`, writing keys and values of the staged positions
+    /// `pos0..pos0 + rows` into `layer` of `cache`.
     #[allow(clippy::too_many_arguments)]
     pub fn rope_cache(
         &self,
@@ -343,11 +418,10 @@ impl Gpu {
         v: &CudaSlice<f32>,
         cache: &mut KvCache,
         layer: usize,
-        pos0: usize,
-        rows: usize,
         heads: Heads,
         inv_freq: &[f32],
     ) -> Result<()> {
+        let Staged { rows, pos0 } = cache.staged()?;
         shapes::rope(
             heads,
             q.len(),
@@ -365,9 +439,8 @@ impl Gpu {
         let f = self.function("rope_cache")?;
         let mut kc = cache.k.slice_mut(slab.clone());
         let mut vc = cache.v.slice_mut(slab);
-        let (rows_i, pos0_i, h, kvh, d) = (
+        let (rows_i, h, kvh, d) = (
             rows as i32,
-            pos0 as i32,
             heads.heads as i32,
             heads.kv_heads as i32,
             heads.head_dim as i32,
@@ -375,31 +448,30 @@ impl Gpu {
         let mut b = self.stream.launch_builder(f);
         b.arg(q).arg(k).arg(v).arg(&mut kc).arg(&mut vc);
         b.arg(&rows_i)
-            .arg(&pos0_i)
+            .arg(&cache.pos0)
             .arg(&h)
             .arg(&kvh)
             .arg(&d)
             .arg(&freq);
-        // SAFETY: rope_cache (q, k, v, k_cache, v_cache, rows, pos0, heads, kv_heads,
+        // SAFETY: rope_cache (q, k, v, k_cache, v_cache, rows, pos0p, heads, kv_heads,
         // head_dim, InvFreq by value): q ≥ rows·q_dim, k and v ≥ rows·kv_dim, the layer slabs
-        // hold positions·kv_dim with pos0 + rows ≤ positions, head_dim/2 frequencies ≤ 256
-        // (checked); one block per row.
+        // hold positions·kv_dim, *pos0p is the staged pos0 with pos0 + rows ≤ positions,
+        // head_dim/2 frequencies ≤ 256 (checked); one block per row.
         unsafe { b.launch(grid(rows, 1, 128)) }?;
         Ok(())
     }
 
-    /// Causal GQA attention of `rows` queries at `pos0..` over `layer` of `cache`.
-    #[allow(clippy::too_many_arguments)]
+    /// Causal GQA attention of the staged `rows` queries at `pos0..` over `layer` of `cache`.
+    /// One query row is decode: split-K over [`shapes::decode_grid_chunks`] chunks.
     pub fn attention(
         &self,
         q: &CudaSlice<f32>,
         cache: &mut KvCache,
         layer: usize,
-        pos0: usize,
-        rows: usize,
         heads: Heads,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        let Staged { rows, pos0 } = cache.staged()?;
         shapes::attention(
             heads,
             q.len(),
@@ -414,11 +486,10 @@ impl Gpu {
         let kc = cache.k.slice(slab.clone());
         let vc = cache.v.slice(slab);
         let scale = 1.0 / (heads.head_dim as f32).sqrt();
-        let (h, kvh, d, pos0_i) = (
+        let (h, kvh, d) = (
             heads.heads as i32,
             heads.kv_heads as i32,
             heads.head_dim as i32,
-            pos0 as i32,
         );
         if rows > 1 {
             let rows_i = rows as i32;
@@ -426,25 +497,27 @@ impl Gpu {
             let mut b = self.stream.launch_builder(f);
             b.arg(q).arg(&kc).arg(&vc).arg(out);
             b.arg(&rows_i)
-                .arg(&pos0_i)
+                .arg(&cache.pos0)
                 .arg(&h)
                 .arg(&kvh)
                 .arg(&d)
                 .arg(&scale);
-            // SAFETY: attn_prefill (q, k_cache, v_cache, out, rows, pos0, heads, kv_heads,
-            // d, scale): q and out ≥ rows·q_dim, slabs hold ≥ (pos0 + rows)·kv_dim, d ≤ 256
-            // and heads a multiple of kv_heads (checked); grid (heads, ⌈rows/4⌉).
+            // SAFETY: attn_prefill (q, k_cache, v_cache, out, rows, pos0p, heads, kv_heads,
+            // d, scale): q and out ≥ rows·q_dim, *pos0p is the staged pos0 and the slabs hold
+            // ≥ (pos0 + rows)·kv_dim, d ≤ 256 and heads a multiple of kv_heads (checked); grid
+            // (heads, ⌈rows/4⌉).
             unsafe { b.launch(grid(heads.heads, rows.div_ceil(ATT_WARPS), 32 * ATT_WARPS)) }?;
             return Ok(());
         }
-        let chunks = shapes::decode_chunks(pos0 + 1);
+        let chunks = shapes::decode_grid_chunks(pos0, cache.positions);
         let f = self.function("attn_decode")?;
         let mut b = self.stream.launch_builder(f);
         b.arg(q).arg(&kc).arg(&vc).arg(&mut cache.workspace);
-        b.arg(&pos0_i).arg(&h).arg(&kvh).arg(&d).arg(&scale);
-        // SAFETY: attn_decode (q, k_cache, v_cache, partial, pos0, heads, kv_heads, d, scale):
-        // q ≥ q_dim, slabs hold ≥ (pos0 + 1)·kv_dim, the workspace ≥ heads·chunks·(d + 2)
-        // (checked); grid (heads, chunks) with chunks = ⌈(pos0 + 1)/ATT_CHUNK⌉.
+        b.arg(&cache.pos0).arg(&h).arg(&kvh).arg(&d).arg(&scale);
+        // SAFETY: attn_decode (q, k_cache, v_cache, partial, pos0p, heads, kv_heads, d,
+        // scale): q ≥ q_dim, *pos0p is the staged pos0 and the slabs hold ≥ (pos0 + 1)·kv_dim,
+        // the workspace ≥ heads·chunks·(d + 2) (checked); grid (heads, chunks), chunks within
+        // the cache; a chunk past pos0 reads no key.
         unsafe { b.launch(grid(heads.heads, chunks, 32 * ATT_WARPS)) }?;
         let chunks_i = chunks as i32;
         let f = self.function("attn_decode_combine")?;
@@ -502,5 +575,19 @@ impl Gpu {
         // (checked); one block of ARGMAX_THREADS per row.
         unsafe { b.launch(grid(rows, 1, shapes::ARGMAX_THREADS)) }?;
         Ok(())
+    }
+
+    /// The index of the largest value of `logits[0..width]` (first on ties, NaN never wins)
+    /// into `cache`'s choice slot, read back with [`Gpu::chosen`].
+    pub fn choose(&self, logits: &CudaSlice<f32>, width: usize, cache: &mut KvCache) -> Result<()> {
+        self.argmax(logits, 1, width, &mut cache.chosen)
+    }
+
+    /// The id [`Gpu::choose`] wrote (a 4-byte copy; waits for the stream).
+    pub fn chosen(&self, cache: &KvCache) -> Result<u32> {
+        let id = self.download(&cache.chosen, 0, 1)?;
+        id.first()
+            .copied()
+            .ok_or_else(|| shape("argmax_rows", "no choice was read back"))
     }
 }

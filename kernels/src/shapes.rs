@@ -232,6 +232,17 @@ pub fn decode_chunks(positions: usize) -> usize {
     positions.div_ceil(ATT_CHUNK)
 }
 
+/// Chunks in the grid of decode attention at position `pos0` in a cache of `positions`: the
+/// chunks the keys `0..=pos0` need, rounded up to a power of two and capped by the cache. The
+/// extra chunks are empty; rounding lets one recorded decode step (a CUDA graph) serve every
+/// position up to the next power of two, so a sequence records at most ⌈log₂⌉ + 1 steps.
+pub fn decode_grid_chunks(pos0: usize, positions: usize) -> usize {
+    decode_chunks(pos0.saturating_add(1))
+        .next_power_of_two()
+        .min(decode_chunks(positions))
+        .max(1)
+}
+
 /// Floats of the decode workspace for `heads` heads over at most `positions` keys.
 pub fn decode_workspace(heads: Heads, positions: usize) -> usize {
     heads.heads * decode_chunks(positions) * (heads.head_dim + 2)
@@ -257,11 +268,12 @@ pub fn attention(
     holds(K, "q", q, n)?;
     holds(K, "output", out, n)?;
     if rows == 1 {
+        let chunks = decode_grid_chunks(pos0, cache_positions);
         holds(
             K,
             "decode workspace",
             workspace,
-            decode_workspace(heads, pos0 + 1),
+            heads.heads * chunks * (heads.head_dim + 2),
         )?;
     }
     if heads.heads > 65_535 || rows.div_ceil(ATT_WARPS) > 65_535 {
@@ -396,6 +408,14 @@ mod tests {
         assert_eq!(decode_chunks(1), 1);
         assert_eq!(decode_chunks(256), 1);
         assert_eq!(decode_chunks(257), 2);
+        // The grid: a power of two of chunks, never more than the cache has.
+        assert_eq!(decode_grid_chunks(0, 2048), 1);
+        assert_eq!(decode_grid_chunks(256, 2048), 2);
+        assert_eq!(decode_grid_chunks(512, 2048), 4);
+        assert_eq!(decode_grid_chunks(767, 2048), 4);
+        assert_eq!(decode_grid_chunks(1024, 2048), 8);
+        assert_eq!(decode_grid_chunks(1024, 1100), 5);
+        assert_eq!(decode_grid_chunks(9, 10), 1);
         let ws = decode_workspace(SMOL, 2048);
         assert_eq!(ws, 9 * 8 * 66);
         assert!(attention(SMOL, q, 2048, SMOL.kv_dim(), 1, 2047, q, ws).is_ok());

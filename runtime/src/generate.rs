@@ -70,17 +70,27 @@ pub fn generate<B: Backend>(
     }
     let budget = (params.max_tokens as usize).min(context - input_ids.len());
     let eos = tokenizer.eos_ids();
-    let mut session = model.session()?;
+    // The KV cache holds this request and no more: the prompt and what may be generated.
+    let mut session = model.session_with_capacity(input_ids.len() + budget)?;
     let mut stream = TextStream::new(tokenizer);
     let mut output_ids = Vec::new();
     let mut finish = Finish::Length;
 
+    // Greedy decoding takes the argmax on the backend and copies back only the id; sampling
+    // needs the logits on the host.
+    let greedy = params.temperature == 0.0;
+    let mut next = |session: &mut _, ids: &[u32]| -> Result<u32> {
+        if greedy {
+            model.forward_greedy(session, ids)
+        } else {
+            Ok(sampler.sample(&model.forward(session, ids, Logits::Last)?))
+        }
+    };
     let start = Instant::now();
-    let mut logits = model.forward(&mut session, input_ids, Logits::Last)?;
+    let mut id = next(&mut session, input_ids)?;
     let prefill_us = start.elapsed().as_micros() as u64;
     let decode_start = Instant::now();
     loop {
-        let id = sampler.sample(&logits);
         output_ids.push(id);
         if eos.contains(&id) {
             finish = Finish::Stop;
@@ -95,7 +105,7 @@ pub fn generate<B: Backend>(
         if output_ids.len() >= budget {
             break;
         }
-        logits = model.forward(&mut session, &[id], Logits::Last)?;
+        id = next(&mut session, &[id])?;
     }
     let decode_us = decode_start.elapsed().as_micros() as u64;
     let shown = if finish == Finish::Stop {

@@ -36,6 +36,9 @@ impl std::str::FromStr for BackendChoice {
 }
 
 /// A runtime on the backend that was chosen.
+// One per opened model, alive as long as it: the size difference of the variants (the CUDA
+// device handle's kernel table) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Opened {
     /// On the CPU.
     Cpu(Runtime<CpuBackend>),

@@ -123,15 +123,16 @@ impl Sampler {
     }
 }
 
-/// Index of the largest value (the first one on ties). NaN never wins.
+/// Index of the largest value (the first one on ties). NaN never wins; all NaN (or nothing)
+/// gives 0. The CUDA `argmax_rows` kernel follows the same rule.
 pub fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0;
+    let mut best: Option<(usize, f32)> = None;
     for (i, v) in values.iter().enumerate() {
-        if *v > values[best] || values[best].is_nan() {
-            best = i;
+        if !v.is_nan() && best.is_none_or(|(_, b)| *v > b) {
+            best = Some((i, *v));
         }
     }
-    best as u32
+    best.map_or(0, |(i, _)| i as u32)
 }
 
 #[cfg(test)]
@@ -142,6 +143,10 @@ mod tests {
     fn greedy_takes_the_first_maximum() {
         assert_eq!(argmax(&[0.0, 3.0, 3.0, -1.0]), 1);
         assert_eq!(argmax(&[f32::NAN, 1.0]), 1);
+        assert_eq!(argmax(&[2.0, f32::NAN, 2.0, f32::NAN]), 0);
+        assert_eq!(argmax(&[f32::NAN, f32::NAN]), 0);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, -0.0, 0.0]), 1);
+        assert_eq!(argmax(&[]), 0);
     }
 
     #[test]

@@ -49,13 +49,25 @@ fn weight<B: Backend>(be: &B, dtype: DType, shape: &[usize], values: &[f32]) -> 
     .unwrap()
 }
 
+/// A scratch sequence of `rows` positions whose staged ids are `ids`.
+fn staged<B: Backend>(be: &B, ids: &[u32]) -> B::Cache {
+    let shape = AttentionShape {
+        heads: 1,
+        kv_heads: 1,
+        head_dim: 2,
+    };
+    let mut cache = be.new_cache(1, ids.len(), shape).unwrap();
+    be.stage(&mut cache, ids, 0).unwrap();
+    cache
+}
+
 /// An activation buffer holding `values` (`rows × width`): uploaded as an f32 table and
 /// gathered with `embed`, the one way the Backend trait takes host activations.
 fn act<B: Backend>(be: &B, rows: usize, width: usize, values: &[f32]) -> B::Buf {
     let table = weight(be, DType::F32, &[rows, width], values);
     let mut out = be.alloc(rows * width).unwrap();
     let ids: Vec<u32> = (0..rows as u32).collect();
-    be.embed(&table, &ids, &mut out).unwrap();
+    be.embed(&table, &staged(be, &ids), &mut out).unwrap();
     out
 }
 
@@ -205,7 +217,7 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
                 let be = $be;
                 let t = weight(be, DType::BF16, &[vocab, width], &table);
                 let mut o = be.alloc(ids.len() * width).unwrap();
-                be.embed(&t, &ids, &mut o).unwrap();
+                be.embed(&t, &staged(be, &ids), &mut o).unwrap();
                 read(be, &o, ids.len() * width)
             }};
         }
@@ -223,14 +235,17 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
         let inv: Vec<f32> = (0..head_dim / 2)
             .map(|i| 10000f32.powf(-2.0 * i as f32 / head_dim as f32))
             .collect();
-        // Feed chunks: a prefill of 7, one of 300 continuing, decode steps, then a long prefill
-        // to 2000 and decode at 2000 (several split-K chunks).
+        // Feed chunks: a prefill of 7, one of 300 continuing, decode steps, decode at 520 (3
+        // split-K chunks in a grid of 4: one empty), then a long prefill to 1999 and decode at
+        // 1999 and 2000 (8 chunks).
         let steps = [
             (0, 7),
             (7, 300),
             (307, 1),
             (308, 1),
-            (309, 1690),
+            (309, 211),
+            (520, 1),
+            (521, 1478),
             (1999, 1),
             (2000, 1),
         ];
@@ -255,11 +270,11 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
                         act(be, rows, shape.kv_dim(), k),
                         act(be, rows, shape.kv_dim(), v),
                     );
-                    be.rope_and_cache(&mut qa, &ka, &va, &mut cache, 1, pos0, rows, shape, &inv)
+                    be.stage(&mut cache, &vec![0; rows], pos0).unwrap();
+                    be.rope_and_cache(&mut qa, &ka, &va, &mut cache, 1, shape, &inv)
                         .unwrap();
                     let mut o = be.alloc(rows * shape.q_dim()).unwrap();
-                    be.attention(&qa, &mut cache, 1, pos0, rows, shape, &mut o)
-                        .unwrap();
+                    be.attention(&qa, &mut cache, 1, shape, &mut o).unwrap();
                     outs.push((
                         read(be, &qa, rows * shape.q_dim()),
                         read(be, &o, rows * shape.q_dim()),
@@ -306,6 +321,8 @@ fn open<B: Backend>(dir: &Path, be: B) -> Llama<B> {
     Llama::load(&CheckedModel::from_files(files).unwrap(), be).unwrap()
 }
 
+/// Greedy decoding through `forward`: the first logits, `n` ids chosen on the host, and the
+/// bits of the first 64 logits of every step.
 fn greedy<B: Backend>(m: &Llama<B>, prompt: &[u32], n: usize) -> (Vec<f32>, Vec<u32>, Vec<u32>) {
     let mut s = m.session().unwrap();
     let first = m.forward(&mut s, prompt, Logits::Last).unwrap();
@@ -321,15 +338,34 @@ fn greedy<B: Backend>(m: &Llama<B>, prompt: &[u32], n: usize) -> (Vec<f32>, Vec<
     (first, out, bits)
 }
 
+/// Greedy decoding the way `generate` does it: the argmax on the device, one id copied back.
+fn greedy_on_device<B: Backend>(m: &Llama<B>, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut s = m.session_with_capacity(prompt.len() + n).unwrap();
+    let mut id = m.forward_greedy(&mut s, prompt).unwrap();
+    let mut out = vec![id];
+    while out.len() < n {
+        id = m.forward_greedy(&mut s, &[id]).unwrap();
+        out.push(id);
+    }
+    out
+}
+
 fn e2e(dir: &Path, prompt: &[u32]) -> Value {
     let (cpu, gpu) = (
         open(dir, CpuBackend::new(0).unwrap()),
         open(dir, CudaBackend::new(0).unwrap()),
     );
     let n = 32.min(cpu.config.max_position_embeddings - prompt.len() - 1);
+    let g = gpu.backend().gpu();
+    let before = g.graph_counts();
     let (lc, tc, _) = greedy(&cpu, prompt, n);
     let (lg, tg, bits1) = greedy(&gpu, prompt, n);
     let (_, _, bits2) = greedy(&gpu, prompt, n);
+    let on_device = greedy_on_device(&gpu, prompt, n);
+    let counts = g.graph_counts();
+    g.set_graphs(false);
+    let (_, eager_tokens, eager_bits) = greedy(&gpu, prompt, n);
+    g.set_graphs(true);
     let diff = lc
         .iter()
         .zip(&lg)
@@ -337,7 +373,11 @@ fn e2e(dir: &Path, prompt: &[u32]) -> Value {
         .fold(0f32, f32::max);
     let matching = tc.iter().zip(&tg).take_while(|(a, b)| a == b).count();
     let v = json!({"model": dir.display().to_string(), "max_abs_logit_diff": diff,
-        "greedy_match_tokens": matching, "greedy_tokens": n, "deterministic": bits1 == bits2});
+        "greedy_match_tokens": matching, "greedy_tokens": n, "deterministic": bits1 == bits2,
+        "device_argmax_match": on_device == tg,
+        "graph_equals_eager": eager_bits == bits1 && eager_tokens == tg,
+        "graphs_recorded": counts.recorded - before.recorded,
+        "graphs_replayed": counts.replayed - before.replayed});
     println!("e2e {v}");
     v
 }
@@ -466,22 +506,32 @@ fn copy_gbps(g: &Gpu) -> f64 {
     (2 * n * reps) as f64 / t.elapsed().as_secs_f64() / 1e9
 }
 
-fn decode(dir: &Path, copy: f64) -> Value {
-    let m = open(dir, CudaBackend::new(0).unwrap());
-    let mut s = m.session().unwrap();
+/// Tokens per second of greedy decoding as `generate` runs it (device argmax; graphs on or
+/// off), after a 16-token prompt and 8 warm-up steps.
+fn decode_rate<B: Backend>(m: &Llama<B>, steps: usize) -> f64 {
+    let mut s = m.session_with_capacity(16 + 8 + steps + 1).unwrap();
     let prompt: Vec<u32> = (0..16).collect();
-    let mut logits = m.forward(&mut s, &prompt, Logits::Last).unwrap();
+    let mut id = m.forward_greedy(&mut s, &prompt).unwrap();
     for _ in 0..8 {
-        logits = m.forward(&mut s, &[argmax(&logits)], Logits::Last).unwrap();
+        id = m.forward_greedy(&mut s, &[id]).unwrap();
     }
-    let steps = 64;
     let t = Instant::now();
     for _ in 0..steps {
-        logits = m.forward(&mut s, &[argmax(&logits)], Logits::Last).unwrap();
+        id = m.forward_greedy(&mut s, &[id]).unwrap();
     }
-    let tps = steps as f64 / t.elapsed().as_secs_f64();
+    steps as f64 / t.elapsed().as_secs_f64()
+}
+
+fn decode(dir: &Path, copy: f64) -> Value {
+    let m = open(dir, CudaBackend::new(0).unwrap());
+    let g = m.backend().gpu();
+    g.set_graphs(false);
+    let eager = decode_rate(&m, 64);
+    g.set_graphs(true);
+    let tps = decode_rate(&m, 64);
     let gbps = m.weight_bytes() as f64 * tps / 1e9;
-    let v = json!({"model": dir.display().to_string(), "tokens_per_s": tps, "weight_bytes": m.weight_bytes(),
+    let v = json!({"model": dir.display().to_string(), "tokens_per_s": tps,
+        "tokens_per_s_without_graphs": eager, "weight_bytes": m.weight_bytes(),
         "achieved_gbps": gbps, "copy_gbps": copy, "fraction": gbps / copy});
     println!("decode {v}");
     v

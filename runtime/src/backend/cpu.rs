@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use super::{AttentionShape, Backend, HostTensor};
 use crate::error::{Error, Result};
 use crate::model::weights::DType;
+use crate::sampling::argmax;
 
 /// Lanes of the dot-product accumulators.
 const LANES: usize = 16;
@@ -146,6 +147,27 @@ pub struct CpuCache {
     v: Vec<Vec<f32>>,
     max_positions: usize,
     kv_dim: usize,
+    ids: Vec<u32>,
+    pos0: usize,
+    chosen: u32,
+}
+
+impl CpuCache {
+    /// The staged rows and first position, and the key/value slabs of `layer`.
+    fn layer(&mut self, layer: usize) -> Result<(usize, usize, &mut Vec<f32>, &mut Vec<f32>)> {
+        if self.ids.is_empty() {
+            return Err(Error::Backend(
+                "no token ids were staged for this pass".into(),
+            ));
+        }
+        let layers = self.k.len();
+        match (self.k.get_mut(layer), self.v.get_mut(layer)) {
+            (Some(k), Some(v)) => Ok((self.ids.len(), self.pos0, k, v)),
+            _ => Err(Error::Backend(format!(
+                "layer {layer} of a cache of {layers}"
+            ))),
+        }
+    }
 }
 
 /// The CPU backend, with its own thread pool.
@@ -248,10 +270,34 @@ impl Backend for CpuBackend {
             v: (0..layers).map(|_| vec![0.0; per_layer]).collect(),
             max_positions,
             kv_dim,
+            ids: Vec::new(),
+            pos0: 0,
+            chosen: 0,
         })
     }
 
-    fn embed(&self, table: &CpuWeight, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
+    fn stage(&self, cache: &mut CpuCache, ids: &[u32], pos0: usize) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::InvalidRequest("no tokens to feed".into()));
+        }
+        if pos0
+            .checked_add(ids.len())
+            .is_none_or(|end| end > cache.max_positions)
+        {
+            return Err(Error::InvalidRequest(format!(
+                "position {} is past the cache's {} positions",
+                pos0.saturating_add(ids.len()),
+                cache.max_positions
+            )));
+        }
+        cache.ids.clear();
+        cache.ids.extend_from_slice(ids);
+        cache.pos0 = pos0;
+        Ok(())
+    }
+
+    fn embed(&self, table: &CpuWeight, cache: &CpuCache, out: &mut Vec<f32>) -> Result<()> {
+        let ids = &cache.ids;
         check_len("embed", out.len(), ids.len() * table.cols)?;
         for (row, id) in out.chunks_exact_mut(table.cols).zip(ids) {
             let id = *id as usize;
@@ -336,8 +382,6 @@ impl Backend for CpuBackend {
         v: &Vec<f32>,
         cache: &mut CpuCache,
         layer: usize,
-        pos0: usize,
-        rows: usize,
         shape: AttentionShape,
         inv_freq: &[f32],
     ) -> Result<()> {
@@ -348,16 +392,9 @@ impl Backend for CpuBackend {
                 "rope: frequency table or cache width does not match the heads".into(),
             ));
         }
-        if pos0 + rows > cache.max_positions {
-            return Err(Error::InvalidRequest(format!(
-                "position {} is past the context of {}",
-                pos0 + rows,
-                cache.max_positions
-            )));
-        }
+        let (rows, pos0, kc, vc) = cache.layer(layer)?;
         check_len("rope q", q.len(), rows * qd)?;
         check_len("rope k/v", k.len().min(v.len()), rows * kvd)?;
-        let (kc, vc) = (&mut cache.k[layer], &mut cache.v[layer]);
         let mut cos = vec![0f32; half];
         let mut sin = vec![0f32; half];
         let rotate = |x: &mut [f32], cos: &[f32], sin: &[f32]| {
@@ -391,17 +428,21 @@ impl Backend for CpuBackend {
         q: &Vec<f32>,
         cache: &mut CpuCache,
         layer: usize,
-        pos0: usize,
-        rows: usize,
         shape: AttentionShape,
         out: &mut Vec<f32>,
     ) -> Result<()> {
         let (d, qd, kvd) = (shape.head_dim, shape.q_dim(), shape.kv_dim());
+        if kvd != cache.kv_dim {
+            return Err(Error::Backend(
+                "attention: cache width does not match the heads".into(),
+            ));
+        }
         let group = shape.heads / shape.kv_heads;
+        let (rows, pos0, kc, vc) = cache.layer(layer)?;
+        let (kc, vc) = (&*kc, &*vc);
         check_len("attention q", q.len(), rows * qd)?;
         check_len("attention out", out.len(), rows * qd)?;
         let scale = 1.0 / (d as f32).sqrt();
-        let (kc, vc) = (&cache.k[layer], &cache.v[layer]);
         self.pool.install(|| {
             out[..rows * qd]
                 .par_chunks_mut(d)
@@ -449,6 +490,16 @@ impl Backend for CpuBackend {
             *a += b;
         }
         Ok(())
+    }
+
+    fn choose(&self, logits: &Vec<f32>, width: usize, cache: &mut CpuCache) -> Result<()> {
+        check_len("choose", logits.len(), width)?;
+        cache.chosen = argmax(&logits[..width]);
+        Ok(())
+    }
+
+    fn chosen(&self, cache: &CpuCache) -> Result<u32> {
+        Ok(cache.chosen)
     }
 
     fn copy_rows(
@@ -542,7 +593,36 @@ mod tests {
             })
             .unwrap();
         assert!(be.matmul(&vec![0.0; 1], &w, 1, &mut vec![0.0; 2]).is_err());
-        assert!(be.embed(&w, &[5], &mut vec![0.0; 2]).is_err());
+        let shape = AttentionShape {
+            heads: 1,
+            kv_heads: 1,
+            head_dim: 2,
+        };
+        let mut cache = be.new_cache(1, 4, shape).unwrap();
+        // Nothing staged yet: RoPE and attention say so.
+        let (mut q, kv) = (vec![0.0; 2], vec![0.0; 2]);
+        let err = be
+            .rope_and_cache(&mut q, &kv, &kv, &mut cache, 0, shape, &[1.0])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no token ids were staged"),
+            "{err}"
+        );
+        // Staging past the cache is refused; an id past the table is an error at embed.
+        let err = be.stage(&mut cache, &[1, 2, 3], 2).unwrap_err();
+        assert!(err.to_string().contains("past the cache's 4"), "{err}");
+        be.stage(&mut cache, &[5], 0).unwrap();
+        assert!(be.embed(&w, &cache, &mut vec![0.0; 2]).is_err());
+        // A layer the cache does not have.
+        let err = be
+            .attention(&q, &mut cache, 1, shape, &mut vec![0.0; 2])
+            .unwrap_err();
+        assert!(err.to_string().contains("layer 1 of a cache of 1"), "{err}");
+        // The greedy choice of a row, read back.
+        be.choose(&vec![0.5, 2.0, f32::NAN, 2.0], 4, &mut cache)
+            .unwrap();
+        assert_eq!(be.chosen(&cache).unwrap(), 1);
+        assert!(be.choose(&vec![0.5], 4, &mut cache).is_err());
         assert!(be
             .upload(HostTensor {
                 dtype: DType::F32,

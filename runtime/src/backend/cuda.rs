@@ -23,11 +23,6 @@ pub struct CudaBackend {
     gpu: Gpu,
 }
 
-/// A sequence's KV cache on the device.
-pub struct CudaCache {
-    kv: KvCache,
-}
-
 impl From<cocoon_kernels::Error> for Error {
     fn from(e: cocoon_kernels::Error) -> Self {
         Error::Backend(format!("cuda: {e}"))
@@ -61,7 +56,7 @@ impl CudaBackend {
 impl Backend for CudaBackend {
     type Weight = DeviceWeight;
     type Buf = CudaSlice<f32>;
-    type Cache = CudaCache;
+    type Cache = KvCache;
 
     fn name(&self) -> String {
         format!("cuda:{}", self.gpu.name())
@@ -94,21 +89,25 @@ impl Backend for CudaBackend {
         layers: usize,
         max_positions: usize,
         shape: AttentionShape,
-    ) -> Result<CudaCache> {
-        Ok(CudaCache {
-            kv: self.gpu.new_cache(layers, max_positions, heads(shape))?,
-        })
+    ) -> Result<KvCache> {
+        Ok(self.gpu.new_cache(layers, max_positions, heads(shape))?)
     }
 
-    fn embed(&self, table: &DeviceWeight, ids: &[u32], out: &mut CudaSlice<f32>) -> Result<()> {
-        let vocab = table.shape().0;
-        if let Some(id) = ids.iter().find(|id| **id as usize >= vocab) {
+    fn stage(&self, cache: &mut KvCache, ids: &[u32], pos0: usize) -> Result<()> {
+        if pos0.saturating_add(ids.len()) > cache.positions() {
             return Err(Error::InvalidRequest(format!(
-                "token id {id} is outside the vocabulary of {vocab}"
+                "position {} is past the cache's {} positions",
+                pos0.saturating_add(ids.len()),
+                cache.positions()
             )));
         }
-        let dev_ids = self.gpu.upload(ids)?;
-        Ok(self.gpu.embed(table, &dev_ids, ids.len(), out)?)
+        Ok(self.gpu.stage(cache, ids, pos0)?)
+    }
+
+    fn embed(&self, table: &DeviceWeight, cache: &KvCache, out: &mut CudaSlice<f32>) -> Result<()> {
+        // The kernel clamps nothing: ids are checked on the host when staged by the forward
+        // pass (`Llama::forward`) against the vocabulary, which is the table's rows.
+        Ok(self.gpu.embed_staged(table, cache, out)?)
     }
 
     fn rms_norm(
@@ -158,46 +157,25 @@ impl Backend for CudaBackend {
         q: &mut CudaSlice<f32>,
         k: &CudaSlice<f32>,
         v: &CudaSlice<f32>,
-        cache: &mut CudaCache,
+        cache: &mut KvCache,
         layer: usize,
-        pos0: usize,
-        rows: usize,
         shape: AttentionShape,
         inv_freq: &[f32],
     ) -> Result<()> {
-        if pos0 + rows > cache.kv.positions() {
-            return Err(Error::InvalidRequest(format!(
-                "position {} is past the context of {}",
-                pos0 + rows,
-                cache.kv.positions()
-            )));
-        }
-        Ok(self.gpu.rope_cache(
-            q,
-            k,
-            v,
-            &mut cache.kv,
-            layer,
-            pos0,
-            rows,
-            heads(shape),
-            inv_freq,
-        )?)
+        Ok(self
+            .gpu
+            .rope_cache(q, k, v, cache, layer, heads(shape), inv_freq)?)
     }
 
     fn attention(
         &self,
         q: &CudaSlice<f32>,
-        cache: &mut CudaCache,
+        cache: &mut KvCache,
         layer: usize,
-        pos0: usize,
-        rows: usize,
         shape: AttentionShape,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        Ok(self
-            .gpu
-            .attention(q, &mut cache.kv, layer, pos0, rows, heads(shape), out)?)
+        Ok(self.gpu.attention(q, cache, layer, heads(shape), out)?)
     }
 
     fn swiglu(&self, gate: &mut CudaSlice<f32>, up: &CudaSlice<f32>, len: usize) -> Result<()> {
@@ -206,6 +184,22 @@ impl Backend for CudaBackend {
 
     fn add(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>, len: usize) -> Result<()> {
         Ok(self.gpu.add(x, y, len)?)
+    }
+
+    fn choose(&self, logits: &CudaSlice<f32>, width: usize, cache: &mut KvCache) -> Result<()> {
+        Ok(self.gpu.choose(logits, width, cache)?)
+    }
+
+    fn chosen(&self, cache: &KvCache) -> Result<u32> {
+        Ok(self.gpu.chosen(cache)?)
+    }
+
+    fn step(
+        &self,
+        cache: &mut KvCache,
+        step: &mut dyn FnMut(&mut KvCache) -> Result<()>,
+    ) -> Result<()> {
+        self.gpu.step(cache, step)
     }
 
     fn copy_rows(

@@ -51,7 +51,8 @@ pub trait Backend: Send + Sync {
     type Weight: Send + Sync;
     /// An f32 activation buffer.
     type Buf: Send;
-    /// A key/value cache for one sequence.
+    /// One sequence on the backend: its key/value cache, the staged inputs of the pass being
+    /// run ([`Backend::stage`]) and the greedy choice of the last pass ([`Backend::choose`]).
     type Cache: Send;
 
     /// Human-readable name, as recorded in receipts (`cpu`, `cuda:<device>`).
@@ -72,8 +73,14 @@ pub trait Backend: Send + Sync {
         shape: AttentionShape,
     ) -> Result<Self::Cache>;
 
-    /// `out[r] = table[ids[r]]` as f32. Ids are checked by the caller.
-    fn embed(&self, table: &Self::Weight, ids: &[u32], out: &mut Self::Buf) -> Result<()>;
+    /// Stages the token ids of the next pass and the position `pos0` of the first one in
+    /// `cache`: [`Backend::embed`], [`Backend::rope_and_cache`] and [`Backend::attention`] take
+    /// their rows and positions from there. Ids are checked against the vocabulary by
+    /// `embed`; `pos0 + ids.len()` must fit the cache.
+    fn stage(&self, cache: &mut Self::Cache, ids: &[u32], pos0: usize) -> Result<()>;
+
+    /// `out[r] = table[ids[r]]` as f32 for the ids staged in `cache`.
+    fn embed(&self, table: &Self::Weight, cache: &Self::Cache, out: &mut Self::Buf) -> Result<()>;
 
     /// `out[r] = x[r] / sqrt(mean(x[r]²) + eps) · weight` for each of `rows` rows.
     fn rms_norm(
@@ -111,9 +118,10 @@ pub trait Backend: Send + Sync {
         out: &mut Self::Buf,
     ) -> Result<()>;
 
-    /// Rotates `q` (`[rows, q_dim]`) in place and `k` (`[rows, kv_dim]`) with RoPE for positions
-    /// `pos0..pos0 + rows` using `inv_freq` (`head_dim / 2` frequencies, rotate-half pairing),
-    /// then writes the rotated keys and the values into the cache of `layer`.
+    /// Rotates `q` (`[rows, q_dim]`) in place and `k` (`[rows, kv_dim]`) with RoPE for the
+    /// staged positions `pos0..pos0 + rows` using `inv_freq` (`head_dim / 2` frequencies,
+    /// rotate-half pairing), then writes the rotated keys and the values into the cache of
+    /// `layer`.
     #[allow(clippy::too_many_arguments)]
     fn rope_and_cache(
         &self,
@@ -122,22 +130,17 @@ pub trait Backend: Send + Sync {
         v: &Self::Buf,
         cache: &mut Self::Cache,
         layer: usize,
-        pos0: usize,
-        rows: usize,
         shape: AttentionShape,
         inv_freq: &[f32],
     ) -> Result<()>;
 
-    /// Causal grouped-query attention of `rows` queries at positions `pos0..` over the cache of
-    /// `layer` (positions `0..pos0 + rows`): `out[rows, q_dim]`.
-    #[allow(clippy::too_many_arguments)]
+    /// Causal grouped-query attention of the staged `rows` queries at positions `pos0..` over
+    /// the cache of `layer` (positions `0..pos0 + rows`): `out[rows, q_dim]`.
     fn attention(
         &self,
         q: &Self::Buf,
         cache: &mut Self::Cache,
         layer: usize,
-        pos0: usize,
-        rows: usize,
         shape: AttentionShape,
         out: &mut Self::Buf,
     ) -> Result<()>;
@@ -157,6 +160,26 @@ pub trait Backend: Send + Sync {
         count: usize,
         out: &mut Self::Buf,
     ) -> Result<()>;
+
+    /// Writes the index of the largest of `logits[0..width]` (the first on ties; NaN never
+    /// wins; 0 if all are NaN) to `cache`'s choice slot: greedy decoding without copying the
+    /// logits to the host.
+    fn choose(&self, logits: &Self::Buf, width: usize, cache: &mut Self::Cache) -> Result<()>;
+
+    /// The id the last [`Backend::choose`] on `cache` wrote.
+    fn chosen(&self, cache: &Self::Cache) -> Result<u32>;
+
+    /// Runs `step`, the operations of one pass over the inputs staged in `cache`. A backend may
+    /// record a one-token pass the first time and replay the record afterwards without calling
+    /// `step` (the CUDA backend's graphs), so `step` must do nothing but backend operations on
+    /// buffers that stay the same from token to token. The default runs `step`.
+    fn step(
+        &self,
+        cache: &mut Self::Cache,
+        step: &mut dyn FnMut(&mut Self::Cache) -> Result<()>,
+    ) -> Result<()> {
+        step(cache)
+    }
 
     /// Copies rows `first..first + count` of width `width` out of `x` to the host.
     fn read_rows(

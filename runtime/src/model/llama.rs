@@ -4,6 +4,8 @@
 //! `n = rms_norm(x)`, then `x' = h + down(silu(gate(m)) · up(m))` with `m = rms_norm(h)`;
 //! after the last block a final RMSNorm and the LM head (the embedding matrix when tied).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::backend::{AttentionShape, Backend, HostTensor};
 use crate::error::{Error, Result};
 use crate::model::config::LlamaConfig;
@@ -33,12 +35,18 @@ pub struct Llama<B: Backend> {
     lm_head: Option<B::Weight>,
     inv_freq: Vec<f32>,
     weight_bytes: u64,
+    id: u64,
 }
 
-/// The state of one sequence: its KV cache and how many positions it holds.
+/// The state of one sequence: its cache on the backend, how many positions it holds and can
+/// hold, and the buffers of its one-token passes (kept, so that a recorded decode step finds
+/// them again).
 pub struct Session<B: Backend> {
     cache: B::Cache,
     len: usize,
+    capacity: usize,
+    model: u64,
+    one: Option<Buffers<B>>,
 }
 
 impl<B: Backend> Session<B> {
@@ -51,7 +59,65 @@ impl<B: Backend> Session<B> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Positions the session can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
 }
+
+/// The activations of a pass of `rows` rows whose last `count` rows get logits.
+struct Buffers<B: Backend> {
+    x: B::Buf,
+    n: B::Buf,
+    q: B::Buf,
+    k: B::Buf,
+    v: B::Buf,
+    att: B::Buf,
+    proj: B::Buf,
+    gate: B::Buf,
+    up: B::Buf,
+    /// The rows that get logits, when not all of `x`.
+    selected: Option<B::Buf>,
+    normed: B::Buf,
+    logits: B::Buf,
+}
+
+impl<B: Backend> Buffers<B> {
+    fn new(
+        be: &B,
+        c: &LlamaConfig,
+        shape: AttentionShape,
+        rows: usize,
+        count: usize,
+    ) -> Result<Self> {
+        let h = c.hidden_size;
+        Ok(Buffers {
+            x: be.alloc(rows * h)?,
+            n: be.alloc(rows * h)?,
+            q: be.alloc(rows * shape.q_dim())?,
+            k: be.alloc(rows * shape.kv_dim())?,
+            v: be.alloc(rows * shape.kv_dim())?,
+            att: be.alloc(rows * shape.q_dim())?,
+            proj: be.alloc(rows * h)?,
+            gate: be.alloc(rows * c.intermediate_size)?,
+            up: be.alloc(rows * c.intermediate_size)?,
+            selected: if count < rows {
+                Some(be.alloc(count * h)?)
+            } else {
+                None
+            },
+            normed: be.alloc(count * h)?,
+            logits: be.alloc(count * c.vocab_size)?,
+        })
+    }
+}
+
+/// Takes a pass's result from its buffers or the sequence's cache.
+type ReadOut<'a, B, R> = dyn FnMut(&B, &Buffers<B>, &<B as Backend>::Cache) -> Result<R> + 'a;
+
+/// Distinct ids of loaded models, so that a session is only fed to the model that made it.
+static MODEL_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Which positions' logits a forward pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +172,7 @@ impl<B: Backend> Llama<B> {
             lm_head,
             inv_freq: inv_freq(c),
             weight_bytes: model.weights.data_bytes(),
+            id: MODEL_IDS.fetch_add(1, Ordering::Relaxed),
             backend,
         })
     }
@@ -131,14 +198,23 @@ impl<B: Backend> Llama<B> {
 
     /// A fresh sequence able to hold the whole context.
     pub fn session(&self) -> Result<Session<B>> {
+        self.session_with_capacity(self.config.max_position_embeddings)
+    }
+
+    /// A fresh sequence able to hold `positions` positions (at most the model's context): a
+    /// request needs its prompt plus its `max_tokens`, and the KV cache is sized to that
+    /// rather than to a context that may be 128 K positions.
+    pub fn session_with_capacity(&self, positions: usize) -> Result<Session<B>> {
         let c = &self.config;
+        let capacity = positions.clamp(1, c.max_position_embeddings);
         Ok(Session {
-            cache: self.backend.new_cache(
-                c.num_hidden_layers,
-                c.max_position_embeddings,
-                self.attention_shape(),
-            )?,
+            cache: self
+                .backend
+                .new_cache(c.num_hidden_layers, capacity, self.attention_shape())?,
             len: 0,
+            capacity,
+            model: self.id,
+            one: None,
         })
     }
 
@@ -149,17 +225,59 @@ impl<B: Backend> Llama<B> {
         ids: &[u32],
         which: Logits,
     ) -> Result<Vec<f32>> {
+        let vocab = self.config.vocab_size;
+        self.pass(session, ids, which, &mut |be, bufs, _| {
+            let rows = match which {
+                Logits::Last => 1,
+                Logits::All => ids.len(),
+            };
+            be.read_rows(&bufs.logits, vocab, 0, rows)
+        })
+    }
+
+    /// Feeds `ids` after what `session` holds and returns the id of the last position's
+    /// largest logit (the first on ties), chosen on the backend: only the id comes back.
+    pub fn forward_greedy(&self, session: &mut Session<B>, ids: &[u32]) -> Result<u32> {
+        self.pass(session, ids, Logits::Last, &mut |be, _, cache| {
+            be.chosen(cache)
+        })
+    }
+
+    /// Checks and stages the pass, runs it (a one-token pass through [`Backend::step`], which
+    /// may replay a recording of it), then lets `read` take the result from the buffers.
+    fn pass<R>(
+        &self,
+        session: &mut Session<B>,
+        ids: &[u32],
+        which: Logits,
+        read: &mut ReadOut<'_, B, R>,
+    ) -> Result<R> {
         let c = &self.config;
         let rows = ids.len();
         if rows == 0 {
             return Err(Error::InvalidRequest("no tokens to feed".into()));
         }
-        if session.len + rows > c.max_position_embeddings {
-            return Err(Error::InvalidRequest(format!(
-                "{} tokens exceed the model's context of {} positions",
-                session.len + rows,
-                c.max_position_embeddings
-            )));
+        if session.model != self.id {
+            return Err(Error::InvalidRequest(
+                "the session belongs to another loaded model".into(),
+            ));
+        }
+        if session.len + rows > session.capacity {
+            return Err(Error::InvalidRequest(
+                if session.capacity < c.max_position_embeddings {
+                    format!(
+                        "{} tokens exceed the session's capacity of {} positions",
+                        session.len + rows,
+                        session.capacity
+                    )
+                } else {
+                    format!(
+                        "{} tokens exceed the model's context of {} positions",
+                        session.len + rows,
+                        c.max_position_embeddings
+                    )
+                },
+            ));
         }
         if let Some(bad) = ids.iter().find(|id| **id as usize >= c.vocab_size) {
             return Err(Error::InvalidRequest(format!(
@@ -169,76 +287,82 @@ impl<B: Backend> Llama<B> {
         }
         let be = &self.backend;
         let shape = self.attention_shape();
-        let (h, qd, kvd, inter) = (
-            c.hidden_size,
-            shape.q_dim(),
-            shape.kv_dim(),
-            c.intermediate_size,
-        );
-        let pos0 = session.len;
+        let count = match which {
+            Logits::Last => 1,
+            Logits::All => rows,
+        };
+        be.stage(&mut session.cache, ids, session.len)?;
+        let mut fresh;
+        let bufs = if rows == 1 {
+            if session.one.is_none() {
+                session.one = Some(Buffers::new(be, c, shape, 1, 1)?);
+            }
+            match session.one.as_mut() {
+                Some(b) => b,
+                None => return Err(Error::Backend("decode buffers are missing".into())),
+            }
+        } else {
+            fresh = Buffers::new(be, c, shape, rows, count)?;
+            &mut fresh
+        };
+        be.step(&mut session.cache, &mut |cache| {
+            self.layers(cache, bufs, rows, count)
+        })?;
+        session.len += rows;
+        read(be, bufs, &session.cache)
+    }
 
-        let mut x = be.alloc(rows * h)?;
-        let mut n = be.alloc(rows * h)?;
-        let mut q = be.alloc(rows * qd)?;
-        let mut k = be.alloc(rows * kvd)?;
-        let mut v = be.alloc(rows * kvd)?;
-        let mut att = be.alloc(rows * qd)?;
-        let mut proj = be.alloc(rows * h)?;
-        let mut gate = be.alloc(rows * inter)?;
-        let mut up = be.alloc(rows * inter)?;
+    /// The launches of one pass over the staged ids: the blocks, the final norm of the last
+    /// `count` rows, the LM head, and the greedy choice when one row gets logits.
+    fn layers(
+        &self,
+        cache: &mut B::Cache,
+        b: &mut Buffers<B>,
+        rows: usize,
+        count: usize,
+    ) -> Result<()> {
+        let c = &self.config;
+        let be = &self.backend;
+        let shape = self.attention_shape();
+        let (h, inter, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
 
         // The residual add that ends each half-block is fused with the norm that follows it;
         // `proj` holds the pending down-projection between blocks.
-        be.embed(&self.embed, ids, &mut x)?;
-        let eps = c.rms_norm_eps;
-        for (l, b) in self.blocks.iter().enumerate() {
+        be.embed(&self.embed, cache, &mut b.x)?;
+        for (l, w) in self.blocks.iter().enumerate() {
             if l == 0 {
-                be.rms_norm(&x, &b.attn_norm, eps, rows, &mut n)?;
+                be.rms_norm(&b.x, &w.attn_norm, eps, rows, &mut b.n)?;
             } else {
-                be.add_rms_norm(&mut x, &proj, &b.attn_norm, eps, rows, h, &mut n)?;
+                be.add_rms_norm(&mut b.x, &b.proj, &w.attn_norm, eps, rows, h, &mut b.n)?;
             }
-            be.matmul(&n, &b.q, rows, &mut q)?;
-            be.matmul(&n, &b.k, rows, &mut k)?;
-            be.matmul(&n, &b.v, rows, &mut v)?;
-            be.rope_and_cache(
-                &mut q,
-                &k,
-                &v,
-                &mut session.cache,
-                l,
-                pos0,
-                rows,
-                shape,
-                &self.inv_freq,
-            )?;
-            be.attention(&q, &mut session.cache, l, pos0, rows, shape, &mut att)?;
-            be.matmul(&att, &b.o, rows, &mut proj)?;
-            be.add_rms_norm(&mut x, &proj, &b.mlp_norm, eps, rows, h, &mut n)?;
-            be.matmul(&n, &b.gate, rows, &mut gate)?;
-            be.matmul(&n, &b.up, rows, &mut up)?;
-            be.swiglu(&mut gate, &up, rows * inter)?;
-            be.matmul(&gate, &b.down, rows, &mut proj)?;
+            be.matmul(&b.n, &w.q, rows, &mut b.q)?;
+            be.matmul(&b.n, &w.k, rows, &mut b.k)?;
+            be.matmul(&b.n, &w.v, rows, &mut b.v)?;
+            be.rope_and_cache(&mut b.q, &b.k, &b.v, cache, l, shape, &self.inv_freq)?;
+            be.attention(&b.q, cache, l, shape, &mut b.att)?;
+            be.matmul(&b.att, &w.o, rows, &mut b.proj)?;
+            be.add_rms_norm(&mut b.x, &b.proj, &w.mlp_norm, eps, rows, h, &mut b.n)?;
+            be.matmul(&b.n, &w.gate, rows, &mut b.gate)?;
+            be.matmul(&b.n, &w.up, rows, &mut b.up)?;
+            be.swiglu(&mut b.gate, &b.up, rows * inter)?;
+            be.matmul(&b.gate, &w.down, rows, &mut b.proj)?;
         }
         if !self.blocks.is_empty() {
-            be.add(&mut x, &proj, rows * h)?;
+            be.add(&mut b.x, &b.proj, rows * h)?;
         }
-        session.len += rows;
-
-        let (first, count) = match which {
-            Logits::Last => (rows - 1, 1),
-            Logits::All => (0, rows),
+        let last = match &mut b.selected {
+            Some(selected) => {
+                be.copy_rows(&b.x, h, rows - count, count, selected)?;
+                &*selected
+            }
+            None => &b.x,
         };
-        let mut selected = be.alloc(count * h)?;
-        be.copy_rows(&x, h, first, count, &mut selected)?;
-        let mut normed = be.alloc(count * h)?;
-        be.rms_norm(&selected, &self.norm, eps, count, &mut normed)?;
-        let mut logits = be.alloc(count * c.vocab_size)?;
-        be.matmul(
-            &normed,
-            self.lm_head.as_ref().unwrap_or(&self.embed),
-            count,
-            &mut logits,
-        )?;
-        be.read_rows(&logits, c.vocab_size, 0, count)
+        be.rms_norm(last, &self.norm, eps, count, &mut b.normed)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        be.matmul(&b.normed, head, count, &mut b.logits)?;
+        if count == 1 {
+            be.choose(&b.logits, c.vocab_size, cache)?;
+        }
+        Ok(())
     }
 }

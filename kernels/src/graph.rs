@@ -1,0 +1,155 @@
+//! Recorded decode steps: the launches of one decode step captured once in a CUDA graph and
+//! replayed for every following token, so a step costs one graph launch on the host instead
+//! of a dozen launches per layer.
+//!
+//! A replay repeats the recorded launches exactly: the same kernels, buffers and arguments.
+//! What changes from token to token lives in device memory, staged before the replay by
+//! [`Gpu::stage`]: the token id and the first position (RoPE and attention read the position
+//! from there). The one launch argument that depends on the position, the chunk count of the
+//! split-K attention grid, is rounded up to a power of two
+//! ([`shapes::decode_grid_chunks`]) and keys the recording: a sequence records at most
+//! ⌈log₂(positions / 256)⌉ + 1 steps. Eager launches use the same grid, so a replayed step
+//! computes exactly what the eager one does, bit for bit.
+//!
+//! Recording is an optimisation: if capture or instantiation fails (an old driver, a launch
+//! the capture refuses), the failure is logged, the sequence stops recording and the step
+//! runs eagerly; nothing is lost.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::CudaGraph;
+
+use crate::error::{shape, Error, Result};
+use crate::gpu::Gpu;
+use crate::ops::KvCache;
+use crate::shapes;
+
+/// The decode steps recorded for one sequence, keyed by their attention grid's chunk count.
+#[derive(Default)]
+pub struct StepGraphs {
+    graphs: Vec<(usize, CudaGraph)>,
+    failed: bool,
+}
+
+// SAFETY: CUDA graph handles may be used from any thread provided calls on one graph are not
+// concurrent (CUDA's "graph objects are not internally synchronized"). A `StepGraphs` is only
+// reached through `&mut KvCache` (exclusive), so moving it to another thread cannot make two
+// threads use one graph at once. It is not `Sync`.
+unsafe impl Send for StepGraphs {}
+
+/// Whether steps are recorded, and how often that happened (per device).
+#[derive(Debug)]
+pub(crate) struct GraphSwitch {
+    enabled: AtomicBool,
+    recorded: AtomicUsize,
+    replayed: AtomicUsize,
+}
+
+impl GraphSwitch {
+    pub(crate) fn new() -> Self {
+        GraphSwitch {
+            enabled: AtomicBool::new(true),
+            recorded: AtomicUsize::new(0),
+            replayed: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// How many decode steps a device recorded and replayed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GraphCounts {
+    /// Steps captured into a graph (each also ran once).
+    pub recorded: usize,
+    /// Steps run by replaying a recorded graph.
+    pub replayed: usize,
+}
+
+impl Gpu {
+    /// Turns recording of decode steps on (the default) or off. Off, every step is launched
+    /// eagerly; the results are identical either way.
+    pub fn set_graphs(&self, on: bool) {
+        self.graph_switch.enabled.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether decode steps are recorded.
+    pub fn graphs(&self) -> bool {
+        self.graph_switch.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Steps recorded and replayed on this device so far.
+    pub fn graph_counts(&self) -> GraphCounts {
+        GraphCounts {
+            recorded: self.graph_switch.recorded.load(Ordering::Relaxed),
+            replayed: self.graph_switch.replayed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `step`, the launches of one pass over the inputs staged in `cache`. A one-token
+    /// pass (decode) is recorded in a CUDA graph the first time for its attention grid and
+    /// replayed afterwards without calling `step`; anything else runs `step` eagerly. An error
+    /// of `step` is returned as it is; a failure to record falls back to running eagerly.
+    ///
+    /// `step` must issue only launches and device-to-device work on this device's stream,
+    /// with buffers that outlive `cache` and arguments that depend on nothing but the staged
+    /// inputs' grid; it must not copy from or to the host.
+    pub fn step<E: From<Error>>(
+        &self,
+        cache: &mut KvCache,
+        step: &mut dyn FnMut(&mut KvCache) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let staged = cache.staged()?;
+        if staged.rows != 1 || !self.graphs() || cache.graphs.failed {
+            return step(cache);
+        }
+        let key = shapes::decode_grid_chunks(staged.pos0, cache.positions());
+        if let Some((_, graph)) = cache.graphs.graphs.iter().find(|(k, _)| *k == key) {
+            graph.launch().map_err(Error::from)?;
+            self.graph_switch.replayed.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut graphs = std::mem::take(&mut cache.graphs);
+        let recorded = self.record(cache, step);
+        let result = match recorded {
+            Ok(Ok(graph)) => {
+                let launched = graph.launch();
+                graphs.graphs.push((key, graph));
+                self.graph_switch.recorded.fetch_add(1, Ordering::Relaxed);
+                launched.map_err(|e| E::from(Error::from(e)))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("recording the decode step failed ({e}); launching it eagerly");
+                graphs.failed = true;
+                step(cache)
+            }
+            Err(e) => Err(e),
+        };
+        cache.graphs = graphs;
+        result
+    }
+
+    /// Captures what `step` launches on the stream into an instantiated graph (not run).
+    /// Outer error: `step`'s own; inner: the capture's.
+    fn record<E>(
+        &self,
+        cache: &mut KvCache,
+        step: &mut dyn FnMut(&mut KvCache) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Result<CudaGraph>, E> {
+        // Thread-local mode: a call from this thread the capture cannot hold (a synchronous
+        // copy, an allocation) fails the capture instead of silently running.
+        if let Err(e) = self
+            .stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        {
+            return Ok(Err(e.into()));
+        }
+        let ran = step(cache);
+        let ended = self.stream.end_capture(CUgraphInstantiate_flags(0));
+        ran?;
+        Ok(match ended {
+            Ok(Some(graph)) => Ok(graph),
+            Ok(None) => Err(shape("decode step", "the capture recorded no graph")),
+            Err(e) => Err(e.into()),
+        })
+    }
+}

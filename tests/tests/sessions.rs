@@ -1,0 +1,100 @@
+//! Sessions on the CPU backend: greedy choice on the backend equals the host's argmax of the
+//! logits, the decode buffers kept between steps give the same logits as a fresh pass, a
+//! session is sized to its request and refuses what does not fit, and a session is only
+//! fed to the model that made it.
+
+use std::path::{Path, PathBuf};
+
+use cocoon_runtime::model::llama::Logits;
+use cocoon_runtime::sampling::argmax;
+use cocoon_runtime::{Pin, PinnedModel, Runtime};
+
+fn open(name: &str) -> Runtime {
+    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/golden")
+        .join(name);
+    let pin: Pin = PinnedModel::read(&dir, None).unwrap().pin();
+    Runtime::open_cpu(&dir, &pin, 2, None).unwrap()
+}
+
+#[test]
+fn greedy_on_the_backend_equals_the_argmax_of_the_logits() {
+    for name in ["tiny-gqa", "tiny-mha"] {
+        let rt = open(name);
+        let m = rt.model();
+        let prompt = [256, 72, 101, 108, 108, 111];
+        let (mut a, mut b) = (m.session().unwrap(), m.session().unwrap());
+        let mut logits = m.forward(&mut a, &prompt, Logits::Last).unwrap();
+        let mut id = m.forward_greedy(&mut b, &prompt).unwrap();
+        for step in 0..12 {
+            assert_eq!(id, argmax(&logits), "{name}: step {step}");
+            logits = m.forward(&mut a, &[id], Logits::Last).unwrap();
+            id = m.forward_greedy(&mut b, &[id]).unwrap();
+        }
+        assert_eq!(a.len(), b.len());
+    }
+}
+
+#[test]
+fn a_decode_step_equals_the_same_position_in_a_longer_pass() {
+    // Step by step (the kept one-row buffers, reused each time) against one pass over all
+    // positions: the same logits within float reordering.
+    let rt = open("tiny-gqa");
+    let m = rt.model();
+    let vocab = m.config.vocab_size;
+    let tokens = [256u32, 72, 101, 108, 108, 111, 44, 32];
+    let mut whole = m.session().unwrap();
+    let all = m.forward(&mut whole, &tokens, Logits::All).unwrap();
+    let mut steps = m.session_with_capacity(tokens.len()).unwrap();
+    for (i, t) in tokens.iter().enumerate() {
+        let row = m.forward(&mut steps, &[*t], Logits::Last).unwrap();
+        let want = &all[i * vocab..(i + 1) * vocab];
+        let worst = row
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "position {i}: {worst}");
+    }
+}
+
+#[test]
+fn a_session_holds_its_capacity_and_no_more() {
+    let rt = open("tiny-gqa");
+    let m = rt.model();
+    let context = m.config.max_position_embeddings;
+    assert_eq!(m.session().unwrap().capacity(), context);
+    assert_eq!(
+        m.session_with_capacity(usize::MAX).unwrap().capacity(),
+        context
+    );
+    assert_eq!(m.session_with_capacity(0).unwrap().capacity(), 1);
+    let mut s = m.session_with_capacity(5).unwrap();
+    m.forward_greedy(&mut s, &[1, 2, 3, 4]).unwrap();
+    m.forward_greedy(&mut s, &[5]).unwrap();
+    let err = m.forward_greedy(&mut s, &[6]).unwrap_err().to_string();
+    assert!(
+        err.contains("6 tokens exceed the session's capacity of 5"),
+        "{err}"
+    );
+    assert_eq!(s.len(), 5, "a refused pass feeds nothing");
+    let mut full = m.session().unwrap();
+    let err = m
+        .forward(&mut full, &vec![1; context + 1], Logits::Last)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exceed the model's context"), "{err}");
+}
+
+#[test]
+fn a_session_is_fed_only_to_its_model() {
+    let (one, other) = (open("tiny-gqa"), open("tiny-gqa"));
+    let mut s = one.model().session().unwrap();
+    let err = other
+        .model()
+        .forward_greedy(&mut s, &[1])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another loaded model"), "{err}");
+    assert!(s.is_empty());
+}
