@@ -235,7 +235,7 @@ fn logits_on<B: Backend>(
     out: &mut impl Write,
 ) -> Result<()> {
     let model = runtime.model();
-    let mut session = model.session()?;
+    let mut session = model.session_with_capacity(args.tokens.len())?;
     let which = match args.positions {
         PositionsArg::Last => Logits::Last,
         PositionsArg::All => Logits::All,
