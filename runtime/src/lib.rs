@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod clock;
 pub mod error;
 pub mod generate;
 pub mod gguf;

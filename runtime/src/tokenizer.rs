@@ -1,10 +1,13 @@
 //! Text ↔ token ids with the model's `tokenizer.json`, chat templates from
 //! `tokenizer_config.json` rendered as Hugging Face renders them, and streaming detokenization.
 
+use std::collections::BTreeMap;
+
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, ErrorKind};
 use serde_json::Value;
 
+use crate::clock::UtcTime;
 use crate::error::{Error, Result};
 use crate::model::config::LlamaConfig;
 use crate::pinned::{PinnedModel, GENERATION_CONFIG, TOKENIZER, TOKENIZER_CONFIG};
@@ -13,10 +16,22 @@ use crate::pinned::{PinnedModel, GENERATION_CONFIG, TOKENIZER, TOKENIZER_CONFIG}
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     chat_template: Option<String>,
-    bos_token: String,
-    eos_token: String,
+    /// The special tokens `tokenizer_config.json` names (`bos_token`, `eos_token`, …), passed
+    /// to the chat template as Hugging Face passes its `special_tokens_map`.
+    special_tokens: Vec<(&'static str, String)>,
     eos_ids: Vec<u32>,
 }
+
+/// The special-token keys of `tokenizer_config.json` that templates may read.
+const SPECIAL_TOKEN_KEYS: [&str; 7] = [
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+];
 
 impl TextTokenizer {
     /// Builds the tokenizer from the verified files of a model.
@@ -29,14 +44,14 @@ impl TextTokenizer {
             None => Value::Null,
         };
         let token_text = |key: &str| match &tc[key] {
-            Value::String(s) => s.clone(),
-            Value::Object(o) => o
-                .get("content")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            _ => String::new(),
+            Value::String(s) => Some(s.clone()),
+            Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_owned),
+            _ => None,
         };
+        let special_tokens = SPECIAL_TOKEN_KEYS
+            .iter()
+            .filter_map(|k| token_text(k).map(|t| (*k, t)))
+            .collect();
         let chat_template = match &tc["chat_template"] {
             Value::String(s) => Some(s.clone()),
             Value::Array(named) => named
@@ -62,8 +77,7 @@ impl TextTokenizer {
         Ok(TextTokenizer {
             inner,
             chat_template,
-            bos_token: token_text("bos_token"),
-            eos_token: token_text("eos_token"),
+            special_tokens,
             eos_ids,
         })
     }
@@ -95,40 +109,73 @@ impl TextTokenizer {
     }
 
     /// Renders one user message with the chat template and the generation prompt, as
-    /// `apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)`.
+    /// `apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)`
+    /// does: the special tokens the config names, `tools` and `documents` none, and the
+    /// functions Hugging Face adds, `raise_exception(msg)` and `strftime_now(format)` (which
+    /// reads the clock in UTC: the LLaMA 3.x templates put today's date in the system header,
+    /// so the prompt's tokens depend on the day, as they do with `transformers`).
     pub fn render_chat(&self, prompt: &str) -> Result<String> {
+        self.render_chat_at(prompt, UtcTime::now())
+    }
+
+    /// [`TextTokenizer::render_chat`] with `strftime_now` reading `now`.
+    pub fn render_chat_at(&self, prompt: &str, now: UtcTime) -> Result<String> {
         let template = self.chat_template.as_deref().ok_or_else(|| {
             Error::InvalidRequest("the model has no chat template; use --raw".into())
         })?;
-        let mut env = Environment::new();
-        let bad =
-            |e: minijinja::Error| Error::format(TOKENIZER_CONFIG, format!("chat template: {e}"));
-        // Hugging Face renders with jinja2's trim_blocks and lstrip_blocks.
-        env.set_syntax(
-            SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                .map_err(bad)?,
-        );
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-            },
-        );
-        env.add_template("chat", template).map_err(bad)?;
-        let ctx = minijinja::context! {
-            messages => vec![minijinja::context! { role => "user", content => prompt }],
-            add_generation_prompt => true,
-            bos_token => self.bos_token.clone(),
-            eos_token => self.eos_token.clone(),
-        };
-        env.get_template("chat")
-            .and_then(|t| t.render(ctx))
-            .map_err(bad)
+        render_chat_template(template, &self.special_tokens, prompt, now)
     }
+}
+
+/// Renders `template` for one user message `prompt` with the generation prompt, as
+/// [`TextTokenizer::render_chat`] describes.
+pub fn render_chat_template(
+    template: &str,
+    special_tokens: &[(&str, String)],
+    prompt: &str,
+    now: UtcTime,
+) -> Result<String> {
+    let mut env = Environment::new();
+    let bad = |e: minijinja::Error| Error::format(TOKENIZER_CONFIG, format!("chat template: {e}"));
+    // Hugging Face renders with jinja2's trim_blocks and lstrip_blocks.
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(bad)?,
+    );
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        },
+    );
+    env.add_function(
+        "strftime_now",
+        move |format: String| -> Result<String, minijinja::Error> {
+            now.strftime(&format)
+                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e))
+        },
+    );
+    env.add_template("chat", template).map_err(bad)?;
+    let mut ctx: BTreeMap<&str, minijinja::Value> = special_tokens
+        .iter()
+        .map(|(k, v)| (*k, minijinja::Value::from(v.as_str())))
+        .collect();
+    ctx.insert(
+        "messages",
+        minijinja::Value::from(vec![
+            minijinja::context! { role => "user", content => prompt },
+        ]),
+    );
+    ctx.insert("add_generation_prompt", true.into());
+    ctx.insert("tools", minijinja::Value::from(()));
+    ctx.insert("documents", minijinja::Value::from(()));
+    env.get_template("chat")
+        .and_then(|t| t.render(ctx))
+        .map_err(bad)
 }
 
 /// Turns a growing list of ids into text pieces, holding back incomplete UTF-8 sequences.
@@ -161,5 +208,50 @@ impl<'a> TextStream<'a> {
         let piece = text[self.emitted..].to_owned();
         self.emitted = text.len();
         Ok(Some(piece))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn now() -> UtcTime {
+        UtcTime::from_system(UNIX_EPOCH + Duration::from_secs(1_795_593_845))
+    }
+
+    #[test]
+    fn the_llama_3_2_template_renders_as_transformers_does() {
+        // Expected output from tests/golden/chat_template.py (jinja2 set up as transformers
+        // sets it up), same prompt, tokens and clock.
+        let template = include_str!("../../tests/fixtures/templates/llama-3.2.jinja");
+        let want = include_str!("../../tests/fixtures/templates/llama-3.2.expected");
+        let tokens = [
+            ("bos_token", "<|begin_of_text|>".to_owned()),
+            ("eos_token", "<|eot_id|>".to_owned()),
+        ];
+        let got = render_chat_template(template, &tokens, "Héllo, wörld!  ", now()).unwrap();
+        assert_eq!(got, want);
+        assert!(got.contains("Today Date: 25 Nov 2026\n"));
+    }
+
+    #[test]
+    fn tools_are_none_and_template_errors_are_named() {
+        let render = |t: &str| render_chat_template(t, &[], "hi", now());
+        // transformers passes tools=None: defined, and none.
+        assert_eq!(
+            render("{% if tools is defined %}d{% endif %}{% if tools is not none %}T{% endif %}")
+                .unwrap(),
+            "d"
+        );
+        // `tojson` exists (LLaMA 3.x templates use it for tools). Sequences print as
+        // Python's json.dumps prints them; mappings do not (sorted keys, `<` escaped), which
+        // no single-user-message rendering reaches: see docs/models.md.
+        assert_eq!(render("{{ [1, 2] | tojson }}").unwrap(), "[1, 2]");
+        assert_eq!(render("{{ bos_token }}|").unwrap(), "|");
+        let err = render("{{ raise_exception('only one turn') }}").unwrap_err();
+        assert!(err.to_string().contains("only one turn"), "{err}");
+        let err = render("{{ strftime_now('%Q') }}").unwrap_err();
+        assert!(err.to_string().contains("%Q is not supported"), "{err}");
     }
 }
