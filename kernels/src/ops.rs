@@ -47,6 +47,8 @@ pub struct Staged {
     pub rows: usize,
     /// Position of the first row.
     pub pos0: usize,
+    /// The largest staged id (checked against the embedding table before the gather).
+    pub max_id: u32,
 }
 
 /// One sequence on the device: a key/value cache of `layers` slabs of `[positions, kv_dim]`
@@ -241,7 +243,8 @@ impl Gpu {
         self.stream
             .memcpy_htod(ids, &mut cache.ids.slice_mut(0..rows))?;
         self.stream.memcpy_htod(&pos0_i, &mut cache.pos0)?;
-        cache.staged = Some(Staged { rows, pos0 });
+        let max_id = ids.iter().copied().max().unwrap_or(0);
+        cache.staged = Some(Staged { rows, pos0, max_id });
         Ok(())
     }
 
@@ -252,7 +255,16 @@ impl Gpu {
         cache: &KvCache,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let rows = cache.staged()?.rows;
+        let Staged { rows, max_id, .. } = cache.staged()?;
+        if max_id as usize >= table.rows {
+            return Err(shape(
+                "embed",
+                format!(
+                    "token id {max_id} is outside a table of {} rows",
+                    table.rows
+                ),
+            ));
+        }
         self.embed(table, &cache.ids, rows, out)
     }
 
@@ -421,7 +433,7 @@ impl Gpu {
         heads: Heads,
         inv_freq: &[f32],
     ) -> Result<()> {
-        let Staged { rows, pos0 } = cache.staged()?;
+        let Staged { rows, pos0, .. } = cache.staged()?;
         shapes::rope(
             heads,
             q.len(),
@@ -471,7 +483,7 @@ impl Gpu {
         heads: Heads,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let Staged { rows, pos0 } = cache.staged()?;
+        let Staged { rows, pos0, .. } = cache.staged()?;
         shapes::attention(
             heads,
             q.len(),

@@ -179,10 +179,19 @@ pub fn render_chat_template(
 }
 
 /// Turns a growing list of ids into text pieces, holding back incomplete UTF-8 sequences.
+///
+/// Each push decodes only a window: the ids from `prefix` (where the last emitted piece's
+/// context starts) to the end, and subtracts the text of the same window without the new ids.
+/// Decoding from the same start on both sides keeps what a decoder does at the start of a
+/// text (a stripped leading space) out of the difference, and the cost of a piece does not
+/// grow with the length of the output.
 pub struct TextStream<'a> {
     tokenizer: &'a TextTokenizer,
     ids: Vec<u32>,
-    emitted: usize,
+    /// Start of the decoding window.
+    prefix: usize,
+    /// End of the ids whose text was emitted.
+    read: usize,
 }
 
 impl<'a> TextStream<'a> {
@@ -191,22 +200,25 @@ impl<'a> TextStream<'a> {
         TextStream {
             tokenizer,
             ids: Vec::new(),
-            emitted: 0,
+            prefix: 0,
+            read: 0,
         }
     }
 
     /// Adds one id; returns the new text it completes, if any.
     pub fn push(&mut self, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        let text = self.tokenizer.decode(&self.ids)?;
+        let before = self.tokenizer.decode(&self.ids[self.prefix..self.read])?;
+        let text = self.tokenizer.decode(&self.ids[self.prefix..])?;
         if text.ends_with('\u{FFFD}')
-            || text.len() <= self.emitted
-            || !text.is_char_boundary(self.emitted)
+            || text.len() <= before.len()
+            || !text.is_char_boundary(before.len())
         {
             return Ok(None);
         }
-        let piece = text[self.emitted..].to_owned();
-        self.emitted = text.len();
+        let piece = text[before.len()..].to_owned();
+        self.prefix = self.read;
+        self.read = self.ids.len();
         Ok(Some(piece))
     }
 }

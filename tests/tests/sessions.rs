@@ -98,3 +98,29 @@ fn a_session_is_fed_only_to_its_model() {
     assert!(err.contains("another loaded model"), "{err}");
     assert!(s.is_empty());
 }
+
+#[test]
+fn streamed_pieces_add_up_to_the_decoded_text() {
+    // The tiny tokenizer is byte-level: multi-byte characters span several ids, so pieces
+    // must be held back until complete.
+    let rt = open("tiny-gqa");
+    let tok = rt.tokenizer();
+    let text = "Héllo, wörld! 🎉 naïve café — ".repeat(20);
+    let ids = tok.encode(&text, false).unwrap();
+    assert!(
+        ids.len() > text.chars().count(),
+        "multi-byte characters span ids"
+    );
+    let mut stream = cocoon_runtime::tokenizer::TextStream::new(tok);
+    let mut streamed = String::new();
+    let mut held = 0;
+    for id in &ids {
+        match stream.push(*id).unwrap() {
+            Some(piece) => streamed.push_str(&piece),
+            None => held += 1,
+        }
+    }
+    assert!(held > 0, "some ids completed no character");
+    assert_eq!(streamed, tok.decode(&ids).unwrap());
+    assert_eq!(streamed, text);
+}

@@ -105,8 +105,7 @@ impl Backend for CudaBackend {
     }
 
     fn embed(&self, table: &DeviceWeight, cache: &KvCache, out: &mut CudaSlice<f32>) -> Result<()> {
-        // The kernel clamps nothing: ids are checked on the host when staged by the forward
-        // pass (`Llama::forward`) against the vocabulary, which is the table's rows.
+        // The largest staged id is checked against the table's rows on the host first.
         Ok(self.gpu.embed_staged(table, cache, out)?)
     }
 
