@@ -40,11 +40,15 @@ fn heads(shape: AttentionShape) -> Heads {
 impl CudaBackend {
     /// Opens device `ordinal`, compiling the kernels for it (or loading them from the kernel
     /// cache, [`KernelCache::default_dir`]). Without a driver, a device or NVRTC: an error.
+    /// Decode steps are recorded in CUDA graphs unless the environment sets
+    /// `COCOON_CUDA_GRAPHS=0` (see [`Gpu::set_graphs`]).
     pub fn new(ordinal: usize) -> Result<Self> {
         let cache = KernelCache::default_dir().map(KernelCache::new);
-        Ok(CudaBackend {
-            gpu: Gpu::open(ordinal, cache.as_ref())?,
-        })
+        let gpu = Gpu::open(ordinal, cache.as_ref())?;
+        if std::env::var_os("COCOON_CUDA_GRAPHS").is_some_and(|v| v == "0") {
+            gpu.set_graphs(false);
+        }
+        Ok(CudaBackend { gpu })
     }
 
     /// The device.
