@@ -17,6 +17,7 @@ pub mod notary;
 pub mod opened;
 pub mod pin;
 pub mod pinned;
+mod pyjson;
 pub mod receipt;
 pub mod runtime;
 pub mod sampling;

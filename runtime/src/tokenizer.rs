@@ -159,6 +159,11 @@ pub fn render_chat_template(
                 .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e))
         },
     );
+    // transformers' tojson is Python's json.dumps (insertion order, no HTML escapes).
+    env.add_filter(
+        "tojson",
+        |v: minijinja::Value, k: minijinja::value::Kwargs| crate::pyjson::tojson(&v, k),
+    );
     env.add_template("chat", template).map_err(bad)?;
     let mut ctx: BTreeMap<&str, minijinja::Value> = special_tokens
         .iter()
@@ -256,10 +261,11 @@ mod tests {
                 .unwrap(),
             "d"
         );
-        // `tojson` exists (LLaMA 3.x templates use it for tools). Sequences print as
-        // Python's json.dumps prints them; mappings do not (sorted keys, `<` escaped), which
-        // no single-user-message rendering reaches: see docs/models.md.
-        assert_eq!(render("{{ [1, 2] | tojson }}").unwrap(), "[1, 2]");
+        // `tojson` as transformers defines it: Python's json.dumps, insertion order kept.
+        assert_eq!(
+            render(r#"{{ {"b": [1, 2], "a": "é<"} | tojson }}"#).unwrap(),
+            r#"{"b": [1, 2], "a": "é<"}"#
+        );
         assert_eq!(render("{{ bos_token }}|").unwrap(), "|");
         let err = render("{{ raise_exception('only one turn') }}").unwrap_err();
         assert!(err.to_string().contains("only one turn"), "{err}");
