@@ -206,7 +206,7 @@ impl<B: Backend> Llama<B> {
     /// rather than to a context that may be 128 K positions.
     pub fn session_with_capacity(&self, positions: usize) -> Result<Session<B>> {
         let c = &self.config;
-        let capacity = positions.clamp(1, c.max_position_embeddings);
+        let capacity = positions.min(c.max_position_embeddings).max(1);
         Ok(Session {
             cache: self
                 .backend
