@@ -78,7 +78,7 @@ pub fn generate<B: Backend>(
 
     // Greedy decoding takes the argmax on the backend and copies back only the id; sampling
     // needs the logits on the host.
-    let greedy = params.temperature == 0.0;
+    let greedy = params.is_greedy();
     let mut next = |session: &mut _, ids: &[u32]| -> Result<u32> {
         if greedy {
             model.forward_greedy(session, ids)

@@ -38,6 +38,11 @@ impl Default for SamplingParams {
 pub const MAX_SEED: u64 = (1 << 53) - 1;
 
 impl SamplingParams {
+    /// Temperature 0: the most likely token each step, no draw.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+
     /// Refuses values that cannot mean anything.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidRequest(m));
@@ -76,7 +81,7 @@ impl Sampler {
 
     /// The next token. Greedy ties go to the lowest id.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if self.params.temperature == 0.0 {
+        if self.params.is_greedy() {
             return argmax(logits);
         }
         let mut cand: Vec<(u32, f32)> = logits

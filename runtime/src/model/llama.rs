@@ -128,6 +128,16 @@ pub enum Logits {
     All,
 }
 
+impl Logits {
+    /// Rows of logits a pass over `fed` tokens returns.
+    fn rows(self, fed: usize) -> usize {
+        match self {
+            Logits::Last => 1,
+            Logits::All => fed,
+        }
+    }
+}
+
 impl<B: Backend> Llama<B> {
     /// Uploads the verified weights of `model` to `backend`.
     pub fn load(model: &CheckedModel, backend: B) -> Result<Self> {
@@ -226,11 +236,8 @@ impl<B: Backend> Llama<B> {
         which: Logits,
     ) -> Result<Vec<f32>> {
         let vocab = self.config.vocab_size;
+        let rows = which.rows(ids.len());
         self.pass(session, ids, which, &mut |be, bufs, _| {
-            let rows = match which {
-                Logits::Last => 1,
-                Logits::All => ids.len(),
-            };
             be.read_rows(&bufs.logits, vocab, 0, rows)
         })
     }
@@ -287,19 +294,13 @@ impl<B: Backend> Llama<B> {
         }
         let be = &self.backend;
         let shape = self.attention_shape();
-        let count = match which {
-            Logits::Last => 1,
-            Logits::All => rows,
-        };
+        let count = which.rows(rows);
         be.stage(&mut session.cache, ids, session.len)?;
         let mut fresh;
         let bufs = if rows == 1 {
-            if session.one.is_none() {
-                session.one = Some(Buffers::new(be, c, shape, 1, 1)?);
-            }
-            match session.one.as_mut() {
+            match &mut session.one {
                 Some(b) => b,
-                None => return Err(Error::Backend("decode buffers are missing".into())),
+                none => none.insert(Buffers::new(be, c, shape, 1, 1)?),
             }
         } else {
             fresh = Buffers::new(be, c, shape, rows, count)?;
