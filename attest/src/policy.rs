@@ -28,6 +28,11 @@ pub struct Policy {
     pub model_pins: Vec<String>,
     /// Oldest receipt accepted, seconds before the verification time.
     pub max_receipt_age_s: Option<u64>,
+    /// Require NVIDIA confidential-computing GPU evidence beside the CPU's. This verifier
+    /// checks no GPU evidence yet, so `true` rejects every receipt and evidence, with a
+    /// reason saying so: a policy that asks for it is never silently satisfied.
+    #[serde(default)]
+    pub require_gpu_evidence: bool,
     /// Report data the evidence must carry (hex), for `attest verify`.
     pub report_data: Option<String>,
     /// Allowed values per TDX field (`mrtd`, `rtmr0`..`rtmr3`, `mrseam`, `td_attributes`,
@@ -205,6 +210,13 @@ impl Policy {
                 }
             }
         }
+        if self.require_gpu_evidence {
+            out.push(
+                "the policy requires GPU evidence (require_gpu_evidence), and none was checked: \
+                 this verifier does not support NVIDIA GPU evidence yet"
+                    .into(),
+            );
+        }
         if let Some(rd) = &self.report_data {
             if !v["report_data"]
                 .as_str()
@@ -237,6 +249,33 @@ mod tests {
         assert!(p.accepts_status("UpToDate") && !p.accepts_status("OutOfDate"));
         let p = Policy::parse("accept_tcb_status = [\"UpToDate\", \"SWHardeningNeeded\"]").unwrap();
         assert!(p.accepts_status("SWHardeningNeeded") && !p.accepts_status("Revoked"));
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../docs/policy.md");
+        let start = doc
+            .find("```toml\n")
+            .expect("docs/policy.md has a toml block")
+            + 8;
+        let len = doc[start..].find("```").expect("the toml block ends");
+        let p = Policy::parse(&doc[start..start + len]).unwrap();
+        assert_eq!(p.platforms, ["tdx", "snp"]);
+        assert!(!p.require_gpu_evidence && p.snp.min_tcb.is_some());
+    }
+
+    #[test]
+    fn requiring_gpu_evidence_is_never_silently_met() {
+        let v = serde_json::json!({"platform": "tdx", "mrtd": "bb"});
+        assert!(Policy::parse("require_gpu_evidence = false")
+            .unwrap()
+            .violations(&v)
+            .is_empty());
+        let reasons = Policy::parse("require_gpu_evidence = true")
+            .unwrap()
+            .violations(&v);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("requires GPU evidence"), "{reasons:?}");
     }
 
     #[test]

@@ -129,7 +129,9 @@ impl Gpu {
     }
 
     /// Captures what `step` launches on the stream into an instantiated graph (not run).
-    /// Outer error: `step`'s own; inner: the capture's.
+    /// Outer error: `step`'s own; inner: the capture's. A capture that failed comes first:
+    /// once a capture is invalidated every later launch of `step` fails too, and that is the
+    /// capture's failure (the caller then runs `step` eagerly), not `step`'s.
     fn record<E>(
         &self,
         cache: &mut KvCache,
@@ -145,11 +147,11 @@ impl Gpu {
         }
         let ran = step(cache);
         let ended = self.stream.end_capture(CUgraphInstantiate_flags(0));
-        ran?;
-        Ok(match ended {
-            Ok(Some(graph)) => Ok(graph),
-            Ok(None) => Err(shape("decode step", "the capture recorded no graph")),
-            Err(e) => Err(e.into()),
-        })
+        match (ran, ended) {
+            (_, Err(e)) => Ok(Err(e.into())),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(()), Ok(Some(graph))) => Ok(Ok(graph)),
+            (Ok(()), Ok(None)) => Ok(Err(shape("decode step", "the capture recorded no graph"))),
+        }
     }
 }
