@@ -12,7 +12,8 @@ use crate::dev::{DevEvidence, MAGIC};
 use crate::error::{Error, Result};
 use crate::evidence::{Evidence, Platform, SNP_REPORT_LEN};
 use crate::policy::Policy;
-use crate::snp::chain::parse_certs;
+use crate::snp::chain::{parse_certs, Roots};
+use crate::snp::crl::parse_collateral;
 use crate::snp::report::SnpReport;
 use crate::snp::verify::verify_snp;
 use crate::tdx::collateral::Collateral;
@@ -161,12 +162,18 @@ pub fn verify(e: &Evidence, a: &Appraisal) -> Result<Value> {
     let tcb_status: Value = match e.platform {
         Platform::Snp => {
             let report = SnpReport::parse(&e.quote)?;
-            let mut certs = Vec::new();
-            for f in a.cert_files.iter().chain(e.certs.as_ref()) {
-                certs.extend(parse_certs(f)?);
+            let (mut certs, crls) = parse_collateral(&a.cert_files)?;
+            if let Some(table) = &e.certs {
+                certs.extend(parse_certs(table)?);
             }
-            let verdict = verify_snp(&report, &certs, a.at);
+            let verdict = verify_snp(&report, &certs, &crls, a.at, Roots::Amd);
             reasons.extend(verdict.reasons);
+            v["amd_crl"] = if verdict.crl_checked {
+                "checked"
+            } else {
+                "none given: revocation of the ASK and VCEK/VLEK not checked"
+            }
+            .into();
             if verdict.debug && !a.debug_allowed() {
                 reasons.push(format!("guest policy {} allows debugging", verdict.policy));
             }
@@ -246,7 +253,8 @@ pub fn load_collateral(
 }
 
 /// Certificate files from `--collateral PATH`: the file itself, or every `*.pem`, `*.der`,
-/// `*.crt` and `*.cer` file of a directory (told apart later by subject, not by name).
+/// `*.crt`, `*.cer` and `*.crl` file of a directory (certificates told apart later by subject,
+/// not by name; CRLs by their issuer).
 pub fn read_collateral(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
     let io = |source| Error::Io {
         path: path.to_owned(),
@@ -261,7 +269,7 @@ pub fn read_collateral(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
         .filter(|p| {
             p.extension()
                 .and_then(|x| x.to_str())
-                .is_some_and(|x| ["pem", "der", "crt", "cer"].contains(&x))
+                .is_some_and(|x| ["pem", "der", "crt", "cer", "crl"].contains(&x))
         })
         .collect();
     files.sort();
@@ -393,6 +401,30 @@ mod tests {
             "{v}"
         );
         assert_eq!(v["measurement"], "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f");
+        assert!(
+            v["amd_crl"].as_str().unwrap().starts_with("none given"),
+            "{v}"
+        );
+        // A CRL that is not an AMD root's among the SNP collateral: a rejection naming it.
+        let e = evidence_from_bytes(&vector("snp/virtee-milan-vcek/report.bin")).unwrap();
+        let a = Appraisal {
+            cert_files: vec![
+                vector("snp/virtee-milan-vcek/vcek.der"),
+                vector("snp/virtee-milan-vcek/ask_ark.pem"),
+                vector("tdx/dcapqvl-v4-uptodate/root_ca_crl.der"),
+            ],
+            at,
+            ..Default::default()
+        };
+        let v = verify(&e, &a).unwrap();
+        assert_eq!(v["verdict"], "rejected");
+        assert!(
+            v["reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("a CRL issued by \"Intel SGX Root CA\", which is not an AMD root"),
+            "{v}"
+        );
         // go-sev-guest's sample guest allows debugging (policy 0xb0000): rejected unless allowed.
         let v = snp("gosev-milan-vcek", false);
         assert_eq!(v["verdict"], "rejected");

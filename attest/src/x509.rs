@@ -70,39 +70,51 @@ impl Cert {
 
     /// Verifies that `issuer` signed this certificate with RSASSA-PSS / SHA-384.
     pub fn check_signed_by(&self, issuer: &Cert) -> Result<()> {
-        const PSS: &str = "1.2.840.113549.1.1.10";
-        if self.cert.signature_algorithm.oid.to_string() != PSS {
-            return Err(Error::BadSignature(format!(
-                "{}: signature algorithm {} is not RSASSA-PSS",
-                self.common_name(),
-                self.cert.signature_algorithm.oid
-            )));
-        }
-        let key_bits = issuer
-            .cert
-            .tbs_certificate
-            .subject_public_key_info
-            .subject_public_key
-            .raw_bytes();
-        let key = rsa::RsaPublicKey::from_pkcs1_der(key_bits)
-            .map_err(|e| malformed(format!("{}: RSA key: {e}", issuer.common_name())))?;
         let tbs = self
             .cert
             .tbs_certificate
             .to_der()
             .map_err(|e| malformed(format!("re-encoding: {e}")))?;
-        let sig = rsa::pss::Signature::try_from(self.cert.signature.raw_bytes())
-            .map_err(|e| malformed(format!("signature: {e}")))?;
-        rsa::pss::VerifyingKey::<Sha384>::new(key)
-            .verify(&tbs, &sig)
-            .map_err(|_| {
-                Error::BadSignature(format!(
-                    "{} is not signed by {}",
-                    self.common_name(),
-                    issuer.common_name()
-                ))
-            })
+        check_rsa_pss(
+            &self.common_name(),
+            &self.cert.signature_algorithm.oid,
+            &tbs,
+            self.cert.signature.raw_bytes(),
+            issuer,
+        )
     }
+}
+
+/// Verifies that `issuer`'s RSA key signed `signed` (the DER of `what`'s to-be-signed part)
+/// with RSASSA-PSS / SHA-384, the algorithm of every AMD certificate and CRL.
+pub fn check_rsa_pss(
+    what: &str,
+    algorithm: &der::asn1::ObjectIdentifier,
+    signed: &[u8],
+    signature: &[u8],
+    issuer: &Cert,
+) -> Result<()> {
+    const PSS: &str = "1.2.840.113549.1.1.10";
+    if algorithm.to_string() != PSS {
+        return Err(Error::BadSignature(format!(
+            "{what}: signature algorithm {algorithm} is not RSASSA-PSS"
+        )));
+    }
+    let key_bits = issuer
+        .cert
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    let key = rsa::RsaPublicKey::from_pkcs1_der(key_bits)
+        .map_err(|e| malformed(format!("{}: RSA key: {e}", issuer.common_name())))?;
+    let sig = rsa::pss::Signature::try_from(signature)
+        .map_err(|e| malformed(format!("{what}: signature: {e}")))?;
+    rsa::pss::VerifyingKey::<Sha384>::new(key)
+        .verify(signed, &sig)
+        .map_err(|_| {
+            Error::BadSignature(format!("{what} is not signed by {}", issuer.common_name()))
+        })
 }
 
 fn malformed(message: String) -> Error {
@@ -112,7 +124,8 @@ fn malformed(message: String) -> Error {
     }
 }
 
-fn common_name(name: &x509_cert::name::Name) -> String {
+/// The common name in an X.509 name (empty when there is none).
+pub(crate) fn common_name(name: &x509_cert::name::Name) -> String {
     const CN: &str = "2.5.4.3";
     for rdn in name.0.iter() {
         for atv in rdn.0.iter() {
@@ -175,17 +188,24 @@ pub fn p256_key(c: &Cert) -> Result<p256::ecdsa::VerifyingKey> {
         .map_err(|_| malformed(format!("{}: not a P-256 key", c.common_name())))
 }
 
-/// Every certificate in PEM text, DER, or an SEV certificate table (`auxblob`: 24-byte entries
-/// of GUID, offset, length, ended by a zero entry).
-pub fn parse_certs(bytes: &[u8]) -> Result<Vec<Cert>> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    // PEM, strictly: blocks separated by line breaks only, base64 lines of the standard
-    // alphabet, nothing else but NUL padding after the last block (Intel's quotes end the chain
-    // with a NUL). Lenient parsing would let bytes change without changing the certificates.
+/// One PEM block: its label (`CERTIFICATE`, `X509 CRL`, …) and the DER it carries.
+#[derive(Clone, Debug)]
+pub struct PemBlock {
+    /// The text between `BEGIN ` and the closing dashes.
+    pub label: String,
+    /// The decoded base64.
+    pub der: Vec<u8>,
+}
+
+/// The blocks of PEM text, or `None` when `bytes` holds no PEM block. Strict:
+/// blocks separated by line breaks only, base64 lines of the standard alphabet, nothing else
+/// but NUL padding after the last block (Intel's quotes end the chain with a NUL). Lenient
+/// parsing would let bytes change without changing what they carry.
+pub fn pem_blocks(bytes: &[u8]) -> Option<Result<Vec<PemBlock>>> {
+    const BEGIN: &str = "-----BEGIN ";
     let text = String::from_utf8_lossy(bytes);
-    if text.contains(BEGIN) {
-        let mut certs = Vec::new();
+    text.contains(BEGIN).then(|| {
+        let mut blocks = Vec::new();
         let mut rest = &text[..];
         loop {
             let gap = rest.find(BEGIN).unwrap_or(rest.len());
@@ -195,12 +215,19 @@ pub fn parse_certs(bytes: &[u8]) -> Result<Vec<Cert>> {
                 return Err(malformed("unexpected text around PEM blocks".into()));
             }
             if gap == rest.len() {
-                break;
+                return Ok(blocks);
             }
-            let body = &rest[gap + BEGIN.len()..];
+            let after = &rest[gap + BEGIN.len()..];
+            let label_end = after
+                .find("-----")
+                .filter(|n| !after[..*n].contains('\n'))
+                .ok_or_else(|| malformed("PEM BEGIN line without its closing dashes".into()))?;
+            let label = &after[..label_end];
+            let end_line = format!("-----END {label}-----");
+            let body = &after[label_end + 5..];
             let end = body
-                .find(END)
-                .ok_or_else(|| malformed("PEM block without its END line".into()))?;
+                .find(&end_line)
+                .ok_or_else(|| malformed(format!("PEM block {label} without its END line")))?;
             if !body[..end]
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '\n' | '\r'))
@@ -217,10 +244,26 @@ pub fn parse_certs(bytes: &[u8]) -> Result<Vec<Cert>> {
             let der = base64::engine::general_purpose::STANDARD
                 .decode(b64)
                 .map_err(|e| malformed(format!("PEM base64: {e}")))?;
-            certs.push(Cert::from_der(&der)?);
-            rest = &body[end + END.len()..];
+            blocks.push(PemBlock {
+                label: label.to_owned(),
+                der,
+            });
+            rest = &body[end + end_line.len()..];
         }
-        return Ok(certs);
+    })
+}
+
+/// Every certificate in PEM text, DER, or an SEV certificate table (`auxblob`: 24-byte entries
+/// of GUID, offset, length, ended by a zero entry). A PEM block of another kind is an error.
+pub fn parse_certs(bytes: &[u8]) -> Result<Vec<Cert>> {
+    if let Some(blocks) = pem_blocks(bytes) {
+        return blocks?
+            .into_iter()
+            .map(|b| match b.label.as_str() {
+                "CERTIFICATE" => Cert::from_der(&b.der),
+                label => Err(malformed(format!("PEM block {label} is not a CERTIFICATE"))),
+            })
+            .collect();
     }
     if bytes.first() == Some(&0x30) {
         if let Ok(c) = Cert::from_der(bytes) {

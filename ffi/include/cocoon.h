@@ -141,7 +141,7 @@ cocoon_status cocoon_verify_receipt(const char *receipt_json,
  * Inspects and verifies evidence (`len` bytes: a TDX quote v4/v5, an SNP report, dev evidence,
  * or a receipt's evidence JSON). `options_json` (NULL for defaults): `allow_dev` (bool),
  * `report_data` (hex the evidence must carry), `collateral` (path: DCAP collateral for TDX,
- * certificates for SNP), `at` (RFC 3339), `policy` (path of a policy TOML).
+ * certificates and AMD's CRL for SNP), `at` (RFC 3339), `policy` (path of a policy TOML).
  * `*report_json_out` (required) receives the fields and verdict as `cocoon attest verify
  * --json` prints them. Unrecognised bytes: COCOON_ERR_INVALID_ARGUMENT.
  */

@@ -6,6 +6,7 @@
 use sha2::{Digest, Sha256};
 use x509_cert::der::{self, Decode};
 
+use super::crl::Crl;
 use crate::error::{Error, Result};
 pub use crate::x509::{parse_certs, Cert};
 
@@ -48,6 +49,16 @@ impl Product {
     }
 }
 
+/// The roots a chain may end in.
+#[derive(Clone, Copy, Debug)]
+pub enum Roots<'a> {
+    /// AMD's ARKs, pinned per product by [`Product::ark_sha256`]. The CLI and the C API use
+    /// only these.
+    Amd,
+    /// Exactly this self-signed `ARK-<product>` certificate: tests and private PKIs.
+    Only(&'a Cert),
+}
+
 /// The chain of one report, checked up to its pinned root.
 #[derive(Clone, Debug)]
 pub struct Chain {
@@ -57,24 +68,41 @@ pub struct Chain {
     pub leaf: Cert,
     /// Whether the leaf is a VLEK.
     pub vlek: bool,
+    /// Whether a CRL of the root was given and checked.
+    pub crl_checked: bool,
 }
 
-/// Finds ARK, ASK and VCEK/VLEK among `certs`, checks the ARK against the pinned fingerprint
-/// of its product, each signature down the chain, and validity at `at` (Unix seconds).
-pub fn verify_chain(certs: &[Cert], at: u64) -> Result<Chain> {
+/// Finds ARK, ASK and VCEK/VLEK among `certs`, checks the ARK against `roots`, each signature
+/// down the chain, and validity at `at` (Unix seconds). Each of `crls` issued by this ARK must
+/// be signed by it, current at `at`, and list neither the ASK nor the leaf; a CRL of another
+/// AMD root (another product) is not this chain's and is passed over; one issued by anything
+/// else is an error.
+pub fn verify_chain(certs: &[Cert], crls: &[Crl], at: u64, roots: Roots<'_>) -> Result<Chain> {
     let ark = certs
         .iter()
         .find(|c| c.common_name().starts_with("ARK-") && c.common_name() == c.issuer_common_name())
         .ok_or_else(|| Error::BadSignature("no AMD root (ARK) among the certificates".into()))?;
     let product = Product::from_name(&ark.common_name()[4..])
         .ok_or_else(|| Error::BadSignature(format!("unknown AMD root {}", ark.common_name())))?;
-    let fingerprint = hex::encode(Sha256::digest(&ark.der));
-    if fingerprint != product.ark_sha256() {
-        return Err(Error::BadSignature(format!(
-            "{} has SHA-256 {fingerprint}, not AMD's pinned {}",
-            ark.common_name(),
-            product.ark_sha256()
-        )));
+    match roots {
+        Roots::Amd => {
+            let fingerprint = hex::encode(Sha256::digest(&ark.der));
+            if fingerprint != product.ark_sha256() {
+                return Err(Error::BadSignature(format!(
+                    "{} has SHA-256 {fingerprint}, not AMD's pinned {}",
+                    ark.common_name(),
+                    product.ark_sha256()
+                )));
+            }
+        }
+        Roots::Only(root) => {
+            if ark.der != root.der {
+                return Err(Error::BadSignature(format!(
+                    "{} is not the root this verifier was given",
+                    ark.common_name()
+                )));
+            }
+        }
     }
     let is_ask = |c: &&Cert| {
         let cn = c.common_name();
@@ -103,10 +131,32 @@ pub fn verify_chain(certs: &[Cert], at: u64) -> Result<Chain> {
     for c in [ark, ask, leaf] {
         c.check_validity(at)?;
     }
+    let mut crl_checked = false;
+    for crl in crls {
+        let issuer = crl.issuer_common_name();
+        if issuer != ark.common_name() {
+            if issuer.starts_with("ARK-") {
+                continue;
+            }
+            return Err(Error::BadSignature(format!(
+                "a CRL issued by {issuer:?}, which is not an AMD root"
+            )));
+        }
+        crl.check(ark, at)?;
+        if let Some(c) = [ask, leaf].into_iter().find(|c| crl.lists(c)) {
+            return Err(Error::BadSignature(format!(
+                "{} is revoked (listed in the CRL of {})",
+                c.common_name(),
+                ark.common_name()
+            )));
+        }
+        crl_checked = true;
+    }
     Ok(Chain {
         product,
         leaf: leaf.clone(),
         vlek: leaf.common_name() == "SEV-VLEK",
+        crl_checked,
     })
 }
 

@@ -1,7 +1,8 @@
 //! Verification of an SNP report: a pure function of (report, certificates, time).
 //!
 //! Checked: the report parses (version 2/3/5, ECDSA P-384); the chain ARK → ASK → VCEK/VLEK to
-//! the pinned ARK of its product (RSASSA-PSS, validity); the report's signature by the leaf's
+//! the pinned ARK of its product (RSASSA-PSS, validity), and the ARK's CRL when one is given
+//! (signature, currency, neither ASK nor leaf listed); the report's signature by the leaf's
 //! P-384 key; that the key type matches the report's SIGNING_KEY; the VCEK's TCB extensions
 //! equal REPORTED_TCB (bootloader, TEE, SNP, microcode, and FMC on Turin); the VCEK's hwID equals
 //! CHIP_ID (unless masked); guest policy (debug) — the last one against the caller's policy.
@@ -10,7 +11,8 @@ use p384::ecdsa::signature::Verifier;
 use p384::ecdsa::{Signature, VerifyingKey};
 use serde::Serialize;
 
-use super::chain::{spl, verify_chain, Cert, Product};
+use super::chain::{spl, verify_chain, Cert, Product, Roots};
+use super::crl::{parse_collateral, Crl};
 use super::report::{SigningKey, SnpReport, TcbVersion};
 use crate::error::Result;
 
@@ -32,6 +34,9 @@ pub struct SnpVerdict {
     pub tcb_status: String,
     /// Product of the pinned root.
     pub product: Option<&'static str>,
+    /// Whether a CRL of the root was given and checked (AMD's KDS `crl`); without one,
+    /// revocation of the ASK or leaf is not known.
+    pub crl_checked: bool,
     /// Report version.
     pub version: u32,
     /// REPORT_DATA, hex.
@@ -54,17 +59,26 @@ pub struct SnpVerdict {
     pub guest_svn: u32,
 }
 
-/// Verifies `report` against `certs` at `at` (Unix seconds). Debugging is reported in the
-/// verdict's fields; whether it is acceptable is the policy's decision.
-pub fn verify_snp(report: &SnpReport, certs: &[Cert], at: u64) -> SnpVerdict {
+/// Verifies `report` against `certs` and `crls` at `at` (Unix seconds), the chain ending in
+/// `roots`. Debugging is reported in the verdict's fields; whether it is acceptable is the
+/// policy's decision.
+pub fn verify_snp(
+    report: &SnpReport,
+    certs: &[Cert],
+    crls: &[Crl],
+    at: u64,
+    roots: Roots<'_>,
+) -> SnpVerdict {
     let mut reasons = Vec::new();
     let mut tcb_status = "Unverified".to_owned();
     let mut product = None;
     let mut reported = None;
-    match verify_chain(certs, at) {
+    let mut crl_checked = false;
+    match verify_chain(certs, crls, at, roots) {
         Err(e) => reasons.push(e.to_string()),
         Ok(chain) => {
             product = Some(chain.product.name());
+            crl_checked = chain.crl_checked;
             let turin = chain.product == Product::Turin;
             let tcb = TcbVersion::decode(report.reported_tcb, turin);
             reported = Some(tcb);
@@ -115,6 +129,7 @@ pub fn verify_snp(report: &SnpReport, certs: &[Cert], at: u64) -> SnpVerdict {
         reasons,
         tcb_status,
         product,
+        crl_checked,
         version: report.version,
         report_data: hex::encode(report.report_data),
         measurement: hex::encode(report.measurement),
@@ -150,14 +165,12 @@ fn check_signature(report: &SnpReport, leaf: &Cert) -> std::result::Result<(), S
     })
 }
 
-/// Parses report bytes and certificate files, then verifies.
-pub fn verify_snp_bytes(report: &[u8], cert_files: &[Vec<u8>], at: u64) -> Result<SnpVerdict> {
+/// Parses report bytes and collateral files (certificates and CRLs), then verifies under AMD's
+/// pinned roots.
+pub fn verify_snp_bytes(report: &[u8], files: &[Vec<u8>], at: u64) -> Result<SnpVerdict> {
     let report = SnpReport::parse(report)?;
-    let mut certs = Vec::new();
-    for f in cert_files {
-        certs.extend(super::chain::parse_certs(f)?);
-    }
-    Ok(verify_snp(&report, &certs, at))
+    let (certs, crls) = parse_collateral(files)?;
+    Ok(verify_snp(&report, &certs, &crls, at, Roots::Amd))
 }
 
 #[cfg(test)]

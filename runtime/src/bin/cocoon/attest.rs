@@ -31,8 +31,8 @@ pub enum AttestCommand {
 /// What evidence is checked against: collateral, time, policy (`attest verify` and `verify`).
 #[derive(Args)]
 pub struct CheckArgs {
-    /// TDX: DCAP collateral (dcap-qvl JSON, or a directory of PCS files); SNP: certificates (a
-    /// file, or a directory of *.pem/*.der/*.crt/*.cer).
+    /// TDX: DCAP collateral (dcap-qvl JSON, or a directory of PCS files); SNP: certificates and
+    /// AMD's CRL (a file, or a directory of *.pem/*.der/*.crt/*.cer/*.crl).
     #[arg(long)]
     collateral: Option<PathBuf>,
     /// Check validity at this time (RFC 3339 UTC) instead of now.
