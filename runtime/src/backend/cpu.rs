@@ -102,6 +102,40 @@ pub fn dot(x: &[f32], w: &[f32]) -> f32 {
     reduce(acc) + tail
 }
 
+/// The four dot products of two activation rows with two weight rows, `[x0·w0, x0·w1, x1·w0,
+/// x1·w1]`, each bit-identical to [`dot`] of the pair (same lanes, same order, same tail):
+/// a prefill gives exactly the values of one-row passes. Blocked so that each loaded chunk
+/// feeds two fused multiply-adds instead of one.
+fn dot_2x2(x0: &[f32], x1: &[f32], w0: &[f32], w1: &[f32]) -> [f32; 4] {
+    let mut a = [[0f32; LANES]; 4];
+    let chunks = x0
+        .chunks_exact(LANES)
+        .zip(x1.chunks_exact(LANES))
+        .zip(w0.chunks_exact(LANES).zip(w1.chunks_exact(LANES)));
+    for ((x0s, x1s), (w0s, w1s)) in chunks {
+        for i in 0..LANES {
+            a[0][i] = x0s[i].mul_add(w0s[i], a[0][i]);
+            a[1][i] = x0s[i].mul_add(w1s[i], a[1][i]);
+            a[2][i] = x1s[i].mul_add(w0s[i], a[2][i]);
+            a[3][i] = x1s[i].mul_add(w1s[i], a[3][i]);
+        }
+    }
+    let tail = |x: &[f32], w: &[f32]| -> f32 {
+        let (x, w) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
+        x.remainder()
+            .iter()
+            .zip(w.remainder())
+            .map(|(a, b)| a * b)
+            .sum()
+    };
+    [
+        reduce(a[0]) + tail(x0, w0),
+        reduce(a[1]) + tail(x0, w1),
+        reduce(a[2]) + tail(x1, w0),
+        reduce(a[3]) + tail(x1, w1),
+    ]
+}
+
 /// Dot product of f32 activations with BF16 weights.
 pub fn dot_bf16(x: &[f32], w: &[u16]) -> f32 {
     let mut acc = [0f32; LANES];
@@ -352,17 +386,36 @@ impl Backend for CpuBackend {
                 });
                 return;
             }
-            // Each weight row is widened once and used for every input row; results land
-            // transposed (`[n, rows]`) and are put back in `[rows, n]` order afterwards.
+            // Each weight row is widened once and used for every input row, two weight rows
+            // by two input rows at a time (`dot_2x2`); results land transposed (`[n, rows]`)
+            // and are put back in `[rows, n]` order afterwards.
             let mut t = vec![0f32; n * rows];
+            let xrow = |r: usize| &x[r * k..(r + 1) * k];
             t.par_chunks_mut(rows * 16)
                 .enumerate()
                 .for_each(|(c, block)| {
-                    let mut wrow = vec![0f32; k];
-                    for (jj, col) in block.chunks_exact_mut(rows).enumerate() {
-                        w.row_into(c * 16 + jj, &mut wrow);
-                        for (r, v) in col.iter_mut().enumerate() {
-                            *v = dot(&x[r * k..(r + 1) * k], &wrow);
+                    let (mut w0, mut w1) = (vec![0f32; k], vec![0f32; k]);
+                    let last_row = c * 16 + block.len() / rows - 1;
+                    let mut cols = block.chunks_exact_mut(rows * 2);
+                    for (jj, pair) in (&mut cols).enumerate() {
+                        w.row_into(c * 16 + 2 * jj, &mut w0);
+                        w.row_into(c * 16 + 2 * jj + 1, &mut w1);
+                        let (col0, col1) = pair.split_at_mut(rows);
+                        for r in (0..rows - rows % 2).step_by(2) {
+                            let d = dot_2x2(xrow(r), xrow(r + 1), &w0, &w1);
+                            (col0[r], col1[r], col0[r + 1], col1[r + 1]) = (d[0], d[1], d[2], d[3]);
+                        }
+                        if rows % 2 == 1 {
+                            col0[rows - 1] = dot(xrow(rows - 1), &w0);
+                            col1[rows - 1] = dot(xrow(rows - 1), &w1);
+                        }
+                    }
+                    // An odd last weight row of the matrix.
+                    let last = cols.into_remainder();
+                    if !last.is_empty() {
+                        w.row_into(last_row, &mut w0);
+                        for (r, v) in last.iter_mut().enumerate() {
+                            *v = dot(xrow(r), &w0);
                         }
                     }
                 });
@@ -555,30 +608,45 @@ mod tests {
 
     #[test]
     fn matmul_rows_match_gemv() {
+        // Bit for bit, over odd and even row counts, odd weight-row counts (a lone last row
+        // in a block of 16) and widths with and without a tail past the 16 lanes.
         let be = CpuBackend::new(2).unwrap();
-        let (n, k, rows) = (37, 20, 3);
-        let wv: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 16.0)
-            .collect();
-        let bytes: Vec<u8> = wv
-            .iter()
-            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
-            .collect();
-        let w = be
-            .upload(HostTensor {
-                dtype: DType::BF16,
-                shape: &[n, k],
-                bytes: &bytes,
-            })
-            .unwrap();
-        let x: Vec<f32> = (0..rows * k).map(|i| (i as f32).sin()).collect();
-        let mut out = vec![0f32; rows * n];
-        be.matmul(&x, &w, rows, &mut out).unwrap();
-        for r in 0..rows {
-            let mut one = vec![0f32; n];
-            be.matmul(&x[r * k..(r + 1) * k].to_vec(), &w, 1, &mut one)
+        for (n, k, rows) in [
+            (37, 20, 3),
+            (37, 20, 4),
+            (16, 48, 2),
+            (33, 51, 5),
+            (2, 7, 1),
+        ] {
+            let wv: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 31 % 17) as f32 - 8.0) / 16.0)
+                .collect();
+            let bytes: Vec<u8> = wv
+                .iter()
+                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                .collect();
+            let w = be
+                .upload(HostTensor {
+                    dtype: DType::BF16,
+                    shape: &[n, k],
+                    bytes: &bytes,
+                })
                 .unwrap();
-            assert_eq!(&out[r * n..(r + 1) * n], &one[..]);
+            let x: Vec<f32> = (0..rows * k).map(|i| (i as f32).sin()).collect();
+            let mut out = vec![0f32; rows * n];
+            be.matmul(&x, &w, rows, &mut out).unwrap();
+            for r in 0..rows {
+                let mut one = vec![0f32; n];
+                be.matmul(&x[r * k..(r + 1) * k].to_vec(), &w, 1, &mut one)
+                    .unwrap();
+                assert_eq!(
+                    &out[r * n..(r + 1) * n],
+                    &one[..],
+                    "{n}×{k}, row {r} of {rows}"
+                );
+                let naive: f32 = (0..k).map(|c| x[r * k + c] * wv[c]).sum();
+                assert!((one[0] - naive).abs() < 1e-4, "{} vs {naive}", one[0]);
+            }
         }
     }
 
