@@ -376,6 +376,9 @@ impl Backend for CpuBackend {
         let (n, k) = (w.rows, w.cols);
         check_len("matmul input", x.len(), rows * k)?;
         check_len("matmul output", out.len(), rows * n)?;
+        if rows == 0 {
+            return Ok(());
+        }
         let x = &x[..rows * k];
         self.pool.install(|| {
             if rows == 1 {
@@ -634,6 +637,7 @@ mod tests {
                 .unwrap();
             let x: Vec<f32> = (0..rows * k).map(|i| (i as f32).sin()).collect();
             let mut out = vec![0f32; rows * n];
+            be.matmul(&x, &w, 0, &mut out).unwrap(); // no rows: nothing to do, no panic
             be.matmul(&x, &w, rows, &mut out).unwrap();
             for r in 0..rows {
                 let mut one = vec![0f32; n];
