@@ -5,6 +5,7 @@
 use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::signature::Verifier;
 use sha2::Sha384;
+use x509_cert::crl::CertificateList;
 use x509_cert::der::{self, Decode, Encode};
 use x509_cert::Certificate;
 
@@ -85,6 +86,55 @@ impl Cert {
     }
 }
 
+/// A certificate revocation list with its DER: Intel's PCK and root CA CRLs, AMD's ARK CRL.
+#[derive(Clone, Debug)]
+pub struct Crl {
+    /// Parsed.
+    pub list: CertificateList,
+    /// As encoded.
+    pub der: Vec<u8>,
+}
+
+impl Crl {
+    /// Parses DER.
+    pub fn from_der(der: &[u8]) -> Result<Self> {
+        let list = CertificateList::from_der(der).map_err(|e| malformed(format!("CRL: {e}")))?;
+        Ok(Crl {
+            list,
+            der: der.to_vec(),
+        })
+    }
+
+    /// The issuer's common name.
+    pub fn issuer_common_name(&self) -> String {
+        common_name(&self.list.tbs_cert_list.issuer)
+    }
+
+    /// `thisUpdate` and `nextUpdate` (absent in some CRLs) in Unix seconds.
+    pub fn window(&self) -> (u64, Option<u64>) {
+        let tbs = &self.list.tbs_cert_list;
+        (
+            tbs.this_update.to_unix_duration().as_secs(),
+            tbs.next_update.map(|t| t.to_unix_duration().as_secs()),
+        )
+    }
+
+    /// The serial numbers listed, as certificates encode them ([`Cert::serial`]).
+    pub fn revoked_serials(&self) -> impl Iterator<Item = &[u8]> {
+        self.list
+            .tbs_cert_list
+            .revoked_certificates
+            .iter()
+            .flatten()
+            .map(|r| r.serial_number.as_bytes())
+    }
+
+    /// Whether `cert`'s serial number is listed.
+    pub fn lists(&self, cert: &Cert) -> bool {
+        self.revoked_serials().any(|s| s == cert.serial())
+    }
+}
+
 /// Verifies that `issuer`'s RSA key signed `signed` (the DER of `what`'s to-be-signed part)
 /// with RSASSA-PSS / SHA-384, the algorithm of every AMD certificate and CRL.
 pub fn check_rsa_pss(
@@ -125,7 +175,7 @@ fn malformed(message: String) -> Error {
 }
 
 /// The common name in an X.509 name (empty when there is none).
-pub(crate) fn common_name(name: &x509_cert::name::Name) -> String {
+fn common_name(name: &x509_cert::name::Name) -> String {
     const CN: &str = "2.5.4.3";
     for rdn in name.0.iter() {
         for atv in rdn.0.iter() {

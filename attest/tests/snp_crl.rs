@@ -211,6 +211,13 @@ fn crls_are_read_from_der_and_pem_beside_certificates() {
     assert_eq!(certs.len(), 2);
     assert_eq!(crls.len(), 2);
     assert!(crls.iter().all(|c| c.der == crl.der));
+    // Bytes that are none of these: an error saying which file and what was expected.
+    let err = parse_collateral(&[p.vcek.der.clone(), b"garbage".to_vec()]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("collateral file 2 of 2 (in name order) is neither PEM, the DER of a certificate or CRL"),
+        "{err}"
+    );
     // A PEM block of another kind is an error naming it, not skipped.
     let key = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
     let err = parse_collateral(&[key.as_bytes().to_vec()]).unwrap_err();

@@ -142,7 +142,7 @@ pub fn verify_chain(certs: &[Cert], crls: &[Crl], at: u64, roots: Roots<'_>) -> 
                 "a CRL issued by {issuer:?}, which is not an AMD root"
             )));
         }
-        crl.check(ark, at)?;
+        super::crl::check(crl, ark, at)?;
         if let Some(c) = [ask, leaf].into_iter().find(|c| crl.lists(c)) {
             return Err(Error::BadSignature(format!(
                 "{} is revoked (listed in the CRL of {})",

@@ -7,117 +7,74 @@
 //! signature, a missing `nextUpdate`, a window that does not hold the time, or a critical
 //! extension this code does not know is a rejection, never a skipped check.
 
-use x509_cert::crl::CertificateList;
-use x509_cert::der::{Decode, Encode};
+use x509_cert::der::Encode;
 use x509_cert::ext::Extension;
 
 use crate::error::{Error, Result};
-use crate::x509::{check_rsa_pss, common_name, Cert};
+pub use crate::x509::Crl;
+use crate::x509::{check_rsa_pss, Cert};
 
-/// A parsed CRL with its DER.
-#[derive(Clone, Debug)]
-pub struct Crl {
-    /// Parsed.
-    pub list: CertificateList,
-    /// As encoded.
-    pub der: Vec<u8>,
-}
-
-impl Crl {
-    /// Parses DER.
-    pub fn from_der(der: &[u8]) -> Result<Self> {
-        let list = CertificateList::from_der(der).map_err(|e| Error::Malformed {
-            platform: "x509",
-            message: format!("CRL: {e}"),
-        })?;
-        Ok(Crl {
-            list,
-            der: der.to_vec(),
-        })
+/// Checks that `ark` issued and signed `crl` and that it is current at `at` (Unix seconds).
+pub fn check(crl: &Crl, ark: &Cert, at: u64) -> Result<()> {
+    let what = format!("the CRL of {}", crl.issuer_common_name());
+    let tbs = &crl.list.tbs_cert_list;
+    if tbs.issuer != ark.cert.tbs_certificate.subject {
+        return Err(Error::BadSignature(format!(
+            "{what} is not issued by {}",
+            ark.common_name()
+        )));
     }
-
-    /// The issuer's common name.
-    pub fn issuer_common_name(&self) -> String {
-        common_name(&self.list.tbs_cert_list.issuer)
+    if tbs.signature != crl.list.signature_algorithm {
+        return Err(Error::BadSignature(format!(
+            "{what}: the signed and the outer signature algorithms differ"
+        )));
     }
-
-    /// Checks that `ark` issued and signed this CRL and that it is current at `at` (Unix
-    /// seconds).
-    pub fn check(&self, ark: &Cert, at: u64) -> Result<()> {
-        let what = format!("the CRL of {}", self.issuer_common_name());
-        let tbs = &self.list.tbs_cert_list;
-        if tbs.issuer != ark.cert.tbs_certificate.subject {
-            return Err(Error::BadSignature(format!(
-                "{what} is not issued by {}",
-                ark.common_name()
-            )));
-        }
-        if tbs.signature != self.list.signature_algorithm {
-            return Err(Error::BadSignature(format!(
-                "{what}: the signed and the outer signature algorithms differ"
-            )));
-        }
-        let critical = |exts: &Option<Vec<Extension>>| {
-            exts.iter()
-                .flatten()
-                .find(|e| e.critical)
-                .map(|e| e.extn_id.to_string())
-        };
-        let entry_critical = tbs
-            .revoked_certificates
-            .iter()
+    let critical = |exts: &Option<Vec<Extension>>| {
+        exts.iter()
             .flatten()
-            .find_map(|r| critical(&r.crl_entry_extensions));
-        if let Some(oid) = critical(&tbs.crl_extensions).or(entry_critical) {
-            return Err(Error::BadSignature(format!(
-                "{what} has a critical extension {oid} this verifier does not know"
-            )));
-        }
-        let signed = tbs.to_der().map_err(|e| Error::Malformed {
-            platform: "x509",
-            message: format!("{what}: re-encoding: {e}"),
-        })?;
-        check_rsa_pss(
-            &what,
-            &self.list.signature_algorithm.oid,
-            &signed,
-            self.list.signature.raw_bytes(),
-            ark,
-        )?;
-        let from = tbs.this_update.to_unix_duration().as_secs();
-        let until = tbs
-            .next_update
-            .ok_or_else(|| {
-                Error::BadSignature(format!(
-                    "{what} has no nextUpdate, so its currency is unknown"
-                ))
-            })?
-            .to_unix_duration()
-            .as_secs();
-        if at < from || at > until {
-            return Err(Error::BadSignature(format!(
-                "{what} is not current at {at} (valid {from}..{until}, Unix seconds)"
-            )));
-        }
-        Ok(())
+            .find(|e| e.critical)
+            .map(|e| e.extn_id.to_string())
+    };
+    let entry_critical = tbs
+        .revoked_certificates
+        .iter()
+        .flatten()
+        .find_map(|r| critical(&r.crl_entry_extensions));
+    if let Some(oid) = critical(&tbs.crl_extensions).or(entry_critical) {
+        return Err(Error::BadSignature(format!(
+            "{what} has a critical extension {oid} this verifier does not know"
+        )));
     }
-
-    /// Whether the CRL lists `cert`'s serial number.
-    pub fn lists(&self, cert: &Cert) -> bool {
-        self.list
-            .tbs_cert_list
-            .revoked_certificates
-            .iter()
-            .flatten()
-            .any(|r| r.serial_number.as_bytes() == cert.serial())
+    let signed = tbs.to_der().map_err(|e| Error::Malformed {
+        platform: "x509",
+        message: format!("{what}: re-encoding: {e}"),
+    })?;
+    check_rsa_pss(
+        &what,
+        &crl.list.signature_algorithm.oid,
+        &signed,
+        crl.list.signature.raw_bytes(),
+        ark,
+    )?;
+    let (from, until) = crl.window();
+    let until = until.ok_or_else(|| {
+        Error::BadSignature(format!(
+            "{what} has no nextUpdate, so its currency is unknown"
+        ))
+    })?;
+    if at < from || at > until {
+        return Err(Error::BadSignature(format!(
+            "{what} is not current at {at} (valid {from}..{until}, Unix seconds)"
+        )));
     }
+    Ok(())
 }
 
 /// The certificates and CRLs of SNP collateral files: PEM text (`CERTIFICATE` and `X509 CRL`
 /// blocks), the DER of one certificate or one CRL, or an SEV certificate table.
 pub fn parse_collateral(files: &[Vec<u8>]) -> Result<(Vec<Cert>, Vec<Crl>)> {
     let (mut certs, mut crls) = (Vec::new(), Vec::new());
-    for bytes in files {
+    for (i, bytes) in files.iter().enumerate() {
         if let Some(blocks) = crate::x509::pem_blocks(bytes) {
             for b in blocks? {
                 match b.label.as_str() {
@@ -133,13 +90,19 @@ pub fn parse_collateral(files: &[Vec<u8>]) -> Result<(Vec<Cert>, Vec<Crl>)> {
                     }
                 }
             }
-        } else if let Some(crl) = (bytes.first() == Some(&0x30))
-            .then(|| Crl::from_der(bytes).ok())
-            .flatten()
-        {
+        } else if let Ok(crl) = Crl::from_der(bytes) {
             crls.push(crl);
         } else {
-            certs.extend(crate::x509::parse_certs(bytes)?);
+            let parsed = crate::x509::parse_certs(bytes).map_err(|_| Error::Malformed {
+                platform: "x509",
+                message: format!(
+                    "collateral file {} of {} (in name order) is neither PEM, the DER of a \
+                     certificate or CRL, nor an SEV certificate table",
+                    i + 1,
+                    files.len()
+                ),
+            })?;
+            certs.extend(parsed);
         }
     }
     Ok((certs, crls))

@@ -17,7 +17,7 @@ use x509_cert::der::{Decode, Encode};
 
 use super::collateral::{Collateral, Signed};
 use crate::appraisal::parse_rfc3339;
-use crate::x509::{p256_key, parse_certs, Cert};
+use crate::x509::{p256_key, parse_certs, Cert, Crl};
 
 /// SHA-256 of the DER of the Intel SGX Root CA (CN=Intel SGX Root CA, valid 2018-05-21 ..
 /// 2049-12-31), as in `shared/attest-vectors/tdx/*/intel_sgx_root_ca.pem`.
@@ -315,17 +315,20 @@ impl CheckedCollateral {
 
     /// Verifies a CRL's signature by `issuer`, records its window; returns its revoked serials.
     fn crl(&mut self, der: &[u8], issuer: &Cert, what: &str) -> Vec<Vec<u8>> {
-        let list = match CertificateList::from_der(der) {
-            Ok(l) => l,
+        let crl = match CertificateList::from_der(der) {
+            Ok(list) => Crl {
+                list,
+                der: der.to_vec(),
+            },
             Err(e) => {
                 self.problems.push(format!("{what}: not a CRL: {e}"));
                 return vec![];
             }
         };
-        let good = list.tbs_cert_list.to_der().ok().is_some_and(|signed| {
+        let good = crl.list.tbs_cert_list.to_der().ok().is_some_and(|signed| {
             p256_key(issuer)
                 .ok()
-                .zip(Signature::from_der(list.signature.raw_bytes()).ok())
+                .zip(Signature::from_der(crl.list.signature.raw_bytes()).ok())
                 .is_some_and(|(k, s)| k.verify(&signed, &s).is_ok())
         });
         if !good {
@@ -334,23 +337,17 @@ impl CheckedCollateral {
                 issuer.common_name()
             ));
         }
-        let from = list.tbs_cert_list.this_update.to_unix_duration().as_secs();
-        match list.tbs_cert_list.next_update {
-            Some(n) => self.windows.push(Window {
+        match crl.window() {
+            (from, Some(until)) => self.windows.push(Window {
                 what: what.to_owned(),
                 from,
-                until: n.to_unix_duration().as_secs(),
+                until,
             }),
-            None => self
+            (_, None) => self
                 .problems
                 .push(format!("{what}: no nextUpdate, so its currency is unknown")),
         }
-        list.tbs_cert_list
-            .revoked_certificates
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| r.serial_number.as_bytes().to_vec())
-            .collect()
+        crl.revoked_serials().map(<[u8]>::to_vec).collect()
     }
 
     fn signed_json<T: for<'a> Deserialize<'a>>(&mut self, s: &Signed, what: &str) -> Option<T> {

@@ -84,22 +84,25 @@ fn reduce(acc: [f32; LANES]) -> f32 {
     a[0]
 }
 
+/// The products past the last whole chunk of `LANES`, summed in order.
+fn tail(x: &[f32], w: &[f32]) -> f32 {
+    let (x, w) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
+    x.remainder()
+        .iter()
+        .zip(w.remainder())
+        .map(|(a, b)| a * b)
+        .sum()
+}
+
 /// f32 dot product.
 pub fn dot(x: &[f32], w: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
-    let (xc, wc) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
-    let tail: f32 = xc
-        .remainder()
-        .iter()
-        .zip(wc.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    for (xs, ws) in xc.zip(wc) {
+    for (xs, ws) in x.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
         for i in 0..LANES {
             acc[i] = xs[i].mul_add(ws[i], acc[i]);
         }
     }
-    reduce(acc) + tail
+    reduce(acc) + tail(x, w)
 }
 
 /// The four dot products of two activation rows with two weight rows, `[x0·w0, x0·w1, x1·w0,
@@ -120,14 +123,6 @@ fn dot_2x2(x0: &[f32], x1: &[f32], w0: &[f32], w1: &[f32]) -> [f32; 4] {
             a[3][i] = x1s[i].mul_add(w1s[i], a[3][i]);
         }
     }
-    let tail = |x: &[f32], w: &[f32]| -> f32 {
-        let (x, w) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
-        x.remainder()
-            .iter()
-            .zip(w.remainder())
-            .map(|(a, b)| a * b)
-            .sum()
-    };
     [
         reduce(a[0]) + tail(x0, w0),
         reduce(a[1]) + tail(x0, w1),
