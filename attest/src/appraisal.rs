@@ -350,7 +350,7 @@ mod tests {
     fn vector(path: &str) -> Vec<u8> {
         std::fs::read(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/attest-vectors")
+                .join("../tests/vectors")
                 .join(path),
         )
         .unwrap()
@@ -447,7 +447,7 @@ mod tests {
         assert_eq!(v["rtmr0"], "44c0197b39157fdd7a4dcc44767f9d6b0bb3977c7a8e347b8492f827fe9d9e5c48aca29b220b80b6a540cf994b9bc9c0");
         assert_eq!(v["mrseam"], "5b38e33a6487958b72c3c12a938eaa5e3fd4510c51aeeab58c7d5ecee41d7c436489d6c8e4f92f160b7cad34207b00c1");
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/attest-vectors/tdx/dcapqvl-v4-uptodate");
+            .join("../tests/vectors/tdx/dcapqvl-v4-uptodate");
         let tdx = Some(Collateral::read(&dir).unwrap());
         let at = parse_rfc3339("2025-07-19T10:00:34Z").unwrap();
         let v = verify(

@@ -97,7 +97,7 @@ mod tests {
 
     fn vector(path: &str) -> Vec<u8> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/attest-vectors")
+            .join("../tests/vectors")
             .join(path);
         std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }

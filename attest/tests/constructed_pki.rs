@@ -22,7 +22,7 @@ const AT: &str = "2025-07-19T10:00:34Z";
 
 fn vector() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/attest-vectors/tdx/dcapqvl-v4-uptodate")
+        .join("../tests/vectors/tdx/dcapqvl-v4-uptodate")
 }
 
 fn key(n: u8) -> SigningKey {

@@ -29,7 +29,7 @@ const DAY: u64 = 86_400;
 fn vector(name: &str) -> Vec<u8> {
     std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/attest-vectors/snp/virtee-milan-vcek")
+            .join("../tests/vectors/snp/virtee-milan-vcek")
             .join(name),
     )
     .unwrap()

@@ -8,9 +8,9 @@ pub use sev;
 
 use sev::certs::snp::{ca, Certificate, Chain};
 
-/// `shared/attest-vectors`, beside the checkout.
+/// `tests/vectors`: the real evidence and collateral the tests use (README, MANIFEST there).
 pub fn vectors() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/attest-vectors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors")
 }
 
 /// dcap-qvl's collateral from a vector folder's PCS files (`tcb_info.json`, `qe_identity.json`,

@@ -33,7 +33,7 @@ impl Product {
 
     /// SHA-256 of the DER of AMD's self-signed root (ARK) for this product, from AMD's key
     /// distribution service (`/vcek/v1/<product>/cert_chain`, second certificate; the same ARK
-    /// roots the VLEK chain). Milan's matches `shared/attest-vectors/snp/*/ask_ark.pem`.
+    /// roots the VLEK chain). Milan's matches `tests/vectors/snp/*/ask_ark.pem`.
     pub fn ark_sha256(self) -> &'static str {
         match self {
             Product::Milan => "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd",

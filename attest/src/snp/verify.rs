@@ -180,7 +180,7 @@ mod tests {
     fn vector(path: &str) -> Vec<u8> {
         std::fs::read(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/attest-vectors/snp")
+                .join("../tests/vectors/snp")
                 .join(path),
         )
         .unwrap()

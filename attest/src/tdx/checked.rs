@@ -20,7 +20,7 @@ use crate::appraisal::parse_rfc3339;
 use crate::x509::{p256_key, parse_certs, Cert, Crl};
 
 /// SHA-256 of the DER of the Intel SGX Root CA (CN=Intel SGX Root CA, valid 2018-05-21 ..
-/// 2049-12-31), as in `shared/attest-vectors/tdx/*/intel_sgx_root_ca.pem`.
+/// 2049-12-31), as in `tests/vectors/tdx/*/intel_sgx_root_ca.pem`.
 pub const INTEL_SGX_ROOT_CA_SHA256: &str =
     "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
 
@@ -400,7 +400,7 @@ mod tests {
     #[test]
     fn each_window_is_reported_once() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/attest-vectors/tdx/dcapqvl-v4-uptodate");
+            .join("../tests/vectors/tdx/dcapqvl-v4-uptodate");
         let k = CheckedCollateral::check(&Collateral::read(&dir).unwrap());
         assert!(k.reasons_at(1_752_919_234).is_empty());
         // 2050: everything has expired, the root included; each certificate, CRL and JSON once:

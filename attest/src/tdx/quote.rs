@@ -304,7 +304,7 @@ mod tests {
     fn vector(path: &str) -> Vec<u8> {
         std::fs::read(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/attest-vectors/tdx")
+                .join("../tests/vectors/tdx")
                 .join(path),
         )
         .unwrap()

@@ -400,7 +400,7 @@ mod tests {
 
     fn dir(name: &str) -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/attest-vectors/tdx")
+            .join("../tests/vectors/tdx")
             .join(name)
     }
 
