@@ -39,7 +39,7 @@ pub fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<ExitCode> {
     };
     let opts = VerifyOptions {
         allow_dev: args.allow_dev,
-        model_pin,
+        model_pin: model_pin.map(|p| p.0),
         collateral: args.checks.collateral().map(Into::into),
         at: Some(args.checks.at()?),
         policy: args.checks.policy()?,

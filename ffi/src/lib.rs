@@ -375,7 +375,7 @@ pub unsafe extern "C" fn cocoon_verify_receipt(
             &receipt,
             &VerifyOptions {
                 allow_dev: params.allow_dev,
-                model_pin,
+                model_pin: model_pin.map(|p| p.0),
                 collateral: params.checks.collateral.clone(),
                 at: params.checks.at,
                 policy: params.checks.policy.clone(),

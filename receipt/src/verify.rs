@@ -17,7 +17,6 @@ use cocoon_attest::dev::DevEvidence;
 use cocoon_attest::policy::Policy;
 use cocoon_attest::Platform;
 
-use crate::pin::Pin;
 use crate::receipt::{key_binding, EvidenceJson, Receipt};
 
 /// What the verifier is asked to accept.
@@ -26,7 +25,7 @@ pub struct VerifyOptions {
     /// Accept dev evidence (it proves nothing).
     pub allow_dev: bool,
     /// The pin the receipt's model must have.
-    pub model_pin: Option<Pin>,
+    pub model_pin: Option<[u8; 32]>,
     /// `--collateral`: DCAP collateral for TDX evidence, certificates for SNP evidence.
     pub collateral: Option<std::path::PathBuf>,
     /// Time of the check, Unix seconds (default: now).
@@ -160,11 +159,11 @@ pub fn verify_receipt(r: &Receipt, opts: &VerifyOptions) -> VerifyReport {
         }
     }
     if let Some(want) = &opts.model_pin {
-        if want.to_hex() != b.model_pin {
+        if hex::encode(want) != b.model_pin {
             reasons.push(format!(
                 "model_pin {} is not the expected {}",
                 b.model_pin,
-                want.to_hex()
+                hex::encode(want)
             ));
         }
     }
