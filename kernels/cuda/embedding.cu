@@ -1,4 +1,4 @@
-// embedding.cu — token embedding gather.
+// embedding.cu — token embedding gather, and the gather of the rows that get logits.
 //
 //   out[r, :] = f32(table[ids[r], :])        for r in 0..rows
 //
@@ -33,4 +33,16 @@ extern "C" __global__ void embed_bf16(const u16* table, const u32* ids, float* o
 extern "C" __global__ void embed_f16(const u16* table, const u32* ids, float* out, int rows,
                                      int width, int vocab) {
     embed<F16>(table, ids, out, rows, width, vocab);
+}
+
+// gather_rows: out[i, :] = x[rows[i], :] for i in 0..count — the rows of a pass that get
+// logits, picked by indices staged in device memory (so a recorded step can replay it).
+// Threads: one block per output row, threads striding over the columns.
+extern "C" __global__ void gather_rows(const float* x, const int* rows, float* out, int count,
+                                       int width) {
+    const int i = blockIdx.x;
+    if (i >= count) return;
+    const float* src = x + (long long)rows[i] * width;
+    float* dst = out + (long long)i * width;
+    for (int c = threadIdx.x; c < width; c += blockDim.x) dst[c] = src[c];
 }

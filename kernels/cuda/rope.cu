@@ -1,15 +1,17 @@
-// rope.cu — rotary position embedding fused with the KV-cache write.
+// rope.cu — rotary position embedding fused with the write of keys and values to the paged
+// KV pool.
 //
-// For row r at position p = pos0 + r and each head, pairs (i, i + d/2) of the head's d values
-// (the rotate-half pairing of Hugging Face LLaMA) turn by the angle p · inv_freq[i]:
+// For row r at position p = positions[r] and each head, pairs (i, i + d/2) of the head's d
+// values (the rotate-half pairing of Hugging Face LLaMA) turn by the angle p · inv_freq[i]:
 //   a' = a·cos − b·sin,   b' = b·cos + a·sin
-// q is rotated in place; k is rotated as it is written to k_cache[p]; v is copied to
-// v_cache[p]. k_cache/v_cache point at this layer's [max_positions, kv_dim] slab.
+// q is rotated in place; k is rotated as it is written to the pool; v is copied. Row r's slot
+// is tables[row_table[r] + p / KV_BLOCK] · KV_BLOCK + p % KV_BLOCK; k_pool and v_pool point at
+// this layer's [blocks · KV_BLOCK, kv_dim] slabs.
 //
 // The frequency table (d/2 ≤ ROPE_MAX_HALF floats, llama3 scaling already applied on the host)
 // travels by value as a kernel parameter, so the launch needs no upload and can be replayed
-// in a CUDA graph. The first position is read from device memory (`*pos0p`, staged by the host
-// before the pass) for the same reason: a recorded decode step replays at a new position.
+// in a CUDA graph. Positions and tables are read from device memory (staged by the host
+// before the pass) for the same reason: a recorded decode step replays at new positions.
 //
 // Threads: one block per row; threads stride over the (head, i) pairs of q, then of k/v.
 
@@ -19,14 +21,16 @@ struct InvFreq {
     float f[ROPE_MAX_HALF];
 };
 
-extern "C" __global__ void rope_cache(float* q, const float* k, const float* v, float* k_cache,
-                                      float* v_cache, int rows, const int* pos0p, int heads,
+extern "C" __global__ void rope_cache(float* q, const float* k, const float* v, float* k_pool,
+                                      float* v_pool, int rows, const int* positions,
+                                      const int* row_table, const int* tables, int heads,
                                       int kv_heads, int head_dim, const InvFreq inv_freq) {
     const int r = blockIdx.x;
     if (r >= rows) return;
     const int half = head_dim / 2;
-    const int pos = *pos0p + r;
+    const int pos = positions[r];
     const int q_dim = heads * head_dim, kv_dim = kv_heads * head_dim;
+    const long long slot = (long long)tables[row_table[r] + pos / KV_BLOCK] * KV_BLOCK + pos % KV_BLOCK;
 
     float* qr = q + (long long)r * q_dim;
     for (int idx = threadIdx.x; idx < heads * half; idx += blockDim.x) {
@@ -41,8 +45,8 @@ extern "C" __global__ void rope_cache(float* q, const float* k, const float* v, 
 
     const float* kr = k + (long long)r * kv_dim;
     const float* vr = v + (long long)r * kv_dim;
-    float* kc = k_cache + (long long)pos * kv_dim;
-    float* vc = v_cache + (long long)pos * kv_dim;
+    float* kc = k_pool + slot * kv_dim;
+    float* vc = v_pool + slot * kv_dim;
     for (int idx = threadIdx.x; idx < kv_heads * half; idx += blockDim.x) {
         const int h = idx / half, i = idx % half;
         float s, c;

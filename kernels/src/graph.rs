@@ -1,15 +1,14 @@
 //! Recorded decode steps: the launches of one decode step captured once in a CUDA graph and
-//! replayed for every following token, so a step costs one graph launch on the host instead
-//! of a dozen launches per layer.
+//! replayed for every following step of the same shape, so a step costs one graph launch on
+//! the host instead of a dozen launches per layer.
 //!
 //! A replay repeats the recorded launches exactly: the same kernels, buffers and arguments.
-//! What changes from token to token lives in device memory, staged before the replay by
-//! [`Gpu::stage`]: the token id and the first position (RoPE and attention read the position
-//! from there). The one launch argument that depends on the position, the chunk count of the
-//! split-K attention grid, is rounded up to a power of two
-//! ([`shapes::decode_grid_chunks`]) and keys the recording: a sequence records at most
-//! ⌈log₂(positions / 256)⌉ + 1 steps. Eager launches use the same grid, so a replayed step
-//! computes exactly what the eager one does, bit for bit.
+//! What changes from step to step lives in device memory, staged before the replay by
+//! [`Gpu::stage`]: the token ids, positions, block tables and logit rows. The launch arguments
+//! that depend on the step are its row count and the chunk count of the split-K attention
+//! grid, rounded up to a power of two ([`shapes::split_grid_chunks`]); the pair keys the
+//! recording. Eager launches use the same grid, so a replayed step computes exactly what the
+//! eager one does, bit for bit. Only passes of decode rows that all get logits are recorded.
 //!
 //! Recording is an optimisation: if capture or instantiation fails (an old driver, a launch
 //! the capture refuses), the failure is logged, the sequence stops recording and the step
@@ -22,19 +21,18 @@ use cudarc::driver::CudaGraph;
 
 use crate::error::{shape, Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::KvCache;
-use crate::shapes;
+use crate::ops::KvPool;
 
-/// The decode steps recorded for one sequence, keyed by their attention grid's chunk count.
+/// The decode steps recorded on one pool, keyed by (rows, attention chunks).
 #[derive(Default)]
 pub struct StepGraphs {
-    graphs: Vec<(usize, CudaGraph)>,
+    graphs: Vec<((usize, usize), CudaGraph)>,
     failed: bool,
 }
 
 // SAFETY: CUDA graph handles may be used from any thread provided calls on one graph are not
 // concurrent (CUDA's "graph objects are not internally synchronized"). A `StepGraphs` is only
-// reached through `&mut KvCache` (exclusive), so moving it to another thread cannot make two
+// reached through `&mut KvPool` (exclusive), so moving it to another thread cannot make two
 // threads use one graph at once. It is not `Sync`.
 unsafe impl Send for StepGraphs {}
 
@@ -85,8 +83,8 @@ impl Gpu {
         }
     }
 
-    /// Runs `step`, the launches of one pass over the inputs staged in `cache`. A one-token
-    /// pass (decode) is recorded in a CUDA graph the first time for its attention grid and
+    /// Runs `step`, the launches of one pass over the inputs staged in `cache`. A pass of decode
+    /// rows is recorded in a CUDA graph the first time for its rows and attention grid and
     /// replayed afterwards without calling `step`; anything else runs `step` eagerly. An error
     /// of `step` is returned as it is; a failure to record falls back to running eagerly.
     ///
@@ -95,14 +93,15 @@ impl Gpu {
     /// inputs' grid; it must not copy from or to the host.
     pub fn step<E: From<Error>>(
         &self,
-        cache: &mut KvCache,
-        step: &mut dyn FnMut(&mut KvCache) -> std::result::Result<(), E>,
+        cache: &mut KvPool,
+        step: &mut dyn FnMut(&mut KvPool) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         let staged = cache.staged()?;
-        if staged.rows != 1 || !self.graphs() || cache.graphs.failed {
+        let decode_only = staged.prompt_rows == 0 && staged.logit_rows == staged.rows;
+        if !decode_only || !self.graphs() || cache.graphs.failed {
             return step(cache);
         }
-        let key = shapes::decode_grid_chunks(staged.pos0, cache.positions());
+        let key = (staged.rows, cache.split_chunks()?);
         if let Some((_, graph)) = cache.graphs.graphs.iter().find(|(k, _)| *k == key) {
             graph.launch().map_err(Error::from)?;
             self.graph_switch.replayed.fetch_add(1, Ordering::Relaxed);
@@ -134,8 +133,8 @@ impl Gpu {
     /// capture's failure (the caller then runs `step` eagerly), not `step`'s.
     fn record<E>(
         &self,
-        cache: &mut KvCache,
-        step: &mut dyn FnMut(&mut KvCache) -> std::result::Result<(), E>,
+        cache: &mut KvPool,
+        step: &mut dyn FnMut(&mut KvPool) -> std::result::Result<(), E>,
     ) -> std::result::Result<Result<CudaGraph>, E> {
         // Thread-local mode: a call from this thread the capture cannot hold (a synchronous
         // copy, an allocation) fails the capture instead of silently running.

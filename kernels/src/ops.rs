@@ -40,58 +40,110 @@ impl DeviceWeight {
     }
 }
 
-/// The token ids and first position of the pass about to run, as staged on the device.
+/// What the pass about to run staged on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Staged {
     /// Rows (tokens) of the pass.
     pub rows: usize,
-    /// Position of the first row.
-    pub pos0: usize,
+    /// Rows that get logits.
+    pub logit_rows: usize,
+    /// The first rows, computed as prompt rows.
+    pub prompt_rows: usize,
+    /// The largest position of any row.
+    pub max_pos: usize,
     /// The largest staged id (checked against the embedding table before the gather).
     pub max_id: u32,
 }
 
-/// One sequence on the device: a key/value cache of `layers` slabs of `[positions, kv_dim]`
-/// f32 for keys and for values, the split-K workspace of decode attention, the staged inputs
-/// of the pass being run (token ids and first position, read by the kernels from device
-/// memory so that a recorded step replays with new ones), the greedy choice of the last pass,
-/// and the recorded decode steps.
-pub struct KvCache {
-    k: CudaSlice<f32>,
-    v: CudaSlice<f32>,
-    workspace: CudaSlice<f32>,
+/// Room on the device for the staged inputs of passes of up to `rows` rows and `tables`
+/// table entries.
+struct StageBufs {
     ids: CudaSlice<u32>,
-    pos0: CudaSlice<i32>,
+    positions: CudaSlice<i32>,
+    row_table: CudaSlice<i32>,
+    tables: CudaSlice<i32>,
+    logit_rows: CudaSlice<i32>,
     chosen: CudaSlice<u32>,
-    staged: Option<Staged>,
-    pub(crate) graphs: StepGraphs,
-    layers: usize,
-    positions: usize,
-    kv_dim: usize,
+    workspace: CudaSlice<f32>,
+    rows: usize,
+    table_len: usize,
 }
 
-impl KvCache {
-    /// Positions per layer.
-    pub fn positions(&self) -> usize {
-        self.positions
+/// The paged key/value pool on the device: per layer a key slab and a value slab of
+/// `blocks · KV_BLOCK` slots of `kv_dim` f32, the staged inputs of the pass being run (ids,
+/// positions, block tables and logit rows, read by the kernels from device memory so that a
+/// recorded step replays with new ones), the split-K workspace, the greedy choices of the
+/// last pass, and the recorded decode steps.
+pub struct KvPool {
+    k: CudaSlice<f32>,
+    v: CudaSlice<f32>,
+    stage: Option<StageBufs>,
+    staged: Option<Staged>,
+    pub(crate) graphs: StepGraphs,
+    heads: Heads,
+    layers: usize,
+    blocks: usize,
+    layer_len: usize,
+}
+
+impl KvPool {
+    /// Blocks of the pool.
+    pub fn blocks(&self) -> usize {
+        self.blocks
+    }
+
+    /// Slots (positions) of the pool.
+    pub fn slots(&self) -> usize {
+        self.blocks * shapes::KV_BLOCK
     }
 
     /// What [`Gpu::stage`] last staged.
     pub fn staged(&self) -> Result<Staged> {
         self.staged
-            .ok_or_else(|| shape("kv cache", "no token ids were staged for this pass"))
+            .ok_or_else(|| shape("kv pool", "no token ids were staged for this pass"))
+    }
+
+    fn bufs(&self) -> Result<&StageBufs> {
+        self.stage
+            .as_ref()
+            .ok_or_else(|| shape("kv pool", "no token ids were staged for this pass"))
     }
 
     fn slab(&self, layer: usize) -> Result<std::ops::Range<usize>> {
         if layer >= self.layers {
             return Err(shape(
-                "kv cache",
+                "kv pool",
                 format!("layer {layer} of {}", self.layers),
             ));
         }
-        let n = self.positions * self.kv_dim;
-        Ok(layer * n..(layer + 1) * n)
+        Ok(layer * self.layer_len..(layer + 1) * self.layer_len)
     }
+
+    /// The split-K grid's chunk count for the staged pass.
+    pub fn split_chunks(&self) -> Result<usize> {
+        Ok(shapes::split_grid_chunks(
+            self.staged()?.max_pos,
+            self.slots(),
+        ))
+    }
+}
+
+/// The host side of a staged pass: per row its id, position and the start of its sequence's
+/// block table in `tables`; the tables; the rows that get logits.
+#[derive(Clone, Copy, Debug)]
+pub struct StageInput<'a> {
+    /// Token ids, one a row.
+    pub ids: &'a [u32],
+    /// Positions, one a row.
+    pub positions: &'a [u32],
+    /// Per row, where its sequence's table starts in `tables`.
+    pub row_table: &'a [u32],
+    /// The block tables, one after the other.
+    pub tables: &'a [u32],
+    /// Rows whose logits are computed, in order.
+    pub logit_rows: &'a [u32],
+    /// The first rows, computed as prompt rows.
+    pub prompt_rows: usize,
 }
 
 /// RoPE frequencies passed by value (`struct InvFreq` in rope.cu).
@@ -102,6 +154,15 @@ struct InvFreq([f32; shapes::ROPE_MAX_HALF]);
 // SAFETY: a plain array of f32 with C layout, the same size and layout as rope.cu's
 // `struct InvFreq { float f[ROPE_MAX_HALF]; }` (the constant is checked against the source).
 unsafe impl DeviceRepr for InvFreq {}
+
+fn grid3(x: usize, y: usize, z: usize, block: usize) -> LaunchConfig {
+    // Every caller bounded x, y and z by 65535 (shapes::attention).
+    LaunchConfig {
+        grid_dim: (x as u32, y as u32, z as u32),
+        block_dim: (block as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
 
 fn grid(x: usize, y: usize, block: usize) -> LaunchConfig {
     // Every caller bounded x and y by i32 (shapes::dim) and y by 65535 (grid limit).
@@ -189,73 +250,121 @@ impl Gpu {
         Ok(self.stream.memcpy_dtod(&src, &mut dst)?)
     }
 
-    /// A zeroed cache for `layers` × `positions` × `kv_dim`, with its decode workspace and
-    /// room to stage up to `positions` token ids.
-    pub fn new_cache(&self, layers: usize, positions: usize, heads: Heads) -> Result<KvCache> {
-        heads.check("kv cache")?;
-        shapes::dim("kv cache", "positions", positions)?;
-        if positions == 0 {
-            return Err(shape("kv cache", "no positions"));
-        }
-        let kv_dim = heads.kv_dim();
-        let n = layers
-            .checked_mul(positions)
-            .and_then(|n| n.checked_mul(kv_dim))
-            .ok_or_else(|| shape("kv cache", "size overflows"))?;
-        Ok(KvCache {
-            k: self.alloc(n)?,
-            v: self.alloc(n)?,
-            workspace: self.alloc(shapes::decode_workspace(heads, positions))?,
-            ids: self.stream.alloc_zeros::<u32>(positions)?,
-            pos0: self.stream.alloc_zeros::<i32>(1)?,
-            chosen: self.stream.alloc_zeros::<u32>(1)?,
+    /// A zeroed pool of `blocks` blocks for `layers` layers of `heads`.
+    pub fn new_pool(&self, layers: usize, blocks: usize, heads: Heads) -> Result<KvPool> {
+        let (layer_len, total) = shapes::pool(heads, layers, blocks)?;
+        Ok(KvPool {
+            k: self.alloc(total)?,
+            v: self.alloc(total)?,
+            stage: None,
             staged: None,
             graphs: StepGraphs::default(),
+            heads,
             layers,
-            positions,
-            kv_dim,
+            blocks,
+            layer_len,
         })
     }
 
-    /// Stages the token ids of the next pass and its first position `pos0` in `cache` (two
-    /// small host-to-device copies): the embedding, RoPE and attention launches that follow
-    /// read them from there.
-    pub fn stage(&self, cache: &mut KvCache, ids: &[u32], pos0: usize) -> Result<()> {
-        let rows = ids.len();
-        if rows == 0 {
-            return Err(shape("stage", "no token ids"));
-        }
-        if pos0
-            .checked_add(rows)
-            .is_none_or(|end| end > cache.positions)
-        {
+    /// Stages the inputs of the next pass in `pool` (small host-to-device copies): the
+    /// embedding, RoPE, attention and gather launches that follow read them from there. The
+    /// staging buffers grow to the largest pass seen; when they grow, the recorded steps,
+    /// which hold the old buffers, are dropped.
+    pub fn stage(&self, pool: &mut KvPool, input: &StageInput<'_>) -> Result<()> {
+        let rows = input.ids.len();
+        if input.positions.len() != rows || input.row_table.len() != rows {
             return Err(shape(
                 "stage",
-                format!(
-                    "positions {pos0}..{} are past the cache's {}",
-                    pos0.saturating_add(rows),
-                    cache.positions
-                ),
+                "ids, positions and row tables differ in length",
             ));
         }
-        let pos0_i = [shapes::dim("stage", "position", pos0)?];
-        cache.staged = None;
+        let max_block = input.tables.iter().copied().max().unwrap_or(0) as usize;
+        let max_pos = input.positions.iter().copied().max().unwrap_or(0) as usize;
+        shapes::stage(rows, pool.blocks, max_block, max_pos)?;
+        let positions_ok = input.positions.iter().zip(input.row_table).all(|(p, t)| {
+            (*t as usize).saturating_add(*p as usize / shapes::KV_BLOCK) < input.tables.len()
+        });
+        let logits_ok = input.logit_rows.iter().all(|r| (*r as usize) < rows);
+        if !positions_ok || !logits_ok {
+            return Err(shape(
+                "stage",
+                "a row's position or a logit row is outside its table",
+            ));
+        }
+        let count = input.logit_rows.len();
+        let chunks = shapes::split_grid_chunks(max_pos, pool.slots());
+        let need_ws = shapes::split_workspace(pool.heads, rows, chunks);
+        let grow = pool.stage.as_ref().is_none_or(|b| {
+            b.rows < rows || b.table_len < input.tables.len() || b.workspace.len() < need_ws
+        });
+        if grow {
+            let old = pool
+                .stage
+                .as_ref()
+                .map_or((0, 0), |b| (b.rows, b.table_len));
+            let cap_rows = rows.max(old.0).next_power_of_two();
+            let cap_tables = input.tables.len().max(old.1).max(1).next_power_of_two();
+            let all_chunks = shapes::split_chunks(pool.slots());
+            pool.graphs = StepGraphs::default();
+            pool.stage = Some(StageBufs {
+                ids: self.stream.alloc_zeros::<u32>(cap_rows)?,
+                positions: self.stream.alloc_zeros::<i32>(cap_rows)?,
+                row_table: self.stream.alloc_zeros::<i32>(cap_rows)?,
+                tables: self.stream.alloc_zeros::<i32>(cap_tables)?,
+                logit_rows: self.stream.alloc_zeros::<i32>(cap_rows)?,
+                chosen: self.stream.alloc_zeros::<u32>(cap_rows)?,
+                workspace: self.alloc(shapes::split_workspace(pool.heads, cap_rows, all_chunks))?,
+                rows: cap_rows,
+                table_len: cap_tables,
+            });
+        }
+        pool.staged = None;
+        let as_i32 = |v: &[u32]| v.iter().map(|x| *x as i32).collect::<Vec<i32>>();
+        let bufs = pool
+            .stage
+            .as_mut()
+            .ok_or_else(|| shape("stage", "no staging buffers"))?;
         self.stream
-            .memcpy_htod(ids, &mut cache.ids.slice_mut(0..rows))?;
-        self.stream.memcpy_htod(&pos0_i, &mut cache.pos0)?;
-        let max_id = ids.iter().copied().max().unwrap_or(0);
-        cache.staged = Some(Staged { rows, pos0, max_id });
+            .memcpy_htod(input.ids, &mut bufs.ids.slice_mut(0..rows))?;
+        self.stream.memcpy_htod(
+            &as_i32(input.positions),
+            &mut bufs.positions.slice_mut(0..rows),
+        )?;
+        self.stream.memcpy_htod(
+            &as_i32(input.row_table),
+            &mut bufs.row_table.slice_mut(0..rows),
+        )?;
+        if !input.tables.is_empty() {
+            self.stream.memcpy_htod(
+                &as_i32(input.tables),
+                &mut bufs.tables.slice_mut(0..input.tables.len()),
+            )?;
+        }
+        if count > 0 {
+            self.stream.memcpy_htod(
+                &as_i32(input.logit_rows),
+                &mut bufs.logit_rows.slice_mut(0..count),
+            )?;
+        }
+        let max_id = input.ids.iter().copied().max().unwrap_or(0);
+        pool.staged = Some(Staged {
+            rows,
+            logit_rows: count,
+            prompt_rows: input.prompt_rows.min(rows),
+            max_pos,
+            max_id,
+        });
         Ok(())
     }
 
-    /// `out[r] = table[ids[r]]` for the ids staged in `cache`.
+    /// `out[r] = table[ids[r]]` for the ids staged in `pool`.
     pub fn embed_staged(
         &self,
         table: &DeviceWeight,
-        cache: &KvCache,
+        pool: &KvPool,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let Staged { rows, max_id, .. } = cache.staged()?;
+        let Staged { rows, max_id, .. } = pool.staged()?;
         if max_id as usize >= table.rows {
             return Err(shape(
                 "embed",
@@ -265,7 +374,7 @@ impl Gpu {
                 ),
             ));
         }
-        self.embed(table, &cache.ids, rows, out)
+        self.embed(table, &pool.bufs()?.ids, rows, out)
     }
 
     /// `out[r] = table[ids[r]]` for `rows` ids already on the device.
@@ -355,38 +464,59 @@ impl Gpu {
         Ok(())
     }
 
-    /// `out[rows, n] = x[rows, k] · wᵀ`: GEMV for one row or f32 weights, the tensor-core
-    /// GEMM for several rows of BF16/F16 weights.
+    /// `out[rows, n] = x[rows, k] · wᵀ`: the first `prompt_rows` rows with the tensor-core
+    /// GEMM (BF16/F16 weights), the other rows with the GEMV. Each row's sums depend on its
+    /// kernel alone, never on how many rows share the launch.
     pub fn matmul(
         &self,
         x: &CudaSlice<f32>,
         w: &DeviceWeight,
         rows: usize,
+        prompt_rows: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
         shapes::matmul(x.len(), w.rows, w.cols, rows, out.len())?;
-        if rows == 1 || w.dtype == WeightType::F32 {
-            self.gemv(x, w, rows, out)
-        } else {
-            self.gemm(x, w, rows, out)
+        if prompt_rows > rows {
+            return Err(shape(
+                "matmul",
+                format!("{prompt_rows} prompt rows of {rows}"),
+            ));
         }
+        if w.dtype == WeightType::F32 {
+            return self.gemv(x, w, 0, rows, out);
+        }
+        if prompt_rows > 0 {
+            self.gemm(x, w, prompt_rows, out)?;
+        }
+        if rows > prompt_rows {
+            self.gemv(x, w, prompt_rows, rows - prompt_rows, out)?;
+        }
+        Ok(())
     }
 
-    /// The GEMV kernel for any number of rows (checked by the caller or here).
+    /// The GEMV kernel for rows `first..first + rows` of `x` into the same rows of `out`.
     pub fn gemv(
         &self,
         x: &CudaSlice<f32>,
         w: &DeviceWeight,
+        first: usize,
         rows: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        shapes::matmul(x.len(), w.rows, w.cols, rows, out.len())?;
+        let end = first
+            .checked_add(rows)
+            .ok_or_else(|| shape("gemv", "rows overflow"))?;
+        shapes::matmul(x.len(), w.rows, w.cols, end, out.len())?;
+        shapes::dim("gemv", "rows", rows)?;
         let f = self.function(w.dtype.pick(["gemv_f32", "gemv_bf16", "gemv_f16"]))?;
         let (n, k) = (w.rows as i32, w.cols as i32);
+        let xs = x.slice(first * w.cols..end * w.cols);
+        let mut ys = out.slice_mut(first * w.rows..end * w.rows);
         let mut b = self.stream.launch_builder(f);
-        b.arg(&w.data).arg(x).arg(out).arg(&n).arg(&k);
-        // SAFETY: gemv_* (W, x, y, n, k): W holds n·k elements, x ≥ rows·k, y ≥ rows·n
-        // (checked); grid (⌈n/GEMV_WARPS⌉, rows), rows ≤ 65535; warps past n return.
+        b.arg(&w.data).arg(&xs).arg(&mut ys).arg(&n).arg(&k);
+        // SAFETY: gemv_* (W, x, y, n, k): W holds n·k elements, the x view ≥ rows·k, the y
+        // view ≥ rows·n (checked: first + rows rows fit both buffers); grid (⌈n/GEMV_WARPS⌉,
+        // rows), rows ≤ 65535; warps past n return.
         unsafe { b.launch(grid(w.rows.div_ceil(GEMV_WARPS), rows, 32 * GEMV_WARPS)) }?;
         Ok(())
     }
@@ -420,37 +550,39 @@ impl Gpu {
         Ok(())
     }
 
-    /// Rotates `q` in place and `k`, writing keys and values of the staged positions
-    /// `pos0..pos0 + rows` into `layer` of `cache`.
+    /// Rotates `q` in place and `k` at the staged positions, writing keys and values to each
+    /// staged row's slot of `layer` in `pool`.
     #[allow(clippy::too_many_arguments)]
     pub fn rope_cache(
         &self,
         q: &mut CudaSlice<f32>,
         k: &CudaSlice<f32>,
         v: &CudaSlice<f32>,
-        cache: &mut KvCache,
+        pool: &mut KvPool,
         layer: usize,
         heads: Heads,
         inv_freq: &[f32],
     ) -> Result<()> {
-        let Staged { rows, pos0, .. } = cache.staged()?;
+        let Staged { rows, .. } = pool.staged()?;
         shapes::rope(
             heads,
             q.len(),
             k.len(),
             v.len(),
-            cache.positions,
-            cache.kv_dim,
+            pool.heads.kv_dim(),
             rows,
-            pos0,
             inv_freq.len(),
         )?;
-        let slab = cache.slab(layer)?;
+        let slab = pool.slab(layer)?;
         let mut freq = InvFreq([0.0; shapes::ROPE_MAX_HALF]);
         freq.0[..inv_freq.len()].copy_from_slice(inv_freq);
         let f = self.function("rope_cache")?;
-        let mut kc = cache.k.slice_mut(slab.clone());
-        let mut vc = cache.v.slice_mut(slab);
+        let bufs = pool
+            .stage
+            .as_ref()
+            .ok_or_else(|| shape("rope_cache", "nothing staged"))?;
+        let mut kc = pool.k.slice_mut(slab.clone());
+        let mut vc = pool.v.slice_mut(slab);
         let (rows_i, h, kvh, d) = (
             rows as i32,
             heads.heads as i32,
@@ -460,84 +592,107 @@ impl Gpu {
         let mut b = self.stream.launch_builder(f);
         b.arg(q).arg(k).arg(v).arg(&mut kc).arg(&mut vc);
         b.arg(&rows_i)
-            .arg(&cache.pos0)
+            .arg(&bufs.positions)
+            .arg(&bufs.row_table)
+            .arg(&bufs.tables)
             .arg(&h)
             .arg(&kvh)
             .arg(&d)
             .arg(&freq);
-        // SAFETY: rope_cache (q, k, v, k_cache, v_cache, rows, pos0p, heads, kv_heads,
-        // head_dim, InvFreq by value): q ≥ rows·q_dim, k and v ≥ rows·kv_dim, the layer slabs
-        // hold positions·kv_dim, *pos0p is the staged pos0 with pos0 + rows ≤ positions,
-        // head_dim/2 frequencies ≤ 256 (checked); one block per row.
+        // SAFETY: rope_cache (q, k, v, k_pool, v_pool, rows, positions, row_table, tables,
+        // heads, kv_heads, head_dim, InvFreq by value): q ≥ rows·q_dim, k and v ≥ rows·kv_dim,
+        // the layer slabs hold blocks·KV_BLOCK·kv_dim; the staged positions, row tables and
+        // tables were checked at staging (every table entry < blocks, every row's table index
+        // within the tables); head_dim/2 frequencies ≤ 256 (checked); one block per row.
         unsafe { b.launch(grid(rows, 1, 128)) }?;
         Ok(())
     }
 
-    /// Causal GQA attention of the staged `rows` queries at `pos0..` over `layer` of `cache`.
-    /// One query row is decode: split-K over [`shapes::decode_grid_chunks`] chunks.
+    /// Causal GQA attention of the staged rows over their sequences' keys and values of
+    /// `layer`: split-K over [`KvPool::split_chunks`] chunks, then the combine.
     pub fn attention(
         &self,
         q: &CudaSlice<f32>,
-        cache: &mut KvCache,
+        pool: &mut KvPool,
         layer: usize,
         heads: Heads,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let Staged { rows, pos0, .. } = cache.staged()?;
+        let Staged { rows, .. } = pool.staged()?;
+        let chunks = pool.split_chunks()?;
+        let slab = pool.slab(layer)?;
+        let bufs = pool
+            .stage
+            .as_mut()
+            .ok_or_else(|| shape("attention", "nothing staged"))?;
         shapes::attention(
             heads,
             q.len(),
-            cache.positions,
-            cache.kv_dim,
+            pool.heads.kv_dim(),
             rows,
-            pos0,
+            chunks,
             out.len(),
-            cache.workspace.len(),
+            bufs.workspace.len(),
         )?;
-        let slab = cache.slab(layer)?;
-        let kc = cache.k.slice(slab.clone());
-        let vc = cache.v.slice(slab);
+        let kc = pool.k.slice(slab.clone());
+        let vc = pool.v.slice(slab);
         let scale = 1.0 / (heads.head_dim as f32).sqrt();
         let (h, kvh, d) = (
             heads.heads as i32,
             heads.kv_heads as i32,
             heads.head_dim as i32,
         );
-        if rows > 1 {
-            let rows_i = rows as i32;
-            let f = self.function("attn_prefill")?;
-            let mut b = self.stream.launch_builder(f);
-            b.arg(q).arg(&kc).arg(&vc).arg(out);
-            b.arg(&rows_i)
-                .arg(&cache.pos0)
-                .arg(&h)
-                .arg(&kvh)
-                .arg(&d)
-                .arg(&scale);
-            // SAFETY: attn_prefill (q, k_cache, v_cache, out, rows, pos0p, heads, kv_heads,
-            // d, scale): q and out ≥ rows·q_dim, *pos0p is the staged pos0 and the slabs hold
-            // ≥ (pos0 + rows)·kv_dim, d ≤ 256 and heads a multiple of kv_heads (checked); grid
-            // (heads, ⌈rows/4⌉).
-            unsafe { b.launch(grid(heads.heads, rows.div_ceil(ATT_WARPS), 32 * ATT_WARPS)) }?;
-            return Ok(());
-        }
-        let chunks = shapes::decode_grid_chunks(pos0, cache.positions);
-        let f = self.function("attn_decode")?;
+        let f = self.function("attn_split")?;
         let mut b = self.stream.launch_builder(f);
-        b.arg(q).arg(&kc).arg(&vc).arg(&mut cache.workspace);
-        b.arg(&cache.pos0).arg(&h).arg(&kvh).arg(&d).arg(&scale);
-        // SAFETY: attn_decode (q, k_cache, v_cache, partial, pos0p, heads, kv_heads, d,
-        // scale): q ≥ q_dim, *pos0p is the staged pos0 and the slabs hold ≥ (pos0 + 1)·kv_dim,
-        // the workspace ≥ heads·chunks·(d + 2) (checked); grid (heads, chunks), chunks within
-        // the cache; a chunk past pos0 reads no key.
-        unsafe { b.launch(grid(heads.heads, chunks, 32 * ATT_WARPS)) }?;
+        b.arg(q).arg(&kc).arg(&vc).arg(&mut bufs.workspace);
+        b.arg(&bufs.positions)
+            .arg(&bufs.row_table)
+            .arg(&bufs.tables)
+            .arg(&h)
+            .arg(&kvh)
+            .arg(&d)
+            .arg(&scale);
+        // SAFETY: attn_split (q, k_pool, v_pool, partial, positions, row_table, tables, heads,
+        // kv_heads, d, scale): q ≥ rows·q_dim, the workspace ≥ rows·heads·chunks·(d + 2), d ≤
+        // 256 and heads a multiple of kv_heads (checked); the staged tables name blocks of the
+        // pool and cover every row's positions (checked at staging); grid (heads, chunks,
+        // rows); a chunk past a row's position reads no key.
+        unsafe { b.launch(grid3(heads.heads, chunks, rows, 32 * ATT_WARPS)) }?;
         let chunks_i = chunks as i32;
-        let f = self.function("attn_decode_combine")?;
+        let f = self.function("attn_combine")?;
         let mut b = self.stream.launch_builder(f);
-        b.arg(&cache.workspace).arg(out).arg(&chunks_i).arg(&d);
-        // SAFETY: attn_decode_combine (partial, out, chunks, d): the partials written above,
-        // out ≥ heads·d (checked); one block per head.
-        unsafe { b.launch(grid(heads.heads, 1, 128)) }?;
+        b.arg(&bufs.workspace).arg(out).arg(&chunks_i).arg(&d);
+        // SAFETY: attn_combine (partial, out, chunks, d): the partials written above, out ≥
+        // rows·heads·d (checked); grid (heads, rows).
+        unsafe { b.launch(grid(heads.heads, rows, 128)) }?;
+        Ok(())
+    }
+
+    /// Copies the staged logit rows of `x` (width `width`) to the start of `out`.
+    pub fn gather_logit_rows(
+        &self,
+        x: &CudaSlice<f32>,
+        width: usize,
+        pool: &KvPool,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let Staged {
+            rows, logit_rows, ..
+        } = pool.staged()?;
+        shapes::gather(x.len(), rows, logit_rows, width, out.len())?;
+        let bufs = pool.bufs()?;
+        let f = self.function("gather_rows")?;
+        let (count, width_i) = (logit_rows as i32, width as i32);
+        let mut b = self.stream.launch_builder(f);
+        b.arg(x)
+            .arg(&bufs.logit_rows)
+            .arg(out)
+            .arg(&count)
+            .arg(&width_i);
+        // SAFETY: gather_rows (x, rows, out, count, width): the staged logit rows are each <
+        // rows (checked at staging), x ≥ rows·width, out ≥ count·width (checked); one block
+        // per gathered row.
+        unsafe { b.launch(grid(logit_rows, 1, 256)) }?;
         Ok(())
     }
 
@@ -589,17 +744,26 @@ impl Gpu {
         Ok(())
     }
 
-    /// The index of the largest value of `logits[0..width]` (first on ties, NaN never wins)
-    /// into `cache`'s choice slot, read back with [`Gpu::chosen`].
-    pub fn choose(&self, logits: &CudaSlice<f32>, width: usize, cache: &mut KvCache) -> Result<()> {
-        self.argmax(logits, 1, width, &mut cache.chosen)
+    /// The index of the largest value of each of the `rows` rows of `logits` (first on ties,
+    /// NaN never wins) into `pool`'s choices, read back with [`Gpu::chosen`].
+    pub fn choose(
+        &self,
+        logits: &CudaSlice<f32>,
+        width: usize,
+        rows: usize,
+        pool: &mut KvPool,
+    ) -> Result<()> {
+        let bufs = pool
+            .stage
+            .as_mut()
+            .ok_or_else(|| shape("argmax_rows", "nothing staged"))?;
+        self.argmax(logits, rows, width, &mut bufs.chosen)
     }
 
-    /// The id [`Gpu::choose`] wrote (a 4-byte copy; waits for the stream).
-    pub fn chosen(&self, cache: &KvCache) -> Result<u32> {
-        let id = self.download(&cache.chosen, 0, 1)?;
-        id.first()
-            .copied()
-            .ok_or_else(|| shape("argmax_rows", "no choice was read back"))
+    /// The ids [`Gpu::choose`] wrote for the staged pass's logit rows (4 bytes a row; waits
+    /// for the stream).
+    pub fn chosen(&self, pool: &KvPool) -> Result<Vec<u32>> {
+        let count = pool.staged()?.logit_rows;
+        self.download(&pool.bufs()?.chosen, 0, count)
     }
 }

@@ -165,17 +165,45 @@ pub fn matmul(x: usize, n: usize, k: usize, rows: usize, out: usize) -> Result<(
     Ok(())
 }
 
-/// RoPE + cache write for `rows` rows at `pos0..` into a cache of `positions` rows of `kv_dim`.
-#[allow(clippy::too_many_arguments)]
+/// Positions per block of the paged KV pool (`KV_BLOCK` in common.cuh).
+pub const KV_BLOCK: usize = 16;
+
+/// A pool of `blocks` blocks of [`KV_BLOCK`] positions for `layers` layers of `heads`: the
+/// floats of one of its key or value slabs per layer, and of all layers.
+pub fn pool(heads: Heads, layers: usize, blocks: usize) -> Result<(usize, usize)> {
+    const K: &str = "kv pool";
+    heads.check(K)?;
+    dim(K, "layers", layers)?;
+    dim(K, "blocks", blocks)?;
+    let slots = product(K, "slots", blocks, KV_BLOCK)?;
+    dim(K, "slots", slots)?;
+    let layer = product(K, "layer slab", slots, heads.kv_dim())?;
+    Ok((layer, product(K, "pool", layer, layers)?))
+}
+
+/// A staged batch: `rows` rows, every table entry below `blocks`, every position and table
+/// index within i32 (the kernels' index type).
+pub fn stage(rows: usize, blocks: usize, max_block: usize, max_position: usize) -> Result<()> {
+    const K: &str = "stage";
+    dim(K, "rows", rows)?;
+    if max_block >= blocks {
+        return Err(shape(
+            K,
+            format!("block {max_block} is past the pool's {blocks} blocks"),
+        ));
+    }
+    dim(K, "last position", max_position + 1)?;
+    Ok(())
+}
+
+/// RoPE + pool write for `rows` staged rows into slabs of `pool_kv_dim`.
 pub fn rope(
     heads: Heads,
     q: usize,
     k: usize,
     v: usize,
-    cache_positions: usize,
-    cache_kv_dim: usize,
+    pool_kv_dim: usize,
     rows: usize,
-    pos0: usize,
     inv_freq: usize,
 ) -> Result<()> {
     const K: &str = "rope_cache";
@@ -190,96 +218,87 @@ pub fn rope(
             ),
         ));
     }
-    cache_fits(K, heads, cache_positions, cache_kv_dim, pos0, rows)?;
-    dim(K, "last position", pos0 + rows)?;
+    pool_fits(K, heads, pool_kv_dim)?;
     holds(K, "q", q, product(K, "q", rows, heads.q_dim())?)?;
     holds(K, "k", k, rows * heads.kv_dim())?;
     holds(K, "v", v, rows * heads.kv_dim())
 }
 
-/// A cache of `positions` rows of `kv_dim` must match the heads and hold `pos0..pos0 + rows`.
-fn cache_fits(
-    kernel: &'static str,
-    heads: Heads,
-    positions: usize,
-    kv_dim: usize,
-    pos0: usize,
-    rows: usize,
-) -> Result<()> {
+fn pool_fits(kernel: &'static str, heads: Heads, kv_dim: usize) -> Result<()> {
     if kv_dim != heads.kv_dim() {
         return Err(shape(
             kernel,
             format!(
-                "cache rows of {kv_dim} for key/value width {}",
+                "pool rows of {kv_dim} for key/value width {}",
                 heads.kv_dim()
-            ),
-        ));
-    }
-    if pos0.checked_add(rows).is_none_or(|end| end > positions) {
-        return Err(shape(
-            kernel,
-            format!(
-                "positions {pos0}..{} are past the cache's {positions}",
-                pos0.saturating_add(rows)
             ),
         ));
     }
     Ok(())
 }
 
-/// Chunks of decode attention over `positions` keys.
-pub fn decode_chunks(positions: usize) -> usize {
+/// Chunks of split-K attention over `positions` keys.
+pub fn split_chunks(positions: usize) -> usize {
     positions.div_ceil(ATT_CHUNK)
 }
 
-/// Chunks in the grid of decode attention at position `pos0` in a cache of `positions`: the
-/// chunks the keys `0..=pos0` need, rounded up to a power of two and capped by the cache. The
-/// extra chunks are empty; rounding lets one recorded decode step (a CUDA graph) serve every
-/// position up to the next power of two, so a sequence records at most ⌈log₂⌉ + 1 steps.
-pub fn decode_grid_chunks(pos0: usize, positions: usize) -> usize {
-    decode_chunks(pos0.saturating_add(1))
+/// Chunks in the grid of split-K attention when the longest row is at position `max_pos` in a
+/// pool of `slots` slots: the chunks the keys `0..=max_pos` need, rounded up to a power of two
+/// and capped by the pool. The extra chunks are empty; rounding lets one recorded decode step
+/// (a CUDA graph) serve every position up to the next power of two, so a row count records at
+/// most ⌈log₂⌉ + 1 steps.
+pub fn split_grid_chunks(max_pos: usize, slots: usize) -> usize {
+    split_chunks(max_pos.saturating_add(1))
         .next_power_of_two()
-        .min(decode_chunks(positions))
+        .min(split_chunks(slots))
         .max(1)
 }
 
-/// Floats of the decode workspace for `heads` heads over at most `positions` keys.
-pub fn decode_workspace(heads: Heads, positions: usize) -> usize {
-    heads.heads * decode_chunks(positions) * (heads.head_dim + 2)
+/// Floats of the split-K workspace of `rows` rows over `chunks` chunks.
+pub fn split_workspace(heads: Heads, rows: usize, chunks: usize) -> usize {
+    rows.saturating_mul(heads.heads)
+        .saturating_mul(chunks)
+        .saturating_mul(heads.head_dim + 2)
 }
 
-/// Attention of `rows` queries at `pos0..` over a cache of `positions`.
+/// Attention of `rows` staged rows, split in `chunks` chunks, into `out`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     heads: Heads,
     q: usize,
-    cache_positions: usize,
-    cache_kv_dim: usize,
+    pool_kv_dim: usize,
     rows: usize,
-    pos0: usize,
+    chunks: usize,
     out: usize,
     workspace: usize,
 ) -> Result<()> {
     const K: &str = "attention";
     heads.check(K)?;
     dim(K, "rows", rows)?;
-    cache_fits(K, heads, cache_positions, cache_kv_dim, pos0, rows)?;
+    dim(K, "chunks", chunks)?;
+    pool_fits(K, heads, pool_kv_dim)?;
     let n = product(K, "q", rows, heads.q_dim())?;
     holds(K, "q", q, n)?;
     holds(K, "output", out, n)?;
-    if rows == 1 {
-        let chunks = decode_grid_chunks(pos0, cache_positions);
-        holds(
-            K,
-            "decode workspace",
-            workspace,
-            heads.heads * chunks * (heads.head_dim + 2),
-        )?;
-    }
-    if heads.heads > 65_535 || rows.div_ceil(ATT_WARPS) > 65_535 {
-        return Err(shape(K, "grid exceeds 65535 blocks in y"));
+    holds(
+        K,
+        "split-K workspace",
+        workspace,
+        split_workspace(heads, rows, chunks),
+    )?;
+    if heads.heads > 65_535 || chunks > 65_535 || rows > 65_535 {
+        return Err(shape(K, "grid exceeds 65535 blocks in a dimension"));
     }
     Ok(())
+}
+
+/// Gather of `count` rows of `width` out of `rows` rows.
+pub fn gather(x: usize, rows: usize, count: usize, width: usize, out: usize) -> Result<()> {
+    const K: &str = "gather_rows";
+    dim(K, "rows", count)?;
+    dim(K, "width", width)?;
+    holds(K, "input", x, product(K, "input", rows, width)?)?;
+    holds(K, "output", out, product(K, "output", count, width)?)
 }
 
 /// Elementwise kernels over `len` values of two buffers.
@@ -323,6 +342,7 @@ mod tests {
         assert_eq!(d("rope.cu", "ROPE_MAX_HALF"), ROPE_MAX_HALF);
         assert_eq!(d("argmax.cu", "ARGMAX_THREADS"), ARGMAX_THREADS);
         assert_eq!(define(PRELUDE, "WARP"), Some(32));
+        assert_eq!(define(PRELUDE, "KV_BLOCK"), Some(KV_BLOCK as i64));
     }
 
     fn problem(r: Result<()>) -> String {
@@ -378,68 +398,53 @@ mod tests {
     }
 
     #[test]
-    fn rope_checks_positions_frequencies_and_cache() {
-        let (q, kv) = (SMOL.q_dim(), SMOL.kv_dim());
-        assert!(rope(SMOL, 2 * q, 2 * kv, 2 * kv, 10, kv, 2, 8, 32).is_ok());
-        assert!(
-            problem(rope(SMOL, 2 * q, 2 * kv, 2 * kv, 10, kv, 2, 9, 32)).contains("past the cache")
-        );
-        assert!(
-            problem(rope(SMOL, 2 * q, 2 * kv, 2 * kv, 10, kv, 2, usize::MAX, 32))
-                .contains("past the cache")
-        );
-        assert!(
-            problem(rope(SMOL, 2 * q, 2 * kv, 2 * kv, 10, kv, 2, 0, 31)).contains("31 frequencies")
-        );
-        assert!(
-            problem(rope(SMOL, 2 * q, 2 * kv, 2 * kv, 10, kv + 1, 2, 0, 32)).contains("cache rows")
-        );
-        assert!(
-            problem(rope(SMOL, 2 * q, 2 * kv - 1, 2 * kv, 10, kv, 2, 0, 32)).contains("k holds")
-        );
-        assert!(
-            problem(rope(SMOL, 2 * q, 2 * kv, 2 * kv - 1, 10, kv, 2, 0, 32)).contains("v holds")
-        );
+    fn pool_and_staging_checks() {
+        assert_eq!(pool(SMOL, 30, 10).unwrap(), (160 * 192, 30 * 160 * 192));
+        assert!(problem(pool(SMOL, 30, 0).map(|_| ())).contains("blocks 0"));
+        assert!(problem(pool(SMOL, 1, 200_000_000).map(|_| ())).contains("slots"));
+        assert!(stage(3, 10, 9, 100).is_ok());
+        assert!(problem(stage(3, 10, 10, 100)).contains("block 10 is past the pool's 10"));
+        assert!(problem(stage(0, 10, 0, 0)).contains("rows 0"));
+        assert!(problem(stage(1, 10, 0, i32::MAX as usize)).contains("last position"));
     }
 
     #[test]
-    fn attention_checks_and_sizes_the_decode_workspace() {
+    fn rope_checks_frequencies_and_pool() {
+        let (q, kv) = (SMOL.q_dim(), SMOL.kv_dim());
+        assert!(rope(SMOL, 2 * q, 2 * kv, 2 * kv, kv, 2, 32).is_ok());
+        assert!(problem(rope(SMOL, 2 * q, 2 * kv, 2 * kv, kv, 2, 31)).contains("31 frequencies"));
+        assert!(problem(rope(SMOL, 2 * q, 2 * kv, 2 * kv, kv + 1, 2, 32)).contains("pool rows"));
+        assert!(problem(rope(SMOL, 2 * q, 2 * kv - 1, 2 * kv, kv, 2, 32)).contains("k holds"));
+        assert!(problem(rope(SMOL, 2 * q, 2 * kv, 2 * kv - 1, kv, 2, 32)).contains("v holds"));
+    }
+
+    #[test]
+    fn attention_checks_and_sizes_the_split_workspace() {
         let q = SMOL.q_dim();
-        assert_eq!(decode_chunks(1), 1);
-        assert_eq!(decode_chunks(256), 1);
-        assert_eq!(decode_chunks(257), 2);
-        // The grid: a power of two of chunks, never more than the cache has.
-        assert_eq!(decode_grid_chunks(0, 2048), 1);
-        assert_eq!(decode_grid_chunks(256, 2048), 2);
-        assert_eq!(decode_grid_chunks(512, 2048), 4);
-        assert_eq!(decode_grid_chunks(767, 2048), 4);
-        assert_eq!(decode_grid_chunks(1024, 2048), 8);
-        assert_eq!(decode_grid_chunks(1024, 1100), 5);
-        assert_eq!(decode_grid_chunks(9, 10), 1);
-        let ws = decode_workspace(SMOL, 2048);
-        assert_eq!(ws, 9 * 8 * 66);
-        assert!(attention(SMOL, q, 2048, SMOL.kv_dim(), 1, 2047, q, ws).is_ok());
+        assert_eq!(split_chunks(1), 1);
+        assert_eq!(split_chunks(256), 1);
+        assert_eq!(split_chunks(257), 2);
+        // The grid: a power of two of chunks, never more than the pool has.
+        assert_eq!(split_grid_chunks(0, 2048), 1);
+        assert_eq!(split_grid_chunks(256, 2048), 2);
+        assert_eq!(split_grid_chunks(512, 2048), 4);
+        assert_eq!(split_grid_chunks(767, 2048), 4);
+        assert_eq!(split_grid_chunks(1024, 2048), 8);
+        assert_eq!(split_grid_chunks(1024, 1100), 5);
+        assert_eq!(split_grid_chunks(9, 10), 1);
+        let ws = split_workspace(SMOL, 3, 8);
+        assert_eq!(ws, 3 * 9 * 8 * 66);
+        assert!(attention(SMOL, 3 * q, SMOL.kv_dim(), 3, 8, 3 * q, ws).is_ok());
         assert!(
-            problem(attention(SMOL, q, 2048, SMOL.kv_dim(), 1, 2048, q, ws))
-                .contains("past the cache")
-        );
-        assert!(
-            problem(attention(SMOL, q, 2048, SMOL.kv_dim(), 1, 300, q, 9 * 66))
+            problem(attention(SMOL, 3 * q, SMOL.kv_dim(), 3, 8, 3 * q, ws - 1))
                 .contains("workspace")
         );
-        // Prefill needs no workspace.
-        assert!(attention(SMOL, 5 * q, 2048, SMOL.kv_dim(), 5, 0, 5 * q, 0).is_ok());
-        assert!(problem(attention(
-            SMOL,
-            5 * q,
-            2048,
-            SMOL.kv_dim(),
-            5,
-            0,
-            5 * q - 1,
-            0
-        ))
-        .contains("output holds"));
+        assert!(
+            problem(attention(SMOL, 3 * q, SMOL.kv_dim(), 3, 8, 3 * q - 1, ws))
+                .contains("output holds")
+        );
+        assert!(gather(30, 3, 2, 10, 20).is_ok());
+        assert!(problem(gather(29, 3, 2, 10, 20)).contains("input holds 29"));
     }
 
     #[test]

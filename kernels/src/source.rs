@@ -35,7 +35,7 @@ pub const SOURCES: &[Source] = &[
     Source {
         file: "embedding.cu",
         text: include_str!("../cuda/embedding.cu"),
-        kernels: &["embed_f32", "embed_bf16", "embed_f16"],
+        kernels: &["embed_f32", "embed_bf16", "embed_f16", "gather_rows"],
     },
     Source {
         file: "norm.cu",
@@ -67,7 +67,7 @@ pub const SOURCES: &[Source] = &[
     Source {
         file: "attention.cu",
         text: include_str!("../cuda/attention.cu"),
-        kernels: &["attn_prefill", "attn_decode", "attn_decode_combine"],
+        kernels: &["attn_split", "attn_combine"],
     },
     Source {
         file: "swiglu.cu",

@@ -13,7 +13,9 @@ use std::time::Instant;
 use cocoon_kernels::gpu::Gpu;
 use cocoon_runtime::backend::cpu::CpuBackend;
 use cocoon_runtime::backend::cuda::CudaBackend;
-use cocoon_runtime::backend::{AttentionShape, Backend, HostTensor};
+use cocoon_runtime::backend::{
+    blocks_for, AttentionShape, Backend, Batch, HostTensor, Logits as BatchLogits, RowKind,
+};
 use cocoon_runtime::model::llama::{Llama, Logits};
 use cocoon_runtime::model::weights::DType;
 use cocoon_runtime::notary::rfc3339_utc;
@@ -49,16 +51,22 @@ fn weight<B: Backend>(be: &B, dtype: DType, shape: &[usize], values: &[f32]) -> 
     .unwrap()
 }
 
-/// A scratch sequence of `rows` positions whose staged ids are `ids`.
-fn staged<B: Backend>(be: &B, ids: &[u32]) -> B::Cache {
+/// A scratch pool whose staged rows are `ids` (one sequence at positions 0..).
+fn staged<B: Backend>(be: &B, ids: &[u32]) -> B::Pool {
     let shape = AttentionShape {
         heads: 1,
         kv_heads: 1,
         head_dim: 2,
     };
-    let mut cache = be.new_cache(1, ids.len(), shape).unwrap();
-    be.stage(&mut cache, ids, 0).unwrap();
-    cache
+    let blocks = blocks_for(ids.len());
+    let mut pool = be.new_pool(1, blocks, shape).unwrap();
+    let table: Vec<u32> = (0..blocks as u32).collect();
+    let mut batch = Batch::new();
+    batch
+        .push(&table, 0, ids, RowKind::Prompt, BatchLogits::None)
+        .unwrap();
+    be.stage(&mut pool, &batch).unwrap();
+    pool
 }
 
 /// An activation buffer holding `values` (`rows × width`): uploaded as an f32 table and
@@ -127,12 +135,12 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
             let want = run(&|| {
                 let (xa, wa) = (act(cpu, rows, k, &x), weight(cpu, dtype, &[n, k], &w));
                 let mut o = cpu.alloc(rows * n).unwrap();
-                cpu.matmul(&xa, &wa, rows, &mut o).unwrap();
+                cpu.matmul(&xa, &wa, rows, rows, &mut o).unwrap();
                 read(cpu, &o, rows * n)
             });
             let (xa, wa) = (act(gpu, rows, k, &x), weight(gpu, dtype, &[n, k], &w));
             let mut o = gpu.alloc(rows * n).unwrap();
-            gpu.matmul(&xa, &wa, rows, &mut o).unwrap();
+            gpu.matmul(&xa, &wa, rows, rows, &mut o).unwrap();
             let got = read(gpu, &o, rows * n);
             let tol = match (rows, dtype) {
                 (1, _) | (_, DType::F32) => 1e-5,
@@ -262,7 +270,9 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
         macro_rules! attn {
             ($be:expr) => {{
                 let be = $be;
-                let mut cache = be.new_cache(2, positions, shape).unwrap();
+                let blocks = blocks_for(positions);
+                let mut pool = be.new_pool(2, blocks, shape).unwrap();
+                let table: Vec<u32> = (0..blocks as u32).rev().collect();
                 let mut outs = Vec::new();
                 for (&(pos0, rows), (q, k, v)) in steps.iter().zip(&data) {
                     let mut qa = act(be, rows, shape.q_dim(), q);
@@ -270,11 +280,20 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
                         act(be, rows, shape.kv_dim(), k),
                         act(be, rows, shape.kv_dim(), v),
                     );
-                    be.stage(&mut cache, &vec![0; rows], pos0).unwrap();
-                    be.rope_and_cache(&mut qa, &ka, &va, &mut cache, 1, shape, &inv)
+                    let mut batch = Batch::new();
+                    let kind = if rows == 1 {
+                        RowKind::Decode
+                    } else {
+                        RowKind::Prompt
+                    };
+                    batch
+                        .push(&table, pos0, &vec![0; rows], kind, BatchLogits::None)
+                        .unwrap();
+                    be.stage(&mut pool, &batch).unwrap();
+                    be.rope_and_cache(&mut qa, &ka, &va, &mut pool, 1, shape, &inv)
                         .unwrap();
                     let mut o = be.alloc(rows * shape.q_dim()).unwrap();
-                    be.attention(&qa, &mut cache, 1, shape, &mut o).unwrap();
+                    be.attention(&qa, &mut pool, 1, shape, &mut o).unwrap();
                     outs.push((
                         read(be, &qa, rows * shape.q_dim()),
                         read(be, &o, rows * shape.q_dim()),

@@ -7,7 +7,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use super::{AttentionShape, Backend, HostTensor};
+use super::{AttentionShape, Backend, Batch, HostTensor, KV_BLOCK};
 use crate::error::{Error, Result};
 use crate::model::weights::DType;
 use crate::sampling::argmax;
@@ -169,32 +169,64 @@ pub fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
     reduce(acc) + tail
 }
 
-/// A key/value cache in host memory: per layer, `[positions, kv_dim]` keys and values.
+/// The paged key/value pool in host memory. Each block holds, for every layer, the keys and
+/// then the values of [`KV_BLOCK`] positions (`[layers][2][KV_BLOCK][kv_dim]` f32); a block gets
+/// its memory when a staged batch first names it and gives it back at [`Backend::release`], so
+/// the memory held follows the tokens held.
 #[derive(Debug)]
-pub struct CpuCache {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    max_positions: usize,
+pub struct CpuPool {
+    layers: usize,
     kv_dim: usize,
-    ids: Vec<u32>,
-    pos0: usize,
-    chosen: u32,
+    blocks: Vec<Option<Box<[f32]>>>,
+    staged: Batch,
+    chosen: Vec<u32>,
 }
 
-impl CpuCache {
-    /// The staged rows and first position, and the key/value slabs of `layer`.
-    fn layer(&mut self, layer: usize) -> Result<(usize, usize, &mut Vec<f32>, &mut Vec<f32>)> {
-        if self.ids.is_empty() {
+impl CpuPool {
+    /// Blocks that hold memory now.
+    pub fn allocated_blocks(&self) -> usize {
+        self.blocks.iter().filter(|b| b.is_some()).count()
+    }
+
+    /// Bytes of key/value memory held now.
+    pub fn allocated_bytes(&self) -> usize {
+        self.allocated_blocks() * self.block_len() * 4
+    }
+
+    fn block_len(&self) -> usize {
+        self.layers * 2 * KV_BLOCK * self.kv_dim
+    }
+
+    fn staged(&self) -> Result<&Batch> {
+        if self.staged.is_empty() {
             return Err(Error::Backend(
                 "no token ids were staged for this pass".into(),
             ));
         }
-        let layers = self.k.len();
-        match (self.k.get_mut(layer), self.v.get_mut(layer)) {
-            (Some(k), Some(v)) => Ok((self.ids.len(), self.pos0, k, v)),
-            _ => Err(Error::Backend(format!(
-                "layer {layer} of a cache of {layers}"
-            ))),
+        Ok(&self.staged)
+    }
+
+    fn check_layer(&self, layer: usize) -> Result<()> {
+        if layer >= self.layers {
+            return Err(Error::Backend(format!(
+                "layer {layer} of a pool of {}",
+                self.layers
+            )));
+        }
+        Ok(())
+    }
+
+    /// Offset in a block of position `p % KV_BLOCK` of `layer`'s keys (`kv` 0) or values (1).
+    fn offset(&self, layer: usize, kv: usize, p: usize) -> usize {
+        ((layer * 2 + kv) * KV_BLOCK + p % KV_BLOCK) * self.kv_dim
+    }
+
+    /// The keys (`kv` 0) or values (1) of `layer` at pool slot `slot`.
+    fn row(&self, layer: usize, kv: usize, slot: usize) -> &[f32] {
+        let o = self.offset(layer, kv, slot);
+        match &self.blocks[slot / KV_BLOCK] {
+            Some(b) => &b[o..o + self.kv_dim],
+            None => &[],
         }
     }
 }
@@ -234,7 +266,7 @@ fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
 impl Backend for CpuBackend {
     type Weight = CpuWeight;
     type Buf = Vec<f32>;
-    type Cache = CpuCache;
+    type Pool = CpuPool;
 
     fn name(&self) -> String {
         "cpu".into()
@@ -286,47 +318,52 @@ impl Backend for CpuBackend {
         Ok(vec![0.0; len])
     }
 
-    fn new_cache(
-        &self,
-        layers: usize,
-        max_positions: usize,
-        shape: AttentionShape,
-    ) -> Result<CpuCache> {
-        let kv_dim = shape.kv_dim();
-        let per_layer = max_positions * kv_dim;
-        Ok(CpuCache {
-            k: (0..layers).map(|_| vec![0.0; per_layer]).collect(),
-            v: (0..layers).map(|_| vec![0.0; per_layer]).collect(),
-            max_positions,
-            kv_dim,
-            ids: Vec::new(),
-            pos0: 0,
-            chosen: 0,
+    fn new_pool(&self, layers: usize, blocks: usize, shape: AttentionShape) -> Result<CpuPool> {
+        Ok(CpuPool {
+            layers,
+            kv_dim: shape.kv_dim(),
+            blocks: (0..blocks).map(|_| None).collect(),
+            staged: Batch::new(),
+            chosen: Vec::new(),
         })
     }
 
-    fn stage(&self, cache: &mut CpuCache, ids: &[u32], pos0: usize) -> Result<()> {
-        if ids.is_empty() {
-            return Err(Error::InvalidRequest("no tokens to feed".into()));
+    fn pool_blocks(&self, pool: &CpuPool) -> usize {
+        pool.blocks.len()
+    }
+
+    fn release(&self, pool: &mut CpuPool, blocks: &[u32]) -> Result<()> {
+        for b in blocks {
+            if let Some(slot) = pool.blocks.get_mut(*b as usize) {
+                *slot = None;
+            }
         }
-        if pos0
-            .checked_add(ids.len())
-            .is_none_or(|end| end > cache.max_positions)
-        {
-            return Err(Error::InvalidRequest(format!(
-                "position {} is past the cache's {} positions",
-                pos0.saturating_add(ids.len()),
-                cache.max_positions
-            )));
-        }
-        cache.ids.clear();
-        cache.ids.extend_from_slice(ids);
-        cache.pos0 = pos0;
         Ok(())
     }
 
-    fn embed(&self, table: &CpuWeight, cache: &CpuCache, out: &mut Vec<f32>) -> Result<()> {
-        let ids = &cache.ids;
+    fn stage(&self, pool: &mut CpuPool, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Err(Error::InvalidRequest("no tokens to feed".into()));
+        }
+        let blocks = pool.blocks.len();
+        if let Some(b) = batch.max_block().filter(|b| *b as usize >= blocks) {
+            return Err(Error::InvalidRequest(format!(
+                "block {b} is past the pool's {blocks} blocks"
+            )));
+        }
+        let len = pool.block_len();
+        for b in batch.tables() {
+            let block = &mut pool.blocks[*b as usize];
+            if block.is_none() {
+                *block = Some(vec![0f32; len].into_boxed_slice());
+            }
+        }
+        pool.staged.clone_from(batch);
+        Ok(())
+    }
+
+    fn embed(&self, table: &CpuWeight, pool: &CpuPool, out: &mut Vec<f32>) -> Result<()> {
+        let ids = pool.staged()?.ids();
         check_len("embed", out.len(), ids.len() * table.cols)?;
         for (row, id) in out.chunks_exact_mut(table.cols).zip(ids) {
             let id = *id as usize;
@@ -367,7 +404,16 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn matmul(&self, x: &Vec<f32>, w: &CpuWeight, rows: usize, out: &mut Vec<f32>) -> Result<()> {
+    fn matmul(
+        &self,
+        x: &Vec<f32>,
+        w: &CpuWeight,
+        rows: usize,
+        _prompt_rows: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        // Every row's sums are the same whether it is computed alone or with others (`dot_2x2`
+        // equals `dot`), so both kinds of rows take the same path.
         let (n, k) = (w.rows, w.cols);
         check_len("matmul input", x.len(), rows * k)?;
         check_len("matmul output", out.len(), rows * n)?;
@@ -431,19 +477,20 @@ impl Backend for CpuBackend {
         q: &mut Vec<f32>,
         k: &Vec<f32>,
         v: &Vec<f32>,
-        cache: &mut CpuCache,
+        pool: &mut CpuPool,
         layer: usize,
         shape: AttentionShape,
         inv_freq: &[f32],
     ) -> Result<()> {
         let (qd, kvd, d) = (shape.q_dim(), shape.kv_dim(), shape.head_dim);
         let half = d / 2;
-        if inv_freq.len() != half || kvd != cache.kv_dim {
+        if inv_freq.len() != half || kvd != pool.kv_dim {
             return Err(Error::Backend(
-                "rope: frequency table or cache width does not match the heads".into(),
+                "rope: frequency table or pool width does not match the heads".into(),
             ));
         }
-        let (rows, pos0, kc, vc) = cache.layer(layer)?;
+        pool.check_layer(layer)?;
+        let rows = pool.staged()?.rows();
         check_len("rope q", q.len(), rows * qd)?;
         check_len("rope k/v", k.len().min(v.len()), rows * kvd)?;
         let mut cos = vec![0f32; half];
@@ -458,18 +505,25 @@ impl Backend for CpuBackend {
                 }
             }
         };
+        let (ko, vo) = (pool.offset(layer, 0, 0), pool.offset(layer, 1, 0));
         for r in 0..rows {
-            let pos = pos0 + r;
+            let batch = &pool.staged;
+            let pos = batch.positions()[r] as usize;
+            let slot = batch.slot_of(r);
             for i in 0..half {
                 let angle = pos as f32 * inv_freq[i];
                 cos[i] = angle.cos();
                 sin[i] = angle.sin();
             }
             rotate(&mut q[r * qd..(r + 1) * qd], &cos, &sin);
-            let kdst = &mut kc[pos * kvd..(pos + 1) * kvd];
+            let block = pool.blocks[slot / KV_BLOCK]
+                .as_mut()
+                .ok_or_else(|| Error::Backend(format!("slot {slot} has no memory")))?;
+            let at = (slot % KV_BLOCK) * kvd;
+            let kdst = &mut block[ko + at..ko + at + kvd];
             kdst.copy_from_slice(&k[r * kvd..(r + 1) * kvd]);
             rotate(kdst, &cos, &sin);
-            vc[pos * kvd..(pos + 1) * kvd].copy_from_slice(&v[r * kvd..(r + 1) * kvd]);
+            block[vo + at..vo + at + kvd].copy_from_slice(&v[r * kvd..(r + 1) * kvd]);
         }
         Ok(())
     }
@@ -477,20 +531,31 @@ impl Backend for CpuBackend {
     fn attention(
         &self,
         q: &Vec<f32>,
-        cache: &mut CpuCache,
+        pool: &mut CpuPool,
         layer: usize,
         shape: AttentionShape,
         out: &mut Vec<f32>,
     ) -> Result<()> {
         let (d, qd, kvd) = (shape.head_dim, shape.q_dim(), shape.kv_dim());
-        if kvd != cache.kv_dim {
+        if kvd != pool.kv_dim {
             return Err(Error::Backend(
-                "attention: cache width does not match the heads".into(),
+                "attention: pool width does not match the heads".into(),
             ));
         }
+        pool.check_layer(layer)?;
         let group = shape.heads / shape.kv_heads;
-        let (rows, pos0, kc, vc) = cache.layer(layer)?;
-        let (kc, vc) = (&*kc, &*vc);
+        let pool = &*pool;
+        let batch = pool.staged()?;
+        if let Some(b) = batch
+            .tables()
+            .iter()
+            .find(|b| pool.blocks[**b as usize].is_none())
+        {
+            return Err(Error::Backend(format!(
+                "block {b} was released while staged"
+            )));
+        }
+        let rows = batch.rows();
         check_len("attention q", q.len(), rows * qd)?;
         check_len("attention out", out.len(), rows * qd)?;
         let scale = 1.0 / (d as f32).sqrt();
@@ -502,10 +567,12 @@ impl Backend for CpuBackend {
                     let (r, h) = (i / shape.heads, i % shape.heads);
                     let kv_off = (h / group) * d;
                     let qh = &q[r * qd + h * d..r * qd + (h + 1) * d];
-                    let len = pos0 + r + 1;
-                    let mut scores: Vec<f32> = (0..len)
-                        .map(|t| dot(qh, &kc[t * kvd + kv_off..t * kvd + kv_off + d]) * scale)
-                        .collect();
+                    let len = batch.positions()[r] as usize + 1;
+                    let at = |kv: usize, t: usize| {
+                        &pool.row(layer, kv, batch.slot_at(r, t))[kv_off..kv_off + d]
+                    };
+                    let mut scores: Vec<f32> =
+                        (0..len).map(|t| dot(qh, at(0, t)) * scale).collect();
                     let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
                     let mut sum = 0f32;
                     for s in scores.iter_mut() {
@@ -515,10 +582,7 @@ impl Backend for CpuBackend {
                     o.fill(0.0);
                     for (t, p) in scores.iter().enumerate() {
                         let p = p / sum;
-                        for (ov, vv) in o
-                            .iter_mut()
-                            .zip(&vc[t * kvd + kv_off..t * kvd + kv_off + d])
-                        {
+                        for (ov, vv) in o.iter_mut().zip(at(1, t)) {
                             *ov = p.mul_add(*vv, *ov);
                         }
                     }
@@ -543,28 +607,39 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn choose(&self, logits: &Vec<f32>, width: usize, cache: &mut CpuCache) -> Result<()> {
-        check_len("choose", logits.len(), width)?;
-        cache.chosen = argmax(&logits[..width]);
-        Ok(())
-    }
-
-    fn chosen(&self, cache: &CpuCache) -> Result<u32> {
-        Ok(cache.chosen)
-    }
-
-    fn copy_rows(
+    fn gather_logit_rows(
         &self,
         x: &Vec<f32>,
         width: usize,
-        first: usize,
-        count: usize,
+        pool: &CpuPool,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        check_len("copy_rows", x.len(), (first + count) * width)?;
-        check_len("copy_rows output", out.len(), count * width)?;
-        out[..count * width].copy_from_slice(&x[first * width..(first + count) * width]);
+        let rows = pool.staged()?.logit_rows();
+        check_len("gather output", out.len(), rows.len() * width)?;
+        for (o, r) in out.chunks_exact_mut(width).zip(rows) {
+            let r = *r as usize;
+            check_len("gather", x.len(), (r + 1) * width)?;
+            o.copy_from_slice(&x[r * width..(r + 1) * width]);
+        }
         Ok(())
+    }
+
+    fn choose(
+        &self,
+        logits: &Vec<f32>,
+        width: usize,
+        rows: usize,
+        pool: &mut CpuPool,
+    ) -> Result<()> {
+        check_len("choose", logits.len(), rows * width)?;
+        pool.chosen.clear();
+        pool.chosen
+            .extend(logits.chunks_exact(width).take(rows).map(argmax));
+        Ok(())
+    }
+
+    fn chosen(&self, pool: &CpuPool) -> Result<Vec<u32>> {
+        Ok(pool.chosen.clone())
     }
 
     fn read_rows(
@@ -582,6 +657,7 @@ impl Backend for CpuBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{Logits, RowKind};
 
     fn naive(x: &[f32], w: &[f32]) -> f32 {
         x.iter().zip(w).map(|(a, b)| a * b).sum()
@@ -632,11 +708,11 @@ mod tests {
                 .unwrap();
             let x: Vec<f32> = (0..rows * k).map(|i| (i as f32).sin()).collect();
             let mut out = vec![0f32; rows * n];
-            be.matmul(&x, &w, 0, &mut out).unwrap(); // no rows: nothing to do, no panic
-            be.matmul(&x, &w, rows, &mut out).unwrap();
+            be.matmul(&x, &w, 0, 0, &mut out).unwrap(); // no rows: nothing to do, no panic
+            be.matmul(&x, &w, rows, rows, &mut out).unwrap();
             for r in 0..rows {
                 let mut one = vec![0f32; n];
-                be.matmul(&x[r * k..(r + 1) * k].to_vec(), &w, 1, &mut one)
+                be.matmul(&x[r * k..(r + 1) * k].to_vec(), &w, 1, 0, &mut one)
                     .unwrap();
                 assert_eq!(
                     &out[r * n..(r + 1) * n],
@@ -659,37 +735,61 @@ mod tests {
                 bytes: &[0; 16],
             })
             .unwrap();
-        assert!(be.matmul(&vec![0.0; 1], &w, 1, &mut vec![0.0; 2]).is_err());
+        assert!(be
+            .matmul(&vec![0.0; 1], &w, 1, 0, &mut vec![0.0; 2])
+            .is_err());
         let shape = AttentionShape {
             heads: 1,
             kv_heads: 1,
             head_dim: 2,
         };
-        let mut cache = be.new_cache(1, 4, shape).unwrap();
+        let mut pool = be.new_pool(1, 1, shape).unwrap();
         // Nothing staged yet: RoPE and attention say so.
         let (mut q, kv) = (vec![0.0; 2], vec![0.0; 2]);
         let err = be
-            .rope_and_cache(&mut q, &kv, &kv, &mut cache, 0, shape, &[1.0])
+            .rope_and_cache(&mut q, &kv, &kv, &mut pool, 0, shape, &[1.0])
             .unwrap_err();
         assert!(
             err.to_string().contains("no token ids were staged"),
             "{err}"
         );
-        // Staging past the cache is refused; an id past the table is an error at embed.
-        let err = be.stage(&mut cache, &[1, 2, 3], 2).unwrap_err();
-        assert!(err.to_string().contains("past the cache's 4"), "{err}");
-        be.stage(&mut cache, &[5], 0).unwrap();
-        assert!(be.embed(&w, &cache, &mut vec![0.0; 2]).is_err());
-        // A layer the cache does not have.
-        let err = be
-            .attention(&q, &mut cache, 1, shape, &mut vec![0.0; 2])
-            .unwrap_err();
-        assert!(err.to_string().contains("layer 1 of a cache of 1"), "{err}");
-        // The greedy choice of a row, read back.
-        be.choose(&vec![0.5, 2.0, f32::NAN, 2.0], 4, &mut cache)
+        // A block past the pool is refused; an id past the table is an error at embed.
+        let mut past = Batch::new();
+        past.push(&[1], 0, &[1], RowKind::Decode, Logits::Last)
             .unwrap();
-        assert_eq!(be.chosen(&cache).unwrap(), 1);
-        assert!(be.choose(&vec![0.5], 4, &mut cache).is_err());
+        let err = be.stage(&mut pool, &past).unwrap_err();
+        assert!(
+            err.to_string().contains("past the pool's 1 blocks"),
+            "{err}"
+        );
+        let mut one = Batch::new();
+        one.push(&[0], 0, &[5], RowKind::Decode, Logits::Last)
+            .unwrap();
+        be.stage(&mut pool, &one).unwrap();
+        assert_eq!(pool.allocated_blocks(), 1);
+        assert!(be.embed(&w, &pool, &mut vec![0.0; 2]).is_err());
+        // A layer the pool does not have.
+        let err = be
+            .attention(&q, &mut pool, 1, shape, &mut vec![0.0; 2])
+            .unwrap_err();
+        assert!(err.to_string().contains("layer 1 of a pool of 1"), "{err}");
+        // A block released while staged is an error, not a panic; released memory is freed.
+        be.release(&mut pool, &[0]).unwrap();
+        assert_eq!(pool.allocated_blocks(), 0);
+        let err = be
+            .attention(&q, &mut pool, 0, shape, &mut vec![0.0; 2])
+            .unwrap_err();
+        assert!(err.to_string().contains("released while staged"), "{err}");
+        // The greedy choice of each row, read back.
+        be.choose(
+            &vec![0.5, 2.0, f32::NAN, 2.0, 1.0, 0.0, 3.0, f32::NAN],
+            4,
+            2,
+            &mut pool,
+        )
+        .unwrap();
+        assert_eq!(be.chosen(&pool).unwrap(), [1, 2]);
+        assert!(be.choose(&vec![0.5], 4, 1, &mut pool).is_err());
         assert!(be
             .upload(HostTensor {
                 dtype: DType::F32,

@@ -2,18 +2,19 @@
 //! kernel from `cocoon-kernels` on the device's single stream.
 //!
 //! Weights are uploaded once, in their stored dtype, from the verified bytes of the pinned
-//! files. Activations and the KV cache (f32) live on the device; a forward pass uploads its
-//! token ids and downloads only the logits it returns. Nothing synchronises with the host
+//! files. Activations and the paged KV pool (f32) live on the device; a forward pass uploads
+//! its staged rows (ids, positions, block tables) and downloads only the logits or the greedy
+//! ids it returns. Nothing synchronises with the host
 //! between launches. Reductions run in a fixed order (no atomics): two runs give identical
 //! results.
 
 use cocoon_kernels::cache::KernelCache;
 use cocoon_kernels::gpu::Gpu;
-use cocoon_kernels::ops::{DeviceWeight, KvCache};
+use cocoon_kernels::ops::{DeviceWeight, KvPool, StageInput};
 use cocoon_kernels::shapes::{Heads, WeightType};
 use cudarc::driver::CudaSlice;
 
-use super::{AttentionShape, Backend, HostTensor};
+use super::{AttentionShape, Backend, Batch, HostTensor};
 use crate::error::{Error, Result};
 use crate::model::weights::DType;
 
@@ -60,7 +61,7 @@ impl CudaBackend {
 impl Backend for CudaBackend {
     type Weight = DeviceWeight;
     type Buf = CudaSlice<f32>;
-    type Cache = KvCache;
+    type Pool = KvPool;
 
     fn name(&self) -> String {
         format!("cuda:{}", self.gpu.name())
@@ -88,22 +89,38 @@ impl Backend for CudaBackend {
         Ok(self.gpu.alloc(len)?)
     }
 
-    fn new_cache(
-        &self,
-        layers: usize,
-        max_positions: usize,
-        shape: AttentionShape,
-    ) -> Result<KvCache> {
-        Ok(self.gpu.new_cache(layers, max_positions, heads(shape))?)
+    fn new_pool(&self, layers: usize, blocks: usize, shape: AttentionShape) -> Result<KvPool> {
+        Ok(self.gpu.new_pool(layers, blocks, heads(shape))?)
     }
 
-    fn stage(&self, cache: &mut KvCache, ids: &[u32], pos0: usize) -> Result<()> {
-        Ok(self.gpu.stage(cache, ids, pos0)?)
+    fn pool_blocks(&self, pool: &KvPool) -> usize {
+        pool.blocks()
     }
 
-    fn embed(&self, table: &DeviceWeight, cache: &KvCache, out: &mut CudaSlice<f32>) -> Result<()> {
+    fn release(&self, _pool: &mut KvPool, _blocks: &[u32]) -> Result<()> {
+        // Device memory is allocated with the pool; a released block is simply reused.
+        Ok(())
+    }
+
+    fn stage(&self, pool: &mut KvPool, batch: &Batch) -> Result<()> {
+        let (seq_of_row, starts, _) = batch.table_index();
+        let row_table: Vec<u32> = seq_of_row.iter().map(|s| starts[*s as usize]).collect();
+        Ok(self.gpu.stage(
+            pool,
+            &StageInput {
+                ids: batch.ids(),
+                positions: batch.positions(),
+                row_table: &row_table,
+                tables: batch.tables(),
+                logit_rows: batch.logit_rows(),
+                prompt_rows: batch.prompt_rows(),
+            },
+        )?)
+    }
+
+    fn embed(&self, table: &DeviceWeight, pool: &KvPool, out: &mut CudaSlice<f32>) -> Result<()> {
         // The largest staged id is checked against the table's rows on the host first.
-        Ok(self.gpu.embed_staged(table, cache, out)?)
+        Ok(self.gpu.embed_staged(table, pool, out)?)
     }
 
     fn rms_norm(
@@ -143,9 +160,10 @@ impl Backend for CudaBackend {
         x: &CudaSlice<f32>,
         w: &DeviceWeight,
         rows: usize,
+        prompt_rows: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        Ok(self.gpu.matmul(x, w, rows, out)?)
+        Ok(self.gpu.matmul(x, w, rows, prompt_rows, out)?)
     }
 
     fn rope_and_cache(
@@ -153,25 +171,25 @@ impl Backend for CudaBackend {
         q: &mut CudaSlice<f32>,
         k: &CudaSlice<f32>,
         v: &CudaSlice<f32>,
-        cache: &mut KvCache,
+        pool: &mut KvPool,
         layer: usize,
         shape: AttentionShape,
         inv_freq: &[f32],
     ) -> Result<()> {
         Ok(self
             .gpu
-            .rope_cache(q, k, v, cache, layer, heads(shape), inv_freq)?)
+            .rope_cache(q, k, v, pool, layer, heads(shape), inv_freq)?)
     }
 
     fn attention(
         &self,
         q: &CudaSlice<f32>,
-        cache: &mut KvCache,
+        pool: &mut KvPool,
         layer: usize,
         shape: AttentionShape,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        Ok(self.gpu.attention(q, cache, layer, heads(shape), out)?)
+        Ok(self.gpu.attention(q, pool, layer, heads(shape), out)?)
     }
 
     fn swiglu(&self, gate: &mut CudaSlice<f32>, up: &CudaSlice<f32>, len: usize) -> Result<()> {
@@ -182,31 +200,36 @@ impl Backend for CudaBackend {
         Ok(self.gpu.add(x, y, len)?)
     }
 
-    fn choose(&self, logits: &CudaSlice<f32>, width: usize, cache: &mut KvCache) -> Result<()> {
-        Ok(self.gpu.choose(logits, width, cache)?)
+    fn gather_logit_rows(
+        &self,
+        x: &CudaSlice<f32>,
+        width: usize,
+        pool: &KvPool,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        Ok(self.gpu.gather_logit_rows(x, width, pool, out)?)
     }
 
-    fn chosen(&self, cache: &KvCache) -> Result<u32> {
-        Ok(self.gpu.chosen(cache)?)
+    fn choose(
+        &self,
+        logits: &CudaSlice<f32>,
+        width: usize,
+        rows: usize,
+        pool: &mut KvPool,
+    ) -> Result<()> {
+        Ok(self.gpu.choose(logits, width, rows, pool)?)
+    }
+
+    fn chosen(&self, pool: &KvPool) -> Result<Vec<u32>> {
+        Ok(self.gpu.chosen(pool)?)
     }
 
     fn step(
         &self,
-        cache: &mut KvCache,
-        step: &mut dyn FnMut(&mut KvCache) -> Result<()>,
+        pool: &mut KvPool,
+        step: &mut dyn FnMut(&mut KvPool) -> Result<()>,
     ) -> Result<()> {
-        self.gpu.step(cache, step)
-    }
-
-    fn copy_rows(
-        &self,
-        x: &CudaSlice<f32>,
-        width: usize,
-        first: usize,
-        count: usize,
-        out: &mut CudaSlice<f32>,
-    ) -> Result<()> {
-        Ok(self.gpu.copy(x, first * width, count * width, out, 0)?)
+        self.gpu.step(pool, step)
     }
 
     fn read_rows(

@@ -1,12 +1,17 @@
 //! Compute backends. The forward pass ([`crate::model::llama`]) is written once against
-//! [`Backend`]; each backend owns its weights, activations and KV cache.
+//! [`Backend`]; each backend owns its weights, activations and a paged KV pool.
 //!
-//! Operations are at the granularity of the CUDA kernels to come: one call is one kernel
-//! launch there. Activations are f32, row-major `[rows, width]`; weights keep their stored
-//! dtype.
+//! Operations are at the granularity of the CUDA kernels: one call is one kernel launch there.
+//! Activations are f32, row-major `[rows, width]`; weights keep their stored dtype. A pass runs
+//! over a [`Batch`] of rows from any number of sequences, staged in the pool first
+//! ([`Backend::stage`]); every operation treats each row on its own, so a row's values do not
+//! depend on which other rows share its pass.
 
+pub mod batch;
 pub mod cpu;
 pub mod cuda;
+
+pub use batch::{blocks_for, Batch, Logits, RowKind, KV_BLOCK};
 
 use crate::error::Result;
 use crate::model::weights::DType;
@@ -51,9 +56,10 @@ pub trait Backend: Send + Sync {
     type Weight: Send + Sync;
     /// An f32 activation buffer.
     type Buf: Send;
-    /// One sequence on the backend: its key/value cache, the staged inputs of the pass being
-    /// run ([`Backend::stage`]) and the greedy choice of the last pass ([`Backend::choose`]).
-    type Cache: Send;
+    /// A paged key/value pool of [`KV_BLOCK`]-position blocks for every layer, with the staged
+    /// inputs of the pass being run ([`Backend::stage`]) and the greedy choices of its last
+    /// pass ([`Backend::choose`]).
+    type Pool: Send;
 
     /// Human-readable name, as recorded in receipts (`cpu`, `cuda:<device>`).
     fn name(&self) -> String;
@@ -64,23 +70,25 @@ pub trait Backend: Send + Sync {
     /// A zeroed buffer of `len` f32.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
 
-    /// A cache for `layers` layers of `max_positions` positions of the keys and values of
-    /// `shape` (`shape.kv_dim()` wide).
-    fn new_cache(
-        &self,
-        layers: usize,
-        max_positions: usize,
-        shape: AttentionShape,
-    ) -> Result<Self::Cache>;
+    /// A pool of `blocks` blocks for `layers` layers of keys and values of `shape`
+    /// (`shape.kv_dim()` wide). A backend may give a block memory only when a staged batch
+    /// first names it, and take it back at [`Backend::release`].
+    fn new_pool(&self, layers: usize, blocks: usize, shape: AttentionShape) -> Result<Self::Pool>;
 
-    /// Stages the token ids of the next pass and the position `pos0` of the first one in
-    /// `cache`: [`Backend::embed`], [`Backend::rope_and_cache`] and [`Backend::attention`] take
-    /// their rows and positions from there. Ids are checked against the vocabulary by
-    /// `embed`; `pos0 + ids.len()` must fit the cache.
-    fn stage(&self, cache: &mut Self::Cache, ids: &[u32], pos0: usize) -> Result<()>;
+    /// Blocks of the pool.
+    fn pool_blocks(&self, pool: &Self::Pool) -> usize;
 
-    /// `out[r] = table[ids[r]]` as f32 for the ids staged in `cache`.
-    fn embed(&self, table: &Self::Weight, cache: &Self::Cache, out: &mut Self::Buf) -> Result<()>;
+    /// Says that `blocks` hold nothing any more (a sequence finished): a backend may free them.
+    fn release(&self, pool: &mut Self::Pool, blocks: &[u32]) -> Result<()>;
+
+    /// Stages the rows of the next pass in `pool`: [`Backend::embed`],
+    /// [`Backend::rope_and_cache`], [`Backend::attention`] and [`Backend::gather_logit_rows`]
+    /// take their ids, positions, slots and tables from there. Every block a table names must
+    /// be in the pool; ids are checked against the vocabulary by `embed`.
+    fn stage(&self, pool: &mut Self::Pool, batch: &Batch) -> Result<()>;
+
+    /// `out[r] = table[ids[r]]` as f32 for the ids staged in `pool`.
+    fn embed(&self, table: &Self::Weight, pool: &Self::Pool, out: &mut Self::Buf) -> Result<()>;
 
     /// `out[r] = x[r] / sqrt(mean(x[r]²) + eps) · weight` for each of `rows` rows.
     fn rms_norm(
@@ -109,37 +117,38 @@ pub trait Backend: Send + Sync {
         self.rms_norm(x, weight, eps, rows, out)
     }
 
-    /// `out[rows, n] = x[rows, k] · wᵀ` for a weight of shape `[n, k]`.
+    /// `out[rows, n] = x[rows, k] · wᵀ` for a weight of shape `[n, k]`; the first
+    /// `prompt_rows` rows are prompt rows, the rest decode rows ([`RowKind`]).
     fn matmul(
         &self,
         x: &Self::Buf,
         w: &Self::Weight,
         rows: usize,
+        prompt_rows: usize,
         out: &mut Self::Buf,
     ) -> Result<()>;
 
-    /// Rotates `q` (`[rows, q_dim]`) in place and `k` (`[rows, kv_dim]`) with RoPE for the
-    /// staged positions `pos0..pos0 + rows` using `inv_freq` (`head_dim / 2` frequencies,
-    /// rotate-half pairing), then writes the rotated keys and the values into the cache of
-    /// `layer`.
+    /// Rotates `q` (`[rows, q_dim]`) in place and `k` (`[rows, kv_dim]`) with RoPE at each
+    /// staged row's position using `inv_freq` (`head_dim / 2` frequencies, rotate-half
+    /// pairing), then writes the rotated keys and the values to each row's slot of `layer`.
     #[allow(clippy::too_many_arguments)]
     fn rope_and_cache(
         &self,
         q: &mut Self::Buf,
         k: &Self::Buf,
         v: &Self::Buf,
-        cache: &mut Self::Cache,
+        pool: &mut Self::Pool,
         layer: usize,
         shape: AttentionShape,
         inv_freq: &[f32],
     ) -> Result<()>;
 
-    /// Causal grouped-query attention of the staged `rows` queries at positions `pos0..` over
-    /// the cache of `layer` (positions `0..pos0 + rows`): `out[rows, q_dim]`.
+    /// Causal grouped-query attention of each staged row over its own sequence's keys and
+    /// values of `layer` at positions `0..=position`: `out[rows, q_dim]`.
     fn attention(
         &self,
         q: &Self::Buf,
-        cache: &mut Self::Cache,
+        pool: &mut Self::Pool,
         layer: usize,
         shape: AttentionShape,
         out: &mut Self::Buf,
@@ -151,34 +160,39 @@ pub trait Backend: Send + Sync {
     /// `x += y` over `len` values.
     fn add(&self, x: &mut Self::Buf, y: &Self::Buf, len: usize) -> Result<()>;
 
-    /// Copies rows `first..first + count` of width `width` of `x` to the start of `out`.
-    fn copy_rows(
+    /// Copies the staged logit rows of `x` (width `width`), in order, to the start of `out`.
+    fn gather_logit_rows(
         &self,
         x: &Self::Buf,
         width: usize,
-        first: usize,
-        count: usize,
+        pool: &Self::Pool,
         out: &mut Self::Buf,
     ) -> Result<()>;
 
-    /// Writes the index of the largest of `logits[0..width]` (the first on ties; NaN never
-    /// wins; 0 if all are NaN) to `cache`'s choice slot: greedy decoding without copying the
-    /// logits to the host.
-    fn choose(&self, logits: &Self::Buf, width: usize, cache: &mut Self::Cache) -> Result<()>;
+    /// For each of the `rows` rows of `logits` (width `width`), writes the index of its largest
+    /// value (the first on ties; NaN never wins; 0 if all are NaN) to `pool`'s choices: greedy
+    /// decoding without copying the logits to the host.
+    fn choose(
+        &self,
+        logits: &Self::Buf,
+        width: usize,
+        rows: usize,
+        pool: &mut Self::Pool,
+    ) -> Result<()>;
 
-    /// The id the last [`Backend::choose`] on `cache` wrote.
-    fn chosen(&self, cache: &Self::Cache) -> Result<u32>;
+    /// The ids the last [`Backend::choose`] on `pool` wrote.
+    fn chosen(&self, pool: &Self::Pool) -> Result<Vec<u32>>;
 
-    /// Runs `step`, the operations of one pass over the inputs staged in `cache`. A backend may
-    /// record a one-token pass the first time and replay the record afterwards without calling
-    /// `step` (the CUDA backend's graphs), so `step` must do nothing but backend operations on
-    /// buffers that stay the same from token to token. The default runs `step`.
+    /// Runs `step`, the operations of one pass over the inputs staged in `pool`. A backend may
+    /// record a pass of decode rows the first time and replay the record afterwards without
+    /// calling `step` (the CUDA backend's graphs), so `step` must do nothing but backend
+    /// operations on buffers that stay the same from step to step. The default runs `step`.
     fn step(
         &self,
-        cache: &mut Self::Cache,
-        step: &mut dyn FnMut(&mut Self::Cache) -> Result<()>,
+        pool: &mut Self::Pool,
+        step: &mut dyn FnMut(&mut Self::Pool) -> Result<()>,
     ) -> Result<()> {
-        step(cache)
+        step(pool)
     }
 
     /// Copies rows `first..first + count` of width `width` out of `x` to the host.

@@ -6,7 +6,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backend::{AttentionShape, Backend, HostTensor};
+use crate::backend::{
+    blocks_for, AttentionShape, Backend, Batch, HostTensor, Logits as BatchLogits, RowKind,
+};
 use crate::error::{Error, Result};
 use crate::model::config::LlamaConfig;
 use crate::model::rope::inv_freq;
@@ -38,15 +40,15 @@ pub struct Llama<B: Backend> {
     id: u64,
 }
 
-/// The state of one sequence: its cache on the backend, how many positions it holds and can
-/// hold, and the buffers of its one-token passes (kept, so that a recorded decode step finds
-/// them again).
+/// One sequence with a KV pool of its own: the single-request path (`Runtime::generate`,
+/// `cocoon logits`) on the same batched pass the engine runs.
 pub struct Session<B: Backend> {
-    cache: B::Cache,
+    pool: B::Pool,
+    table: Vec<u32>,
     len: usize,
     capacity: usize,
     model: u64,
-    one: Option<Buffers<B>>,
+    work: Workspace<B>,
 }
 
 impl<B: Backend> Session<B> {
@@ -66,8 +68,8 @@ impl<B: Backend> Session<B> {
     }
 }
 
-/// The activations of a pass of `rows` rows whose last `count` rows get logits.
-struct Buffers<B: Backend> {
+/// The activations of a pass of `rows` rows of which `count` get logits.
+pub struct Buffers<B: Backend> {
     x: B::Buf,
     n: B::Buf,
     q: B::Buf,
@@ -77,8 +79,7 @@ struct Buffers<B: Backend> {
     proj: B::Buf,
     gate: B::Buf,
     up: B::Buf,
-    /// The rows that get logits, when not all of `x`.
-    selected: Option<B::Buf>,
+    selected: B::Buf,
     normed: B::Buf,
     logits: B::Buf,
 }
@@ -102,24 +103,42 @@ impl<B: Backend> Buffers<B> {
             proj: be.alloc(rows * h)?,
             gate: be.alloc(rows * c.intermediate_size)?,
             up: be.alloc(rows * c.intermediate_size)?,
-            selected: if count < rows {
-                Some(be.alloc(count * h)?)
-            } else {
-                None
-            },
+            selected: be.alloc(count * h)?,
             normed: be.alloc(count * h)?,
             logits: be.alloc(count * c.vocab_size)?,
         })
     }
 }
 
-/// Takes a pass's result from its buffers or the sequence's cache.
-type ReadOut<'a, B, R> = dyn FnMut(&B, &Buffers<B>, &<B as Backend>::Cache) -> Result<R> + 'a;
+/// Activation buffers kept between passes. The buffers of a pass made only of decode rows are
+/// kept per row count, for as long as the workspace lives: a backend that records such a pass
+/// (CUDA graphs) finds the same buffers when it replays it. Passes with prompt rows get fresh
+/// buffers.
+pub struct Workspace<B: Backend> {
+    decode: Vec<(usize, Buffers<B>)>,
+}
+
+impl<B: Backend> Default for Workspace<B> {
+    fn default() -> Self {
+        Workspace { decode: Vec::new() }
+    }
+}
 
 /// Distinct ids of loaded models, so that a session is only fed to the model that made it.
 static MODEL_IDS: AtomicU64 = AtomicU64::new(1);
 
-/// Which positions' logits a forward pass returns.
+/// What a pass brings back to the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The logits of every logit row (`vocab` values a row).
+    Logits,
+    /// The greedy choice of every logit row, made on the backend (only ids come back).
+    Greedy,
+    /// Both.
+    Both,
+}
+
+/// Which positions' logits a [`Llama::forward`] pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
     /// Only the last position's.
@@ -128,14 +147,13 @@ pub enum Logits {
     All,
 }
 
-impl Logits {
-    /// Rows of logits a pass over `fed` tokens returns.
-    fn rows(self, fed: usize) -> usize {
-        match self {
-            Logits::Last => 1,
-            Logits::All => fed,
-        }
-    }
+/// The result of a pass, one entry per logit row.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PassResult {
+    /// Logits, `vocab` per row, when asked for.
+    pub logits: Vec<f32>,
+    /// Greedy choices, when asked for.
+    pub chosen: Vec<u32>,
 }
 
 impl<B: Backend> Llama<B> {
@@ -206,6 +224,15 @@ impl<B: Backend> Llama<B> {
         }
     }
 
+    /// A KV pool of `blocks` blocks for this model.
+    pub fn new_pool(&self, blocks: usize) -> Result<B::Pool> {
+        self.backend.new_pool(
+            self.config.num_hidden_layers,
+            blocks,
+            self.attention_shape(),
+        )
+    }
+
     /// A fresh sequence able to hold the whole context.
     pub fn session(&self) -> Result<Session<B>> {
         self.session_with_capacity(self.config.max_position_embeddings)
@@ -217,14 +244,14 @@ impl<B: Backend> Llama<B> {
     pub fn session_with_capacity(&self, positions: usize) -> Result<Session<B>> {
         let c = &self.config;
         let capacity = positions.min(c.max_position_embeddings).max(1);
+        let blocks = blocks_for(capacity);
         Ok(Session {
-            cache: self
-                .backend
-                .new_cache(c.num_hidden_layers, capacity, self.attention_shape())?,
+            pool: self.new_pool(blocks)?,
+            table: (0..blocks as u32).collect(),
             len: 0,
             capacity,
             model: self.id,
-            one: None,
+            work: Workspace::default(),
         })
     }
 
@@ -235,30 +262,33 @@ impl<B: Backend> Llama<B> {
         ids: &[u32],
         which: Logits,
     ) -> Result<Vec<f32>> {
-        let vocab = self.config.vocab_size;
-        let rows = which.rows(ids.len());
-        self.pass(session, ids, which, &mut |be, bufs, _| {
-            be.read_rows(&bufs.logits, vocab, 0, rows)
-        })
+        let which = match which {
+            Logits::Last => BatchLogits::Last,
+            Logits::All => BatchLogits::All,
+        };
+        Ok(self.feed(session, ids, which, Output::Logits)?.logits)
     }
 
     /// Feeds `ids` after what `session` holds and returns the id of the last position's
     /// largest logit (the first on ties), chosen on the backend: only the id comes back.
     pub fn forward_greedy(&self, session: &mut Session<B>, ids: &[u32]) -> Result<u32> {
-        self.pass(session, ids, Logits::Last, &mut |be, _, cache| {
-            be.chosen(cache)
-        })
+        let chosen = self
+            .feed(session, ids, BatchLogits::Last, Output::Greedy)?
+            .chosen;
+        chosen
+            .first()
+            .copied()
+            .ok_or_else(|| Error::Backend("the pass chose nothing".into()))
     }
 
-    /// Checks and stages the pass, runs it (a one-token pass through [`Backend::step`], which
-    /// may replay a recording of it), then lets `read` take the result from the buffers.
-    fn pass<R>(
+    /// Feeds `ids` to `session` as one chunk: prompt rows, or a decode row when it is one id.
+    fn feed(
         &self,
         session: &mut Session<B>,
         ids: &[u32],
-        which: Logits,
-        read: &mut ReadOut<'_, B, R>,
-    ) -> Result<R> {
+        which: BatchLogits,
+        output: Output,
+    ) -> Result<PassResult> {
         let c = &self.config;
         let rows = ids.len();
         if rows == 0 {
@@ -286,7 +316,35 @@ impl<B: Backend> Llama<B> {
                 },
             ));
         }
-        if let Some(bad) = ids.iter().find(|id| **id as usize >= c.vocab_size) {
+        let kind = if rows == 1 {
+            RowKind::Decode
+        } else {
+            RowKind::Prompt
+        };
+        let mut batch = Batch::new();
+        batch.push(&session.table, session.len, ids, kind, which)?;
+        let result = self.run(&mut session.pool, &mut session.work, &batch, output)?;
+        session.len += rows;
+        Ok(result)
+    }
+
+    /// Runs one pass over `batch` (its blocks in `pool`) and brings back what `output` asks
+    /// for, one entry per logit row. Ids are checked against the vocabulary first; the caller
+    /// owns the block tables (no two sequences may share a block).
+    pub fn run(
+        &self,
+        pool: &mut B::Pool,
+        work: &mut Workspace<B>,
+        batch: &Batch,
+        output: Output,
+    ) -> Result<PassResult> {
+        let c = &self.config;
+        let rows = batch.rows();
+        let count = batch.logit_rows().len();
+        if rows == 0 {
+            return Err(Error::InvalidRequest("no tokens to feed".into()));
+        }
+        if let Some(bad) = batch.ids().iter().find(|id| **id as usize >= c.vocab_size) {
             return Err(Error::InvalidRequest(format!(
                 "token id {bad} is outside the vocabulary of {}",
                 c.vocab_size
@@ -294,76 +352,87 @@ impl<B: Backend> Llama<B> {
         }
         let be = &self.backend;
         let shape = self.attention_shape();
-        let count = which.rows(rows);
-        be.stage(&mut session.cache, ids, session.len)?;
+        be.stage(pool, batch)?;
+        let prompt_rows = batch.prompt_rows();
         let mut fresh;
-        let bufs = if rows == 1 {
-            match &mut session.one {
-                Some(b) => b,
-                none => none.insert(Buffers::new(be, c, shape, 1, 1)?),
+        let bufs = if prompt_rows == 0 && count == rows {
+            match work.decode.iter().position(|(r, _)| *r == rows) {
+                Some(i) => &mut work.decode[i].1,
+                None => {
+                    work.decode
+                        .push((rows, Buffers::new(be, c, shape, rows, count)?));
+                    let last = work.decode.len() - 1;
+                    &mut work.decode[last].1
+                }
             }
         } else {
             fresh = Buffers::new(be, c, shape, rows, count)?;
             &mut fresh
         };
-        be.step(&mut session.cache, &mut |cache| {
-            self.layers(cache, bufs, rows, count)
+        be.step(pool, &mut |pool| {
+            self.layers(pool, bufs, rows, prompt_rows, count)
         })?;
-        session.len += rows;
-        read(be, bufs, &session.cache)
+        let vocab = c.vocab_size;
+        let mut result = PassResult::default();
+        if count > 0 && matches!(output, Output::Logits | Output::Both) {
+            result.logits = be.read_rows(&bufs.logits, vocab, 0, count)?;
+        }
+        if count > 0 && matches!(output, Output::Greedy | Output::Both) {
+            result.chosen = be.chosen(pool)?;
+        }
+        Ok(result)
     }
 
-    /// The launches of one pass over the staged ids: the blocks, the final norm of the last
-    /// `count` rows, the LM head, and the greedy choice when one row gets logits.
+    /// The launches of one pass over the staged rows: the blocks, the final norm of the logit
+    /// rows, the LM head, and the greedy choice of each logit row.
     fn layers(
         &self,
-        cache: &mut B::Cache,
+        pool: &mut B::Pool,
         b: &mut Buffers<B>,
         rows: usize,
+        prompt_rows: usize,
         count: usize,
     ) -> Result<()> {
         let c = &self.config;
         let be = &self.backend;
         let shape = self.attention_shape();
         let (h, inter, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
+        let p = prompt_rows;
 
         // The residual add that ends each half-block is fused with the norm that follows it;
         // `proj` holds the pending down-projection between blocks.
-        be.embed(&self.embed, cache, &mut b.x)?;
+        be.embed(&self.embed, pool, &mut b.x)?;
         for (l, w) in self.blocks.iter().enumerate() {
             if l == 0 {
                 be.rms_norm(&b.x, &w.attn_norm, eps, rows, &mut b.n)?;
             } else {
                 be.add_rms_norm(&mut b.x, &b.proj, &w.attn_norm, eps, rows, h, &mut b.n)?;
             }
-            be.matmul(&b.n, &w.q, rows, &mut b.q)?;
-            be.matmul(&b.n, &w.k, rows, &mut b.k)?;
-            be.matmul(&b.n, &w.v, rows, &mut b.v)?;
-            be.rope_and_cache(&mut b.q, &b.k, &b.v, cache, l, shape, &self.inv_freq)?;
-            be.attention(&b.q, cache, l, shape, &mut b.att)?;
-            be.matmul(&b.att, &w.o, rows, &mut b.proj)?;
+            be.matmul(&b.n, &w.q, rows, p, &mut b.q)?;
+            be.matmul(&b.n, &w.k, rows, p, &mut b.k)?;
+            be.matmul(&b.n, &w.v, rows, p, &mut b.v)?;
+            be.rope_and_cache(&mut b.q, &b.k, &b.v, pool, l, shape, &self.inv_freq)?;
+            be.attention(&b.q, pool, l, shape, &mut b.att)?;
+            be.matmul(&b.att, &w.o, rows, p, &mut b.proj)?;
             be.add_rms_norm(&mut b.x, &b.proj, &w.mlp_norm, eps, rows, h, &mut b.n)?;
-            be.matmul(&b.n, &w.gate, rows, &mut b.gate)?;
-            be.matmul(&b.n, &w.up, rows, &mut b.up)?;
+            be.matmul(&b.n, &w.gate, rows, p, &mut b.gate)?;
+            be.matmul(&b.n, &w.up, rows, p, &mut b.up)?;
             be.swiglu(&mut b.gate, &b.up, rows * inter)?;
-            be.matmul(&b.gate, &w.down, rows, &mut b.proj)?;
+            be.matmul(&b.gate, &w.down, rows, p, &mut b.proj)?;
         }
         if !self.blocks.is_empty() {
             be.add(&mut b.x, &b.proj, rows * h)?;
         }
-        let last = match &mut b.selected {
-            Some(selected) => {
-                be.copy_rows(&b.x, h, rows - count, count, selected)?;
-                &*selected
-            }
-            None => &b.x,
-        };
-        be.rms_norm(last, &self.norm, eps, count, &mut b.normed)?;
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        be.matmul(&b.normed, head, count, &mut b.logits)?;
-        if count == 1 {
-            be.choose(&b.logits, c.vocab_size, cache)?;
+        if count == 0 {
+            return Ok(());
         }
+        // The LM head runs on the logit rows alone, as decode rows: a row's logits do not
+        // depend on how many sequences share the pass.
+        be.gather_logit_rows(&b.x, h, pool, &mut b.selected)?;
+        be.rms_norm(&b.selected, &self.norm, eps, count, &mut b.normed)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        be.matmul(&b.normed, head, count, 0, &mut b.logits)?;
+        be.choose(&b.logits, c.vocab_size, count, pool)?;
         Ok(())
     }
 }
