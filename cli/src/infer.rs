@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
+use cocoon_engine::{Engine, EngineConfig, Request};
 use cocoon_runtime::backend::Backend;
 use cocoon_runtime::model::llama::Logits;
 use cocoon_runtime::notary::{Attestation, AttestedKey, ReceiptRequest};
@@ -286,22 +287,29 @@ pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
         prev,
     };
     let opened = open(&args.model, &args.backend, quiet)?;
-    with_runtime!(opened, |runtime| {
-        generate_on(
-            &runtime,
-            args,
-            &prompt,
-            &params,
-            attestation.as_ref(),
-            &request,
-            out,
-        )
-    })
+    // One request, through the same scheduler `cocoon serve` and the C API use.
+    let engine = Engine::from_opened(
+        opened,
+        EngineConfig {
+            max_batch: 1,
+            max_queue: 1,
+            ..Default::default()
+        },
+    )?;
+    generate_on(
+        &engine,
+        args,
+        &prompt,
+        &params,
+        attestation.as_ref(),
+        &request,
+        out,
+    )
 }
 
-/// The generation of `cocoon run` on an opened runtime.
-fn generate_on<B: Backend>(
-    runtime: &Runtime<B>,
+/// The generation of `cocoon run`.
+fn generate_on(
+    engine: &Engine,
     args: &RunArgs,
     prompt: &str,
     params: &SamplingParams,
@@ -324,7 +332,7 @@ fn generate_on<B: Backend>(
     };
     let (generation, receipt) = match attestation {
         Some(att) => {
-            let (g, r) = runtime.generate_with_receipt(
+            let (g, r) = engine.generate_with_receipt(
                 prompt,
                 args.raw,
                 params,
@@ -334,14 +342,11 @@ fn generate_on<B: Backend>(
             )?;
             (g, Some(r))
         }
-        None => (
-            runtime.generate(
-                &runtime.prompt_ids(prompt, args.raw)?,
-                params,
-                &mut on_piece,
-            )?,
-            None,
-        ),
+        None => {
+            let ids = engine.model().prompt_ids(prompt, args.raw)?;
+            let g = engine.generate(Request::new(ids, params.clone()), &mut on_piece)?;
+            (g, None)
+        }
     };
     if let Some(e) = write_error {
         return Err(e.into());

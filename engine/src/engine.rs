@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use cocoon_runtime::backend::{blocks_for, Backend};
 use cocoon_runtime::generate::Generation;
 use cocoon_runtime::model::config::LlamaConfig;
+use cocoon_runtime::notary::{body, issue, Attestation, Facts, ReceiptRequest};
+use cocoon_runtime::receipt::Receipt;
 use cocoon_runtime::tokenizer::TextTokenizer;
-use cocoon_runtime::{with_runtime, Error, Opened, Pin, Runtime};
+use cocoon_runtime::{with_runtime, Error, Opened, Pin, Runtime, SamplingParams};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use crate::request::{Event, Handle, Request, SubmitError};
@@ -277,6 +279,53 @@ impl Engine {
         on_piece: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation, SubmitError> {
         Ok(self.submit(request)?.wait(on_piece)?)
+    }
+
+    /// Answers `prompt` (through the chat template unless `raw`) and issues its receipt, bound
+    /// to the machine as `attestation` says: what `Runtime::generate_with_receipt` does, as
+    /// one request among the others.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate_with_receipt(
+        &self,
+        prompt: &str,
+        raw: bool,
+        params: &SamplingParams,
+        attestation: &Attestation,
+        receipt_request: &ReceiptRequest,
+        on_piece: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<(Generation, Receipt), SubmitError> {
+        let ids = self.model.prompt_ids(prompt, raw)?;
+        let generation = self.generate(Request::new(ids, params.clone()), on_piece)?;
+        let receipt = self.receipt(
+            prompt,
+            !raw,
+            params,
+            &generation,
+            attestation,
+            receipt_request,
+        )?;
+        Ok((generation, receipt))
+    }
+
+    /// The receipt of a finished `generation` of `prompt`.
+    pub fn receipt(
+        &self,
+        prompt: &str,
+        chat_template: bool,
+        params: &SamplingParams,
+        generation: &Generation,
+        attestation: &Attestation,
+        receipt_request: &ReceiptRequest,
+    ) -> Result<Receipt, Error> {
+        let facts = Facts {
+            pin: self.model.pin(),
+            backend: self.model.backend_name(),
+            params,
+            chat_template,
+            prompt,
+            generation,
+        };
+        issue(body(&facts, receipt_request)?, attestation)
     }
 
     /// The answer budget and the KV blocks `request` may need, or why it can never run.

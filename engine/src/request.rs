@@ -86,12 +86,16 @@ impl Handle {
     }
 
     /// Waits for the end, giving each piece of text to `on_piece` (returning `false` cancels
-    /// the request), and returns the result.
+    /// the request; no piece is given after that), and returns the result. The scheduler sees
+    /// the cancellation at its next pass, so the result may hold a few tokens more than were
+    /// shown.
     pub fn wait(mut self, on_piece: &mut dyn FnMut(&str) -> bool) -> Result<Generation, Error> {
+        let mut listening = true;
         while let Some(event) = self.blocking_next() {
             match event {
                 Event::Piece(p) => {
-                    if !on_piece(&p) {
+                    if listening && !on_piece(&p) {
+                        listening = false;
                         self.cancel();
                     }
                 }

@@ -29,39 +29,40 @@ typedef enum {
   /**
    * A NULL pointer, invalid UTF-8, bad JSON options or parameters.
    */
-  COCOON_ERR_INVALID_ARGUMENT,
+  COCOON_ERR_INVALID_ARGUMENT = 1,
   /**
    * A file or directory could not be read or written.
    */
-  COCOON_ERR_IO,
+  COCOON_ERR_IO = 2,
   /**
    * The model's files do not match the pin.
    */
-  COCOON_ERR_PIN_MISMATCH,
+  COCOON_ERR_PIN_MISMATCH = 3,
   /**
    * A model file is malformed or unsupported.
    */
-  COCOON_ERR_MODEL_FORMAT,
+  COCOON_ERR_MODEL_FORMAT = 4,
   /**
    * The backend failed or is unavailable.
    */
-  COCOON_ERR_BACKEND,
+  COCOON_ERR_BACKEND = 5,
   /**
    * Evidence could not be produced.
    */
-  COCOON_ERR_ATTESTATION,
+  COCOON_ERR_ATTESTATION = 6,
   /**
    * Verification ran and rejected (the report says why).
    */
-  COCOON_ERR_REJECTED,
+  COCOON_ERR_REJECTED = 7,
   /**
    * A panic was caught; the handle involved should not be used again.
    */
-  COCOON_ERR_PANIC,
+  COCOON_ERR_PANIC = 8,
 } cocoon_status;
 
 /**
- * An opened model: verified weights on a backend, its tokenizer and its evidence provider.
+ * An opened model: verified weights on a backend with its scheduler (concurrent calls on one
+ * handle are batched together), and its evidence provider.
  */
 typedef struct cocoon_model cocoon_model;
 

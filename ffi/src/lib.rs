@@ -15,14 +15,11 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::Mutex;
 
-use cocoon_runtime::backend::Backend;
+use cocoon_engine::{Engine, EngineConfig, SubmitError};
 use cocoon_runtime::notary::{Attestation, ReceiptRequest};
-use cocoon_runtime::receipt::Receipt;
-use cocoon_runtime::sampling::SamplingParams;
 use cocoon_runtime::verify::{parse_receipt, verify_receipt, VerifyOptions};
-use cocoon_runtime::{manifest_of, with_runtime, Opened, Pin, Runtime};
+use cocoon_runtime::{manifest_of, Opened, Pin};
 
 use options::{GenerateParams, ModelOptions, VerifyParams};
 
@@ -33,35 +30,30 @@ pub enum cocoon_status {
     /// Success (for verification: accepted).
     COCOON_OK = 0,
     /// A NULL pointer, invalid UTF-8, bad JSON options or parameters.
-    COCOON_ERR_INVALID_ARGUMENT,
+    COCOON_ERR_INVALID_ARGUMENT = 1,
     /// A file or directory could not be read or written.
-    COCOON_ERR_IO,
+    COCOON_ERR_IO = 2,
     /// The model's files do not match the pin.
-    COCOON_ERR_PIN_MISMATCH,
+    COCOON_ERR_PIN_MISMATCH = 3,
     /// A model file is malformed or unsupported.
-    COCOON_ERR_MODEL_FORMAT,
+    COCOON_ERR_MODEL_FORMAT = 4,
     /// The backend failed or is unavailable.
-    COCOON_ERR_BACKEND,
+    COCOON_ERR_BACKEND = 5,
     /// Evidence could not be produced.
-    COCOON_ERR_ATTESTATION,
+    COCOON_ERR_ATTESTATION = 6,
     /// Verification ran and rejected (the report says why).
-    COCOON_ERR_REJECTED,
+    COCOON_ERR_REJECTED = 7,
     /// A panic was caught; the handle involved should not be used again.
-    COCOON_ERR_PANIC,
+    COCOON_ERR_PANIC = 8,
 }
 
 use cocoon_status::*;
 
-/// An opened model: verified weights on a backend, its tokenizer and its evidence provider.
+/// An opened model: verified weights on a backend with its scheduler (concurrent calls on one
+/// handle are batched together), and its evidence provider.
 pub struct cocoon_model {
-    runtime: Engine,
+    engine: Engine,
     attestation: Attestation,
-}
-
-/// The runtime of a handle: shared as is on the CPU, one call at a time on CUDA.
-enum Engine {
-    Shared(Opened),
-    Exclusive(Mutex<Opened>),
 }
 
 /// Handles are used from several threads at once (header contract).
@@ -229,19 +221,17 @@ pub unsafe extern "C" fn cocoon_model_open(
         let attestation = options
             .attestation()
             .map_err(|m| Failure(COCOON_ERR_ATTESTATION, m))?;
-        let runtime = match Opened::open(
+        let opened = Opened::open(
             Path::new(dir),
             &pin,
             options.backend,
             options.device,
             options.threads,
             None,
-        )? {
-            cpu @ Opened::Cpu(_) => Engine::Shared(cpu),
-            cuda @ Opened::Cuda(_) => Engine::Exclusive(Mutex::new(cuda)),
-        };
+        )?;
+        let engine = Engine::from_opened(opened, EngineConfig::default())?;
         let model = Box::new(cocoon_model {
-            runtime,
+            engine,
             attestation,
         });
         // SAFETY: checked non-NULL above; ownership passes to the caller.
@@ -299,26 +289,17 @@ pub unsafe extern "C" fn cocoon_generate(
             job_id: params.job_id.clone(),
             prev: params.prev.clone(),
         };
-        let mut generate = |opened: &Opened| {
-            with_runtime!(opened, |rt| generate_on(
-                rt,
+        let (_, receipt) = model
+            .engine
+            .generate_with_receipt(
                 prompt,
                 params.raw,
                 &params.sampling,
                 &model.attestation,
                 &request,
-                &mut on_piece
-            ))
-        };
-        let receipt = match &model.runtime {
-            Engine::Shared(opened) => generate(opened)?,
-            Engine::Exclusive(m) => generate(&*m.lock().map_err(|_| {
-                Failure(
-                    COCOON_ERR_BACKEND,
-                    "this handle's CUDA runtime was poisoned by an earlier failure".into(),
-                )
-            })?)?,
-        };
+                &mut on_piece,
+            )
+            .map_err(submit_failure)?;
         if !receipt_json_out.is_null() {
             let json = serde_json::to_string(&receipt).map_err(|e| invalid(e.to_string()))?;
             // SAFETY: checked non-NULL.
@@ -328,18 +309,13 @@ pub unsafe extern "C" fn cocoon_generate(
     })
 }
 
-/// One generation with its receipt on any backend.
-fn generate_on<B: Backend>(
-    rt: &Runtime<B>,
-    prompt: &str,
-    raw: bool,
-    sampling: &SamplingParams,
-    attestation: &Attestation,
-    request: &ReceiptRequest,
-    on_piece: &mut dyn FnMut(&str) -> bool,
-) -> cocoon_runtime::Result<Receipt> {
-    rt.generate_with_receipt(prompt, raw, sampling, attestation, request, on_piece)
-        .map(|(_, receipt)| receipt)
+/// A refused or failed request as a status: a full queue or a shutdown is the backend's
+/// state, the rest what the request asked for.
+fn submit_failure(e: SubmitError) -> Failure {
+    match e {
+        SubmitError::Invalid(e) => Failure::from(e),
+        other => Failure(COCOON_ERR_BACKEND, other.to_string()),
+    }
 }
 
 /// Verifies a receipt. `options_json` (NULL for defaults): `allow_dev` (bool), `model` (a

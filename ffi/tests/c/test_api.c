@@ -143,7 +143,7 @@ int main(int argc, char **argv) {
 
   /* early stop still yields a receipt */
   int calls = 0;
-  CHECK(cocoon_generate(model, "Hello", "{\"max_tokens\": 30, \"raw\": true}", stop_after_first, &calls, &receipt) == COCOON_OK, "early stop");
+  CHECK(cocoon_generate(model, "Hello", "{\"max_tokens\": 200, \"raw\": true}", stop_after_first, &calls, &receipt) == COCOON_OK, "early stop");
   CHECK(calls == 1 && receipt && strstr(receipt, "\"finish\":\"cancelled\""), "cancelled receipt");
   cocoon_string_free(receipt);
   receipt = NULL;
