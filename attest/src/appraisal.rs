@@ -1,5 +1,5 @@
 //! Evidence as a whole: recognising raw bytes, reporting their fields (`attest inspect`) and
-//! the verdict (`attest verify`) with the JSON fields DESIGN §5 fixes: `platform`, `verdict`,
+//! the verdict (`attest verify`) with the JSON fields docs/design.md §5 fixes: `platform`, `verdict`,
 //! `reasons`, `report_data`, `tcb_status`, and per platform the measurements.
 //!
 //! Verdicts fail closed: `ok` needs every check this build performs to pass and a TCB status of
@@ -120,6 +120,9 @@ pub fn inspect(e: &Evidence) -> Result<Value> {
                 "policy": format!("{:#x}", r.policy), "debug": r.debug_allowed(), "vmpl": r.vmpl,
                 "chip_id": hex::encode(r.chip_id), "reported_tcb": hex::encode(r.reported_tcb),
                 "guest_svn": r.guest_svn, "signing_key": format!("{:?}", r.signing_key),
+                "family_id": hex::encode(r.family_id), "image_id": hex::encode(r.image_id),
+                "id_key_digest": hex::encode(r.id_key_digest),
+                "author_key_digest": hex::encode(r.author_key_digest),
             })
         }
         Platform::Dev => {
@@ -261,7 +264,10 @@ pub fn read_collateral(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
         source,
     };
     if !path.is_dir() {
-        return Ok(vec![std::fs::read(path).map_err(io)?]);
+        return Ok(vec![crate::input::read_bounded(
+            path,
+            crate::input::MAX_EVIDENCE_BYTES,
+        )?]);
     }
     let mut files: Vec<_> = std::fs::read_dir(path)
         .map_err(io)?
@@ -273,14 +279,16 @@ pub fn read_collateral(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
         })
         .collect();
     files.sort();
+    if files.len() > 256 {
+        return Err(Error::Selection(format!(
+            "{}: {} collateral files, more than the 256 read",
+            path.display(),
+            files.len()
+        )));
+    }
     files
         .iter()
-        .map(|f| {
-            std::fs::read(f).map_err(|source| Error::Io {
-                path: f.clone(),
-                source,
-            })
-        })
+        .map(|f| crate::input::read_bounded(f, crate::input::MAX_EVIDENCE_BYTES))
         .collect()
 }
 
@@ -291,56 +299,37 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Unix seconds of an RFC 3339 UTC time (`2025-07-19T10:00:34Z`, fractions allowed).
+/// Unix seconds of an RFC 3339 UTC time (`2025-07-19T10:00:34Z`; `+00:00` for `Z`; up to nine
+/// fractional digits, which are dropped). Parsed with the `time` crate; besides what RFC 3339
+/// itself forbids, times before 1970, leap seconds (second 60), other offsets than UTC and
+/// anything not ASCII are refused, so that one instant has one reading.
 pub fn parse_rfc3339(s: &str) -> Result<u64> {
-    let bad = || {
+    use time::format_description::well_known::Rfc3339;
+    let shown: String = s.chars().take(40).collect();
+    let bad = |why: &str| {
         Error::Selection(format!(
-            "time {s:?} is not RFC 3339 UTC (YYYY-MM-DDTHH:MM:SSZ)"
+            "time {shown:?} is not an RFC 3339 UTC time ({why})"
         ))
     };
+    if !s.is_ascii() || s.len() > 40 {
+        return Err(bad("expected YYYY-MM-DDTHH:MM:SSZ"));
+    }
     let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err(bad());
+    // Second 60 (a leap second) would read as 59 or as the next minute: refused.
+    if b.len() > 19 && &b[17..19] == b"60" {
+        return Err(bad("second 60"));
     }
-    let rest = &s[19..];
-    let rest = rest
-        .strip_prefix('.')
-        .map_or(rest, |f| f.trim_start_matches(|c: char| c.is_ascii_digit()));
-    if !matches!(rest, "Z" | "z" | "+00:00") {
-        return Err(bad());
+    if let Some(frac) = s.get(19..).and_then(|r| r.strip_prefix('.')) {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 9 {
+            return Err(bad("1 to 9 fractional digits"));
+        }
     }
-    let num =
-        |r: std::ops::Range<usize>| s.get(r).and_then(|t| t.parse::<u64>().ok()).ok_or_else(bad);
-    let (y, mo, d, h, mi, se) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 || y < 1970
-    {
-        return Err(bad());
+    if !(s.ends_with('Z') || s.ends_with('z') || s.ends_with("+00:00")) {
+        return Err(bad("not UTC"));
     }
-    // Days from civil (proleptic Gregorian).
-    let (y, mo) = if mo <= 2 {
-        (y as i64 - 1, mo + 12)
-    } else {
-        (y as i64, mo)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (mo as i64 - 3) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(days as u64 * 86_400 + h * 3600 + mi * 60 + se)
+    let t = time::OffsetDateTime::parse(s, &Rfc3339).map_err(|e| bad(&e.to_string()))?;
+    u64::try_from(t.unix_timestamp()).map_err(|_| bad("before 1970"))
 }
 
 #[cfg(test)]
@@ -367,12 +356,26 @@ mod tests {
             parse_rfc3339("2000-02-29T00:00:00.123Z").unwrap(),
             951_782_400
         );
+        assert_eq!(
+            parse_rfc3339("2025-07-19T10:00:34.999999999+00:00").unwrap(),
+            1_752_919_234
+        );
         for bad in [
             "",
             "2025-07-19",
             "2025-13-01T00:00:00Z",
             "2025-07-19T10:00:34+02:00",
             "x025-07-19T10:00:34Z",
+            // Found by an attacker: a non-ASCII character panicked, 27 fractional digits were
+            // accepted, impossible dates and second 60 were accepted.
+            "2026-11-29T18:40:1éZ",
+            "2026-11-29T18:40:1\u{e9}Z",
+            "2026-11-29T18:40:10.123456789012345678901234567Z",
+            "2026-02-31T00:00:00Z",
+            "2026-11-29T23:59:60Z",
+            "2026-11-29T24:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2026-11-29T18:40:10.Z",
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
         }
@@ -405,6 +408,28 @@ mod tests {
             v["amd_crl"].as_str().unwrap().starts_with("none given"),
             "{v}"
         );
+        // The SNP policy fields the docs name are reported, so a policy can name them.
+        for f in [
+            "family_id",
+            "image_id",
+            "id_key_digest",
+            "author_key_digest",
+        ] {
+            assert!(v[f].as_str().is_some_and(|h| h.len() >= 32), "{f}: {v}");
+        }
+        let e = evidence_from_bytes(&vector("snp/virtee-milan-vcek/report.bin")).unwrap();
+        let family = v["family_id"].as_str().unwrap().to_owned();
+        let policy = Policy::parse(&format!("[snp]\nfamily_id = [\"{family}\"]")).unwrap();
+        let a = Appraisal {
+            cert_files: vec![
+                vector("snp/virtee-milan-vcek/vcek.der"),
+                vector("snp/virtee-milan-vcek/ask_ark.pem"),
+            ],
+            at,
+            policy: Some(policy),
+            ..Default::default()
+        };
+        assert_eq!(verify(&e, &a).unwrap()["verdict"], "ok");
         // A CRL that is not an AMD root's among the SNP collateral: a rejection naming it.
         let e = evidence_from_bytes(&vector("snp/virtee-milan-vcek/report.bin")).unwrap();
         let a = Appraisal {

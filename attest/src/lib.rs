@@ -19,6 +19,7 @@ pub mod configfs;
 pub mod dev;
 pub mod error;
 pub mod evidence;
+pub mod input;
 pub mod policy;
 pub mod provider;
 pub mod sev_guest;

@@ -103,6 +103,21 @@ const SNP_FIELDS: &[&str] = &[
     "author_key_digest",
     "vmpl",
 ];
+/// Whether `value` has the form `field` is reported in.
+fn allowed_value_ok(field: &str, value: &str) -> bool {
+    let hex =
+        |v: &str| !v.is_empty() && v.len() % 2 == 0 && v.bytes().all(|b| b.is_ascii_hexdigit());
+    match field {
+        "policy" => value.strip_prefix("0x").is_some_and(|h| {
+            !h.is_empty() && h.len() <= 16 && h.bytes().all(|b| b.is_ascii_hexdigit())
+        }),
+        "vmpl" => {
+            !value.is_empty() && value.len() <= 3 && value.bytes().all(|b| b.is_ascii_digit())
+        }
+        _ => value.len() <= 256 && hex(value),
+    }
+}
+
 /// Intel's TCB statuses from best to worst (`Revoked` last; a policy may never accept it).
 pub const TCB_STATUSES: &[&str] = &[
     "UpToDate",
@@ -143,15 +158,45 @@ impl Policy {
         {
             return Err(bad(format!("unknown SNP field {k:?}")));
         }
+        // An allowed value is what the evidence reports for that field: hex digits of even
+        // length, `0x…` for the SNP guest policy, a number for the VMPL. An empty or malformed
+        // value could only match by accident (or match a field the report lacks): refused.
+        let lists = p
+            .tdx
+            .iter()
+            .map(|(k, v)| ("tdx", k, v))
+            .chain(p.snp.fields.iter().map(|(k, v)| ("snp", k, v)));
+        for (platform, field, allowed) in lists {
+            if allowed.is_empty() {
+                return Err(bad(format!(
+                    "{platform} {field}: an empty list allows nothing"
+                )));
+            }
+            for value in allowed {
+                if !allowed_value_ok(field, value) {
+                    return Err(bad(format!(
+                        "{platform} {field}: {:?} is not a value this field can have",
+                        value.chars().take(80).collect::<String>()
+                    )));
+                }
+            }
+        }
+        for pin in &p.model_pins {
+            if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(format!(
+                    "model_pins: {:?} is not 64 hexadecimal digits",
+                    pin.chars().take(80).collect::<String>()
+                )));
+            }
+        }
         Ok(p)
     }
 
     /// Reads a policy file.
     pub fn read(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = crate::input::read_bounded(path, crate::input::MAX_POLICY_BYTES)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::Selection(format!("policy {}: not UTF-8", path.display())))?;
         Self::parse(&text)
     }
 
@@ -184,7 +229,13 @@ impl Policy {
         for (field, allowed) in fields.into_iter().flatten() {
             let value = match &v[field.as_str()] {
                 Value::String(s) => s.clone(),
-                Value::Null => String::new(),
+                Value::Null => {
+                    // A field the evidence does not report never matches.
+                    out.push(format!(
+                        "{platform} {field} is not reported by this evidence; the policy allows only {allowed:?}"
+                    ));
+                    continue;
+                }
                 other => other.to_string(),
             };
             if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&value)) {
@@ -276,6 +327,32 @@ mod tests {
             .violations(&v);
         assert_eq!(reasons.len(), 1, "{reasons:?}");
         assert!(reasons[0].contains("requires GPU evidence"), "{reasons:?}");
+    }
+
+    #[test]
+    fn allow_lists_hold_only_values_a_field_can_have() {
+        // Found by an attacker: `family_id = [""]` matched a field the report lacked.
+        for bad in [
+            "[snp]\nfamily_id = [\"\"]",
+            "[snp]\nfamily_id = []",
+            "[tdx]\nmrtd = [\"zz\"]",
+            "[tdx]\nmrtd = [\"abc\"]",
+            "[snp]\npolicy = [\"30000\"]",
+            "[snp]\nvmpl = [\"x\"]",
+            "model_pins = [\"\"]",
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad}");
+        }
+        let p =
+            Policy::parse("[snp]\nfamily_id = [\"00\"]\npolicy = [\"0x30000\"]\nvmpl = [\"0\"]")
+                .unwrap();
+        let v = serde_json::json!({"platform": "snp", "policy": "0x30000", "vmpl": 0});
+        let reasons = p.violations(&v);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].contains("family_id is not reported"),
+            "{reasons:?}"
+        );
     }
 
     #[test]

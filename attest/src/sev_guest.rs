@@ -3,7 +3,7 @@
 //! response is the firmware's `MSG_REPORT_RSP` (status, report size, 24 reserved bytes, then
 //! the 1184-byte attestation report). Certificates come back as the GUID table that configfs-tsm
 //! calls `auxblob`. Only the `ioctl` call itself is unsafe.
-#![allow(unsafe_code)] // DESIGN §10: the attest crate's ioctl calls, each with a SAFETY comment
+#![allow(unsafe_code)] // docs/design.md §10: the attest crate's ioctl calls, each with a SAFETY comment
 
 use std::fs::File;
 use std::os::fd::AsRawFd;

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use cocoon_attest::appraisal::{
     evidence_from_bytes, inspect, load_collateral, parse_rfc3339, unix_now, verify, Appraisal,
 };
+use cocoon_attest::input::{read_bounded, MAX_EVIDENCE_BYTES};
 use cocoon_attest::policy::Policy;
 
 /// `cocoon attest …`.
@@ -112,7 +113,9 @@ fn print(v: &serde_json::Value, json: bool, out: &mut impl Write) -> Result<()> 
 
 /// Runs `cocoon attest`.
 pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
-    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let read = |p: &PathBuf| {
+        read_bounded(p, MAX_EVIDENCE_BYTES).with_context(|| format!("reading {}", p.display()))
+    };
     match cmd {
         AttestCommand::Inspect { evidence, json } => {
             let e = evidence_from_bytes(&read(evidence)?)?;

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
+use cocoon_attest::input::{read_bounded, MAX_RECEIPT_BYTES};
 use cocoon_engine::{Engine, EngineConfig, Request};
+
+/// Largest prompt file read (`--prompt-file`).
+const MAX_PROMPT_BYTES: u64 = 16 << 20;
 use cocoon_runtime::backend::Backend;
 use cocoon_runtime::model::llama::Logits;
 use cocoon_runtime::notary::{Attestation, AttestedKey, ReceiptRequest};
@@ -255,8 +259,12 @@ fn logits_on<B: Backend>(
 pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
     let prompt = match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => p.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("reading the prompt from {}", f.display()))?,
+        (None, Some(f)) => {
+            let bytes = read_bounded(f, MAX_PROMPT_BYTES)
+                .with_context(|| format!("reading the prompt from {}", f.display()))?;
+            String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("the prompt in {} is not UTF-8", f.display()))?
+        }
         (None, None) => bail!("give --prompt or --prompt-file"),
     };
     let params = SamplingParams {
@@ -267,12 +275,18 @@ pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
         seed: args.seed,
     };
     params.validate()?;
+    if let Some(n) = &args.nonce {
+        cocoon_runtime::notary::check_nonce(n)?;
+    }
     let attestation = attestation(args)?;
     let prev = match &args.prev_receipt {
         None => None,
         Some(f) => {
-            let text =
-                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            let text = String::from_utf8(
+                read_bounded(f, MAX_RECEIPT_BYTES)
+                    .with_context(|| format!("reading {}", f.display()))?,
+            )
+            .map_err(|_| anyhow::anyhow!("{}: malformed receipt: not UTF-8", f.display()))?;
             Some(
                 parse_receipt(&text)
                     .map_err(anyhow::Error::msg)

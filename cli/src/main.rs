@@ -1,4 +1,4 @@
-//! `cocoon`: the command line of the Cocoon runtime (DESIGN §5).
+//! `cocoon`: the command line of the Cocoon runtime (docs/design.md §5).
 //!
 //! Exit codes: 0 success, 1 verification rejected, 2 bad input, usage or I/O.
 //! Results go to stdout, progress and logs to stderr.
@@ -207,8 +207,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out_dir,
             dtype,
         } => {
-            let bytes =
-                std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            // Any size, but a regular file (a FIFO would block forever).
+            let bytes = cocoon_attest::input::read_bounded(&input, u64::MAX)
+                .with_context(|| format!("reading {}", input.display()))?;
             let pin = cocoon_runtime::gguf::import::import_gguf(&bytes, &out_dir, dtype.into())
                 .with_context(|| format!("importing {}", input.display()))?;
             writeln!(out, "{pin}")?;

@@ -15,3 +15,30 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("malformed pin"));
 }
+
+#[test]
+fn a_nonce_is_even_bounded_hex_even_without_a_receipt() {
+    let pin = "ab".repeat(32);
+    for nonce in ["zz", "abc", &"00".repeat(65)] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
+            .args([
+                "run",
+                "--model",
+                "no-such-dir",
+                "--pin",
+                &pin,
+                "--prompt",
+                "hi",
+                "--nonce",
+                nonce,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{nonce}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("nonce must be an even number"),
+            "{nonce}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

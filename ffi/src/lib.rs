@@ -1,4 +1,4 @@
-//! C ABI of the Cocoon runtime (DESIGN §8): `libcocoon` as a shared and a static library,
+//! C ABI of the Cocoon runtime (docs/design.md §8): `libcocoon` as a shared and a static library,
 //! with the header `include/cocoon.h` generated from this file by cbindgen.
 //!
 //! Every entry point checks its pointers and UTF-8, runs inside one panic boundary
@@ -6,7 +6,7 @@
 //! be used from several threads at once: each generation call has its own KV cache, and the
 //! shared state (weights, tokenizer, thread pool, evidence provider) is read-only. On CUDA the
 //! calls on one handle take turns (one stream; concurrent use has not been checked on a GPU).
-#![allow(non_camel_case_types)] // the C names are fixed by DESIGN §8
+#![allow(non_camel_case_types)] // the C names are fixed by docs/design.md §8
 #![allow(clippy::missing_safety_doc)] // the safety contract of each function is in the header
 
 mod options;

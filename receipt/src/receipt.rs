@@ -1,4 +1,4 @@
-//! Receipt v1 (DESIGN §6): what ran, on what, what went in and out, bound to TEE evidence.
+//! Receipt v1 (docs/design.md §6): what ran, on what, what went in and out, bound to TEE evidence.
 //!
 //! `binding = SHA-512("cocoon-receipt-v1\0" ‖ JCS(body))`. In direct mode the evidence's report
 //! data is the binding; in attested-key mode the evidence binds an ephemeral P-384 key

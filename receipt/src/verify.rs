@@ -19,6 +19,9 @@ use cocoon_attest::Platform;
 
 use crate::receipt::{key_binding, EvidenceJson, Receipt};
 
+/// How far a receipt's time may lie after the time of the check (clocks differ).
+pub const MAX_CLOCK_SKEW_S: u64 = 300;
+
 /// What the verifier is asked to accept.
 #[derive(Clone, Debug, Default)]
 pub struct VerifyOptions {
@@ -148,14 +151,23 @@ pub fn verify_receipt(r: &Receipt, opts: &VerifyOptions) -> VerifyReport {
         if let Some(max) = p.max_receipt_age_s {
             let at = opts.at.unwrap_or_else(unix_now);
             match parse_rfc3339(&b.time) {
-                Ok(t) if t <= at && at - t <= max => {}
-                Ok(t) if t > at => reasons.push(format!("body.time {} is in the future", b.time)),
+                Ok(t) if t > at.saturating_add(MAX_CLOCK_SKEW_S) => reasons.push(format!(
+                    "body.time {} is in the future (more than {MAX_CLOCK_SKEW_S} s after the time of the check)",
+                    b.time
+                )),
+                Ok(t) if at.saturating_sub(t) <= max => {}
                 Ok(_) => reasons.push(format!(
                     "receipt made at {} is older than the policy's {max} s",
                     b.time
                 )),
                 Err(e) => reasons.push(format!("body.time: {e}")),
             }
+        }
+    }
+    // A receipt's time is always a time: a malformed one is a rejection even without a policy.
+    if let Err(e) = parse_rfc3339(&b.time) {
+        if !reasons.iter().any(|r| r.starts_with("body.time")) {
+            reasons.push(format!("body.time: {e}"));
         }
     }
     if let Some(want) = &opts.model_pin {
@@ -266,6 +278,21 @@ fn check_evidence(
     }
     match evidence.platform {
         Platform::Dev => {
+            // A flag never weakens a policy: one that names its platforms without `dev`, or
+            // that requires GPU evidence, rejects dev evidence whatever --allow-dev says.
+            if let Some(p) = &opts.policy {
+                if !p.platforms.is_empty() && !p.platforms.iter().any(|x| x == "dev") {
+                    reasons.push(format!(
+                        "{what}: platform dev is not among the policy's allowed {:?}",
+                        p.platforms
+                    ));
+                }
+                if p.require_gpu_evidence {
+                    reasons.push(format!(
+                        "{what}: the policy requires GPU evidence (require_gpu_evidence), and dev evidence has none"
+                    ));
+                }
+            }
             if let Err(e) = DevEvidence::parse(&evidence.quote) {
                 reasons.push(format!("{what}: {e}"));
             } else if opts.allow_dev {

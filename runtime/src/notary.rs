@@ -86,8 +86,30 @@ pub struct Facts<'a> {
     pub generation: &'a Generation,
 }
 
+/// Most hexadecimal digits of a nonce (64 bytes, the size of TEE report data).
+pub const MAX_NONCE_HEX: usize = 128;
+
+/// Checks a client nonce: hexadecimal digits, an even number of them, at most
+/// [`MAX_NONCE_HEX`].
+pub fn check_nonce(nonce: &str) -> Result<()> {
+    if nonce.is_empty()
+        || nonce.len() > MAX_NONCE_HEX
+        || nonce.len() % 2 != 0
+        || !nonce.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(Error::InvalidRequest(format!(
+            "the nonce must be an even number (2 to {MAX_NONCE_HEX}) of hexadecimal digits, got {} characters",
+            nonce.chars().count()
+        )));
+    }
+    Ok(())
+}
+
 /// Builds the body of a receipt.
 pub fn body(facts: &Facts<'_>, request: &ReceiptRequest) -> Result<ReceiptBody> {
+    if let Some(n) = &request.nonce {
+        check_nonce(n)?;
+    }
     let hexish = |v: &Option<String>, what: &str, len: Option<usize>| -> Result<Option<String>> {
         match v {
             None => Ok(None),
@@ -200,6 +222,16 @@ pub fn rfc3339_utc(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn nonces_are_even_bounded_hex() {
+        for good in ["00", "c0ffee", &"ab".repeat(64)] {
+            assert!(check_nonce(good).is_ok(), "{good}");
+        }
+        for bad in ["", "zz", "abc", &"ab".repeat(65), "0x00", "éé"] {
+            assert!(check_nonce(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn rfc3339_dates() {

@@ -199,9 +199,15 @@ fn scan(dir: &Path, progress: Option<ProgressFn<'_>>, keep: bool) -> Result<(Man
     Ok((manifest, files))
 }
 
-/// The manifest kept in the directory, if present, parseable and authenticated by `pin`.
+/// The manifest kept in the directory, if present, a regular file of at most 1 MiB,
+/// parseable and authenticated by `pin`.
 fn trusted_manifest(dir: &Path, pin: &Pin) -> Option<Manifest> {
-    let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).ok()?;
+    let path = dir.join(MANIFEST_FILE);
+    let meta = path.metadata().ok()?;
+    if !meta.is_file() || meta.len() > 1 << 20 {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
     let manifest = Manifest::parse(&text).ok()?;
     (manifest.pin() == *pin).then_some(manifest)
 }
@@ -297,16 +303,27 @@ fn read_hashed(
         }
         Err(e) => return Err(io(e)),
     };
-    if meta.file_type().is_symlink() {
-        let target = path.canonicalize().map_err(io)?;
-        if !target.starts_with(root) {
-            return Err(Error::RefusedPath {
-                path: shown.join(name),
-                reason: "symbolic link pointing outside the model directory",
-            });
-        }
+    // Links anywhere on the way (the file itself or a directory of a shard's path) must stay
+    // inside the model directory.
+    let target = path.canonicalize().map_err(io)?;
+    if !target.starts_with(root) {
+        return Err(Error::RefusedPath {
+            path: shown.join(name),
+            reason: if meta.file_type().is_symlink() {
+                "symbolic link pointing outside the model directory"
+            } else {
+                "path leads outside the model directory through a linked directory"
+            },
+        });
     }
-    let mut file = File::open(&path).map_err(io)?;
+    // Opening a FIFO would wait for a writer forever: only regular files are opened.
+    if !target.metadata().map_err(io)?.is_file() {
+        return Err(Error::RefusedPath {
+            path: shown.join(name),
+            reason: "not a regular file",
+        });
+    }
+    let mut file = File::open(&target).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
         return Err(Error::RefusedPath {

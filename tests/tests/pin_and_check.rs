@@ -327,3 +327,65 @@ fn unsupported_architectures_are_named() {
         &["config.json", "unsupported model_type \"gpt_neox\""],
     );
 }
+
+#[test]
+fn linked_directories_leaving_the_model_and_non_regular_files_are_refused() {
+    // A shard under a directory link that points outside the model.
+    let (_t, dir) = model();
+    shard(&dir, serde_json::Value::Null);
+    let outside = dir.parent().unwrap().join("elsewhere");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::rename(
+        dir.join("model-00002-of-00002.safetensors"),
+        outside.join("model-00002-of-00002.safetensors"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("sub")).unwrap();
+    let index_path = dir.join("model.safetensors.index.json");
+    let index = std::fs::read_to_string(&index_path)
+        .unwrap()
+        .replace("\"model-00002-of-00002", "\"sub/model-00002-of-00002");
+    std::fs::write(&index_path, index).unwrap();
+    assert_rejected(
+        &cocoon([Path::new("pin"), &dir]),
+        &[
+            "sub/model-00002-of-00002.safetensors",
+            "outside the model directory",
+        ],
+    );
+
+    // A FIFO as config.json is refused at once instead of blocking forever.
+    let (_t, dir) = model();
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.join("config.json"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert_rejected(
+        &cocoon([Path::new("pin"), &dir]),
+        &["config.json", "not a regular file"],
+    );
+    assert_rejected(
+        &cocoon([
+            Path::new("import-gguf"),
+            &dir.join("config.json"),
+            &dir.join("out"),
+        ]),
+        &["not a regular file"],
+    );
+    // A device as the prompt file.
+    let pin = "ab".repeat(32);
+    assert_rejected(
+        &cocoon([
+            "run",
+            "--model",
+            "no-such-model",
+            "--pin",
+            &pin,
+            "--prompt-file",
+            "/dev/zero",
+        ]),
+        &["/dev/zero", "not a regular file"],
+    );
+}

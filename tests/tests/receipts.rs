@@ -272,3 +272,53 @@ fn receipts_parse_strictly() {
         "{reasons:?}"
     );
 }
+
+#[test]
+fn a_flag_never_weakens_a_policy_and_future_receipts_are_refused() {
+    use cocoon_attest::policy::Policy;
+    let r = make(&Attestation::Direct(Box::new(DevProvider::new())), None);
+    let with = |policy: &str| VerifyOptions {
+        allow_dev: true,
+        policy: Some(Policy::parse(policy).unwrap()),
+        ..Default::default()
+    };
+    assert!(verify_receipt(&r, &with("")).ok());
+    // --allow-dev does not override a policy that names its platforms without dev, or that
+    // requires GPU evidence.
+    let report = verify_receipt(&r, &with("platforms = [\"tdx\", \"snp\"]"));
+    assert!(!report.ok());
+    assert!(
+        report.reasons[0].contains("platform dev is not among"),
+        "{:?}",
+        report.reasons
+    );
+    let report = verify_receipt(&r, &with("require_gpu_evidence = true"));
+    assert!(!report.ok() && report.reasons[0].contains("requires GPU evidence"));
+    assert!(verify_receipt(&r, &with("platforms = [\"dev\"]")).ok());
+    // A receipt from the future (beyond the clock skew) is refused under a maximum age.
+    let mut future = r.clone();
+    future.body.time = "9999-12-31T23:59:59Z".into();
+    future.binding = hex_binding(&future.body);
+    let report = verify_receipt(
+        &future,
+        &with("platforms = [\"dev\"]\nmax_receipt_age_s = 60"),
+    );
+    assert!(
+        report.reasons.iter().any(|m| m.contains("in the future")),
+        "{:?}",
+        report.reasons
+    );
+    // A time that is not RFC 3339 is a rejection even without a policy (never a panic).
+    let mut odd = r.clone();
+    odd.body.time = "2026-11-29T18:40:1éZ".into();
+    let report = verify_receipt(&odd, &dev_ok());
+    assert!(
+        report.reasons.iter().any(|m| m.starts_with("body.time")),
+        "{:?}",
+        report.reasons
+    );
+}
+
+fn hex_binding(body: &ReceiptBody) -> String {
+    hex::encode(body.binding().unwrap())
+}

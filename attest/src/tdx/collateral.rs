@@ -1,4 +1,4 @@
-//! DCAP collateral (DESIGN §7): TCB info, QE identity (each a signed JSON object), their issuer
+//! DCAP collateral (docs/design.md §7): TCB info, QE identity (each a signed JSON object), their issuer
 //! chains, the PCK CRL and the root CA CRL, from Phala's dcap-qvl JSON bundle or from a
 //! directory of Intel PCS responses. The signed JSON is kept as the exact bytes Intel signed.
 
@@ -62,12 +62,7 @@ impl Collateral {
     /// separate PCS files (`tcb_info.json`, `qe_identity.json`, `*_issuer_chain.pem`,
     /// `pck_crl.der`, `root_ca_crl.der`).
     pub fn read(path: &Path) -> Result<Self> {
-        let read = |p: &Path| {
-            std::fs::read(p).map_err(|source| Error::Io {
-                path: p.to_owned(),
-                source,
-            })
-        };
+        let read = |p: &Path| crate::input::read_bounded(p, crate::input::MAX_EVIDENCE_BYTES);
         if !path.is_dir() {
             return Self::from_bundle(&read(path)?);
         }

@@ -1,0 +1,111 @@
+//! `engine-load MODEL_DIR [THREADS]`: aggregate decode throughput and time to first token of
+//! the engine on the CPU at 1, 4, 16 and 64 concurrent requests (64 new tokens each, greedy,
+//! different prompts), side by side with the single-request path (`Runtime::generate`) in the
+//! same run. Prints one JSON line per concurrency.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cocoon_engine::{Engine, EngineConfig, Event, Request};
+use cocoon_runtime::{PinnedModel, Runtime, SamplingParams};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(
+        args.next()
+            .unwrap_or_else(|| "models/smollm2-135m-bf16".into()),
+    );
+    let threads: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let open = || {
+        let pin = PinnedModel::read(&dir, None).expect("model").pin();
+        Runtime::open_cpu(&dir, &pin, threads, None).expect("open")
+    };
+    let params = SamplingParams {
+        max_tokens: 64,
+        ..Default::default()
+    };
+    let single = open();
+    let prompt = |i: usize| {
+        single
+            .prompt_ids(
+                &format!("Question {i}: name a colour and explain why it is your favourite."),
+                false,
+            )
+            .expect("prompt")
+    };
+    // Single-request path: one request alone, decode rate after its first token.
+    let g = single
+        .generate(&prompt(0), &params, &mut |_| true)
+        .expect("generate");
+    let single_tps = (g.output_ids.len() - 1) as f64 / (g.decode_us as f64 / 1e6);
+    let prefill_alone_ms = g.prefill_us as f64 / 1e3;
+    println!(
+        "{}",
+        serde_json::json!({"path": "Runtime::generate", "threads": threads, "decode_tokens_per_s": single_tps, "prefill_ms": prefill_alone_ms, "prompt_tokens": g.input_ids.len()})
+    );
+    for concurrency in [1usize, 4, 16, 64] {
+        let engine = Arc::new(
+            Engine::start(
+                open(),
+                EngineConfig {
+                    max_batch: concurrency.min(64),
+                    max_queue: 128,
+                    ..Default::default()
+                },
+            )
+            .expect("engine"),
+        );
+        let start = Instant::now();
+        let handles: Vec<_> = (0..concurrency)
+            .map(|i| {
+                let e = Arc::clone(&engine);
+                let ids = prompt(i);
+                let p = params.clone();
+                std::thread::spawn(move || {
+                    let t0 = Instant::now();
+                    let mut h = e.submit(Request::new(ids, p)).expect("submit");
+                    let mut ttft = None;
+                    loop {
+                        match h.blocking_next() {
+                            Some(Event::Piece(_)) => {
+                                ttft.get_or_insert(t0.elapsed().as_secs_f64() * 1e3);
+                            }
+                            Some(Event::Done(r)) => {
+                                let g = r.expect("generation");
+                                return (ttft.unwrap_or(0.0), g.output_ids.len());
+                            }
+                            None => panic!("stream ended"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut ttfts = Vec::new();
+        let mut tokens = 0;
+        for h in handles {
+            let (t, n) = h.join().expect("thread");
+            ttfts.push(t);
+            tokens += n;
+        }
+        let wall = start.elapsed().as_secs_f64();
+        ttfts.sort_by(f64::total_cmp);
+        let stats = engine.stats();
+        println!(
+            "{}",
+            serde_json::json!({"path": "Engine", "threads": threads, "concurrency": concurrency,
+                "output_tokens": tokens, "wall_s": wall, "aggregate_tokens_per_s": tokens as f64 / wall,
+                "vs_single": tokens as f64 / wall / single_tps,
+                "ttft_p50_ms": percentile(&ttfts, 0.5), "ttft_p99_ms": percentile(&ttfts, 0.99),
+                "mean_rows_per_pass": stats.rows as f64 / stats.steps.max(1) as f64})
+        );
+    }
+}
