@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading or opening a file or directory failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", crate::escape::path(path))]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -17,7 +17,10 @@ pub enum Error {
     #[error("malformed pin {0:?}: expected 64 hexadecimal characters (a SHA-256)")]
     MalformedPin(String),
     /// One pinned file's bytes differ from the trusted manifest.
-    #[error("pin mismatch in {file}: expected sha256 {expected}, actual {actual}")]
+    #[error(
+        "pin mismatch in {}: expected sha256 {expected}, actual {actual}",
+        crate::escape::shown(file)
+    )]
     PinMismatch {
         /// Path of the file relative to the model directory.
         file: String,
@@ -39,7 +42,7 @@ pub enum Error {
         manifest: String,
     },
     /// A path that a pin can not name unambiguously, or that leaves the model directory.
-    #[error("{}: refused: {reason}", path.display())]
+    #[error("{}: refused: {reason}", crate::escape::path(path))]
     RefusedPath {
         /// The offending path.
         path: PathBuf,
@@ -47,7 +50,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// A file the loader needs is absent.
-    #[error("{}: missing ({why})", path.display())]
+    #[error("{}: missing ({why})", crate::escape::path(path))]
     MissingFile {
         /// The absent file.
         path: PathBuf,
@@ -55,7 +58,7 @@ pub enum Error {
         why: String,
     },
     /// A model file is present but its content is malformed or unsupported.
-    #[error("{file}: {message}")]
+    #[error("{}: {message}", crate::escape::shown(file))]
     ModelFormat {
         /// The file, relative to the model directory.
         file: String,

@@ -389,3 +389,43 @@ fn linked_directories_leaving_the_model_and_non_regular_files_are_refused() {
         &["/dev/zero", "not a regular file"],
     );
 }
+
+fn raw_safetensors(header: &str, data: usize) -> Vec<u8> {
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend(std::iter::repeat_n(0u8, data));
+    b
+}
+
+#[test]
+fn duplicate_tensor_names_and_raw_names_in_messages_are_refused() {
+    let entry = r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+    let (_t, dir) = model();
+    let run = with_weights(
+        &dir,
+        &raw_safetensors(&format!(r#"{{"a":{entry},"b":{entry},"a":{entry}}}"#), 4),
+    );
+    assert_rejected(&run, &["model.safetensors", "the header names a twice"]);
+    // A newline in a tensor name is shown escaped: it cannot split the error line.
+    let (_t, dir) = model();
+    let int = r#"{"dtype":"I64","shape":[1],"data_offsets":[0,8]}"#;
+    let run = with_weights(&dir, &raw_safetensors(&format!(r#"{{"x\ny":{int}}}"#), 8));
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("x\\ny"), "{}", run.stderr);
+    assert_eq!(run.stderr.trim_end().lines().count(), 1, "{}", run.stderr);
+    // The index of a sharded model naming a tensor twice.
+    let (_t, dir) = model();
+    shard(&dir, serde_json::Value::Null);
+    let index_path = dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index_path).unwrap();
+    let text = text.replacen(
+        "\"weight_map\":{",
+        "\"weight_map\":{\"model.norm.weight\":\"model-00001-of-00002.safetensors\",",
+        1,
+    );
+    std::fs::write(&index_path, text).unwrap();
+    assert_rejected(
+        &check_repinned(&dir),
+        &["weight_map names model.norm.weight twice"],
+    );
+}

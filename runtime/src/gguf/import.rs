@@ -113,7 +113,8 @@ impl HyperParams {
             None => Ok(default),
             Some(v) => v
                 .as_f64()
-                .ok_or_else(|| err(format!("metadata {key} is not a number"))),
+                .filter(|x| x.is_finite() && *x > 0.0)
+                .ok_or_else(|| err(format!("metadata {key} is not a finite positive number"))),
         };
         Ok(HyperParams {
             hidden,
@@ -175,7 +176,11 @@ fn hf_name(name: &str, hp: &HyperParams) -> Option<(String, Option<u64>)> {
     }
     let rest = name.strip_prefix("blk.")?;
     let (layer, part) = rest.split_once('.')?;
-    let layer: u64 = layer.parse().ok()?;
+    // Only the canonical spelling: `blk.00` or `blk.+0` would name layer 0 a second time.
+    let layer: u64 = layer
+        .parse()
+        .ok()
+        .filter(|l: &u64| l.to_string() == layer)?;
     let (hf, heads) = match part {
         "attn_norm.weight" => ("input_layernorm.weight", None),
         "attn_q.weight" => ("self_attn.q_proj.weight", Some(hp.heads)),
@@ -251,6 +256,15 @@ fn convert_tensors(
                 .ok_or_else(|| err(format!("unexpected tensor {} for a llama model", t.name)))
         })
         .collect::<Result<Vec<_>>>()?;
+    let mut seen = BTreeMap::new();
+    for ((name, _), t) in &named {
+        if let Some(other) = seen.insert(name.clone(), &t.name) {
+            return Err(err(format!(
+                "tensors {other} and {} are both {name}",
+                t.name
+            )));
+        }
+    }
     named
         .into_par_iter()
         .map(|((name, heads), t)| Ok((name, convert(g, t, heads, dtype)?)))
@@ -486,5 +500,24 @@ mod tests {
             [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
         );
         assert!(unpermute_rows(&gguf, 8, 1, 3).is_err());
+    }
+
+    #[test]
+    fn layer_numbers_have_one_spelling() {
+        let hp = HyperParams {
+            hidden: 8,
+            ffn: 16,
+            layers: 2,
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 4,
+            context: 16,
+            eps: 1e-5,
+            rope_theta: 1e4,
+        };
+        assert!(hf_name("blk.0.attn_norm.weight", &hp).is_some());
+        assert!(hf_name("blk.10.attn_norm.weight", &hp).is_some());
+        assert!(hf_name("blk.00.attn_norm.weight", &hp).is_none());
+        assert!(hf_name("blk.+0.attn_norm.weight", &hp).is_none());
     }
 }

@@ -193,6 +193,9 @@ impl<'a> GgufFile<'a> {
             let key = r.string("metadata key")?;
             let ty = r.u32(&key)?;
             let value = r.value(ty, &key, 0)?;
+            if metadata.contains_key(&key) {
+                return Err(err(format!("metadata key {key:?} appears twice")));
+            }
             metadata.insert(key, value);
         }
         let mut infos = Vec::new();
@@ -208,6 +211,11 @@ impl<'a> GgufFile<'a> {
             let ty = r.u32(&name)?;
             let offset = r.u64(&name)?;
             infos.push((name, dims, ty, offset));
+        }
+        let mut names: Vec<&str> = infos.iter().map(|(n, ..)| n.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(err(format!("tensor {:?} appears twice", w[0])));
         }
         let alignment = match metadata.get("general.alignment") {
             None => DEFAULT_ALIGNMENT,
@@ -353,5 +361,29 @@ mod tests {
         bytes[ty_at..ty_at + 4].copy_from_slice(&99u32.to_le_bytes());
         let e = GgufFile::parse(&bytes).unwrap_err().to_string();
         assert!(e.contains("unsupported GGML type 99"), "{e}");
+    }
+
+    #[test]
+    fn a_name_twice_is_refused() {
+        // Two tensors named `t` (the directory entry repeated; the data is shared).
+        let one = tiny();
+        let header_end = 24 + 45 + 9 + 4 + 8 + 4 + 8;
+        let mut b = one[..header_end].to_vec();
+        b[16..24].copy_from_slice(&1u64.to_le_bytes());
+        b[8..16].copy_from_slice(&2u64.to_le_bytes());
+        b.extend_from_slice(&one[24 + 45..header_end]);
+        while b.len() % 32 != 0 {
+            b.push(0);
+        }
+        b.extend_from_slice(&one[one.len() - 16..]);
+        let e = GgufFile::parse(&b).unwrap_err().to_string();
+        assert!(e.contains("tensor \"t\" appears twice"), "{e}");
+        // The metadata key twice.
+        let mut b = one[..24 + 45].to_vec();
+        b[16..24].copy_from_slice(&2u64.to_le_bytes());
+        b.extend_from_slice(&one[24..24 + 45]);
+        b.extend_from_slice(&one[24 + 45..]);
+        let e = GgufFile::parse(&b).unwrap_err().to_string();
+        assert!(e.contains("appears twice"), "{e}");
     }
 }

@@ -95,13 +95,21 @@ impl WeightIndex {
                         Some(t) => {
                             return Err(Error::format(
                                 WEIGHTS_INDEX,
-                                format!("lists {name} in {shard}, but it is in {}", t.file),
+                                format!(
+                                    "lists {} in {}, but it is in {}",
+                                    crate::escape::shown(name),
+                                    crate::escape::shown(shard),
+                                    crate::escape::shown(&t.file)
+                                ),
                             ))
                         }
                         None => {
                             return Err(Error::format(
                                 shard.clone(),
-                                format!("tensor {name} listed in {WEIGHTS_INDEX} is absent"),
+                                format!(
+                                    "tensor {} listed in {WEIGHTS_INDEX} is absent",
+                                    crate::escape::shown(name)
+                                ),
                             ))
                         }
                     }
@@ -113,15 +121,32 @@ impl WeightIndex {
 
     fn add_file(&mut self, file: &str, bytes: &[u8]) -> Result<()> {
         let bad = |m: String| Error::format(file, m);
+        // serde keeps the last of two equal keys: one file could then mean two models to two
+        // loaders. The header's keys are checked first.
+        let header = bytes
+            .get(..8)
+            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .and_then(|n| usize::try_from(n).ok())
+            .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+            .ok_or_else(|| bad("invalid safetensors: the header length is past the file".into()))?;
+        if let Some(dup) = duplicate_key(header) {
+            return Err(bad(format!(
+                "the header names {} twice",
+                crate::escape::shown(&dup)
+            )));
+        }
         let parsed = SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("invalid safetensors: {e}")))?;
         let (header_len, metadata) = SafeTensors::read_metadata(bytes)
             .map_err(|e| bad(format!("invalid safetensors: {e}")))?;
         let data_start = 8 + header_len;
         for name in parsed.names() {
-            let info = metadata
-                .info(name)
-                .ok_or_else(|| bad(format!("tensor {name} has no header entry")))?;
+            let info = metadata.info(name).ok_or_else(|| {
+                bad(format!(
+                    "tensor {} has no header entry",
+                    crate::escape::shown(name)
+                ))
+            })?;
             let dtype = match info.dtype {
                 Dtype::BF16 => DType::BF16,
                 Dtype::F16 => DType::F16,
@@ -129,7 +154,8 @@ impl WeightIndex {
                 _ if is_ignorable(name) => continue,
                 other => {
                     return Err(bad(format!(
-                        "tensor {name}: unsupported dtype {other:?} (supported: BF16, F16, F32)"
+                        "tensor {}: unsupported dtype {other:?} (supported: BF16, F16, F32)",
+                        crate::escape::shown(name)
                     )))
                 }
             };
@@ -141,7 +167,11 @@ impl WeightIndex {
                 range: data_start + start..data_start + end,
             };
             if let Some(prev) = self.tensors.insert(name.to_owned(), entry) {
-                return Err(bad(format!("tensor {name} is also in {}", prev.file)));
+                return Err(bad(format!(
+                    "tensor {} is also in {}",
+                    crate::escape::shown(name),
+                    crate::escape::shown(&prev.file)
+                )));
             }
         }
         Ok(())
@@ -191,7 +221,10 @@ impl WeightIndex {
             if !known && !tied_head && !is_ignorable(name) {
                 return Err(Error::format(
                     where_(name),
-                    format!("unexpected tensor {name}: this LLaMA-family runtime would ignore it"),
+                    format!(
+                        "unexpected tensor {}: this LLaMA-family runtime would ignore it",
+                        crate::escape::shown(name)
+                    ),
                 ));
             }
         }
@@ -240,10 +273,42 @@ pub fn expected_tensors(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
 
 fn weight_map(json: &[u8]) -> Result<BTreeMap<String, String>> {
     #[derive(serde::Deserialize)]
-    struct Index {
-        weight_map: BTreeMap<String, String>,
+    struct Index<'a> {
+        #[serde(borrow)]
+        weight_map: &'a serde_json::value::RawValue,
     }
-    serde_json::from_slice::<Index>(json)
-        .map(|i| i.weight_map)
-        .map_err(|e| Error::format(WEIGHTS_INDEX, format!("invalid index: {e}")))
+    let bad = |m: String| Error::format(WEIGHTS_INDEX, m);
+    let index: Index<'_> =
+        serde_json::from_slice(json).map_err(|e| bad(format!("invalid index: {e}")))?;
+    if let Some(dup) = duplicate_key(index.weight_map.get().as_bytes()) {
+        return Err(bad(format!(
+            "weight_map names {} twice",
+            crate::escape::shown(&dup)
+        )));
+    }
+    serde_json::from_str(index.weight_map.get()).map_err(|e| bad(format!("invalid index: {e}")))
+}
+
+/// The first key that a JSON object (`text`) has twice, at its top level.
+pub fn duplicate_key(text: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(k.clone()) {
+                    return Ok(Some(k));
+                }
+            }
+            Ok(None)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(text);
+    de.deserialize_map(Keys).ok().flatten()
 }
