@@ -15,13 +15,23 @@ struct Layout {
     ensure_ascii: bool,
 }
 
+/// Largest indent `tojson` accepts.
+const MAX_INDENT: usize = 64;
+
 /// `value | tojson(ensure_ascii=false, indent=none, separators=none, sort_keys=false)`.
 pub fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
     let indent = match kwargs.get::<Option<Value>>("indent")? {
         None => None,
         Some(v) if v.is_none() => None,
         Some(v) => Some(match (v.as_i64(), v.as_str()) {
+            // A template cannot ask for a gigantic indent (`indent=10**12`).
+            (Some(n), _) if n > MAX_INDENT as i64 => {
+                return Err(invalid("tojson: indent above 64 is not supported"))
+            }
             (Some(n), _) => " ".repeat(usize::try_from(n).unwrap_or(0)),
+            (None, Some(s)) if s.len() > MAX_INDENT => {
+                return Err(invalid("tojson: indent above 64 is not supported"))
+            }
             (None, Some(s)) => s.to_owned(),
             _ => return Err(invalid("tojson: indent must be an integer or a string")),
         }),

@@ -22,6 +22,9 @@ pub struct TextTokenizer {
     eos_ids: Vec<u32>,
 }
 
+/// Longest token text accepted in a vocabulary.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
 /// The special-token keys of `tokenizer_config.json` that templates may read.
 const SPECIAL_TOKEN_KEYS: [&str; 7] = [
     "bos_token",
@@ -61,6 +64,33 @@ impl TextTokenizer {
                 .map(str::to_owned),
             _ => None,
         };
+        // Every id the tokenizer can produce must be a row of the model's embedding, and no
+        // token may be absurdly long (a 10 MB token would make every decode crawl).
+        let tokenizer_size = inner.get_vocab_size(true);
+        if tokenizer_size > config.vocab_size {
+            return Err(Error::format(
+                TOKENIZER,
+                format!(
+                    "the tokenizer has {tokenizer_size} tokens, more than the model's vocabulary of {}",
+                    config.vocab_size
+                ),
+            ));
+        }
+        let vocab = inner.get_vocab(true);
+        if let Some((token, id)) = vocab
+            .iter()
+            .find(|(t, id)| t.len() > MAX_TOKEN_BYTES || **id as usize >= config.vocab_size)
+        {
+            return Err(Error::format(
+                TOKENIZER,
+                format!(
+                    "token {} (id {id}, {} bytes) is longer than {MAX_TOKEN_BYTES} bytes or outside the model's vocabulary of {}",
+                    crate::escape::shown(token),
+                    token.len(),
+                    config.vocab_size
+                ),
+            ));
+        }
         let mut eos_ids = config.eos_token_ids.clone();
         if let Some(bytes) = files.file(GENERATION_CONFIG) {
             let gc: Value = serde_json::from_slice(bytes)
@@ -164,6 +194,9 @@ pub fn render_chat_template(
         "tojson",
         |v: minijinja::Value, k: minijinja::value::Kwargs| crate::pyjson::tojson(&v, k),
     );
+    // A template is untrusted input: its work and its output are bounded (nested loops of
+    // 10^5 × 10^5 end with an error instead of running for hours).
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.add_template("chat", template).map_err(bad)?;
     let mut ctx: BTreeMap<&str, minijinja::Value> = special_tokens
         .iter()
@@ -178,10 +211,24 @@ pub fn render_chat_template(
     ctx.insert("add_generation_prompt", true.into());
     ctx.insert("tools", minijinja::Value::from(()));
     ctx.insert("documents", minijinja::Value::from(()));
-    env.get_template("chat")
+    let text = env
+        .get_template("chat")
         .and_then(|t| t.render(ctx))
-        .map_err(bad)
+        .map_err(bad)?;
+    if text.len() > MAX_RENDERED_BYTES {
+        return Err(Error::InvalidRequest(format!(
+            "the chat template rendered {} bytes, more than the {MAX_RENDERED_BYTES} allowed",
+            text.len()
+        )));
+    }
+    Ok(text)
 }
+
+/// Instructions a chat template may run per rendering (the LLaMA 3.2 template uses a few
+/// thousand for one message).
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+/// Largest rendered prompt.
+pub const MAX_RENDERED_BYTES: usize = 16 << 20;
 
 /// Turns a growing list of ids into text pieces, holding back incomplete UTF-8 sequences.
 ///
@@ -250,6 +297,21 @@ mod tests {
         let got = render_chat_template(template, &tokens, "Héllo, wörld!  ", now()).unwrap();
         assert_eq!(got, want);
         assert!(got.contains("Today Date: 25 Nov 2026\n"));
+    }
+
+    #[test]
+    fn templates_cannot_run_or_print_without_bound() {
+        let render = |t: &str| render_chat_template(t, &[], "hi", now());
+        let e = render(
+            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("fuel"), "{e}");
+        let e = render("{{ messages | tojson(indent=1000000000000) }}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("indent above 64"), "{e}");
     }
 
     #[test]

@@ -429,3 +429,20 @@ fn duplicate_tensor_names_and_raw_names_in_messages_are_refused() {
         &["weight_map names model.norm.weight twice"],
     );
 }
+
+#[test]
+fn a_tokenizer_larger_than_the_vocabulary_is_refused_at_check() {
+    let (_t, dir) = model();
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["vocab_size"] = serde_json::json!(200);
+    std::fs::write(&path, config.to_string()).unwrap();
+    assert_rejected(
+        &check_repinned(&dir),
+        &[
+            "tokenizer.json",
+            "259 tokens, more than the model's vocabulary of 200",
+        ],
+    );
+}

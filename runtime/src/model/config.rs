@@ -136,6 +136,26 @@ impl LlamaConfig {
                 .copied(),
             eos_token_ids: token_ids(obj.get("eos_token_id"), "eos_token_id")?,
         };
+        // Far above any real model, low enough that nothing sized by them (tensor lists, KV
+        // pools, buffers) can exhaust memory before the weights are found missing.
+        for (key, value, max) in [
+            ("num_hidden_layers", config.num_hidden_layers, 1024),
+            ("hidden_size", config.hidden_size, 1 << 17),
+            ("intermediate_size", config.intermediate_size, 1 << 20),
+            ("num_attention_heads", config.num_attention_heads, 1024),
+            ("head_dim", config.head_dim, 1024),
+            ("vocab_size", config.vocab_size, 1 << 24),
+        ] {
+            if value > max {
+                return Err(err(format!("`{key}` {value} is above the supported {max}")));
+            }
+        }
+        if !(config.rms_norm_eps.is_finite() && config.rms_norm_eps > 0.0) {
+            return Err(err(format!(
+                "`rms_norm_eps` {} is not a finite positive number",
+                config.rms_norm_eps
+            )));
+        }
         if config.sliding_window_limits(obj)? {
             return Err(err(
                 "`sliding_window` shorter than the context is not supported".into(),
@@ -438,5 +458,21 @@ mod tests {
         assert!(
             matches!(parse(&v).unwrap().rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0)
         );
+    }
+
+    #[test]
+    fn sizes_beyond_any_model_are_refused_before_anything_is_sized_by_them() {
+        for (key, value) in [
+            ("num_hidden_layers", serde_json::json!(1u64 << 31)),
+            ("vocab_size", serde_json::json!(1u64 << 30)),
+            ("hidden_size", serde_json::json!(1u64 << 20)),
+        ] {
+            let mut v = base();
+            v[key] = value;
+            let e = LlamaConfig::from_json(v.to_string().as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 }
