@@ -94,7 +94,7 @@ pub const MAX_NONCE_HEX: usize = 128;
 pub fn check_nonce(nonce: &str) -> Result<()> {
     if nonce.is_empty()
         || nonce.len() > MAX_NONCE_HEX
-        || nonce.len() % 2 != 0
+        || !nonce.len().is_multiple_of(2)
         || !nonce.bytes().all(|b| b.is_ascii_hexdigit())
     {
         return Err(Error::InvalidRequest(format!(

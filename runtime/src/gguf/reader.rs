@@ -372,7 +372,7 @@ mod tests {
         b[16..24].copy_from_slice(&1u64.to_le_bytes());
         b[8..16].copy_from_slice(&2u64.to_le_bytes());
         b.extend_from_slice(&one[24 + 45..header_end]);
-        while b.len() % 32 != 0 {
+        while !b.len().is_multiple_of(32) {
             b.push(0);
         }
         b.extend_from_slice(&one[one.len() - 16..]);
