@@ -105,8 +105,9 @@ const SNP_FIELDS: &[&str] = &[
 ];
 /// Whether `value` has the form `field` is reported in.
 fn allowed_value_ok(field: &str, value: &str) -> bool {
-    let hex =
-        |v: &str| !v.is_empty() && v.len().is_multiple_of(2) && v.bytes().all(|b| b.is_ascii_hexdigit());
+    let hex = |v: &str| {
+        !v.is_empty() && v.len().is_multiple_of(2) && v.bytes().all(|b| b.is_ascii_hexdigit())
+    };
     match field {
         "policy" => value.strip_prefix("0x").is_some_and(|h| {
             !h.is_empty() && h.len() <= 16 && h.bytes().all(|b| b.is_ascii_hexdigit())

@@ -17,3 +17,8 @@ pub mod stop;
 
 pub use engine::{Engine, EngineConfig, EngineStats};
 pub use request::{Event, Handle, Request, SubmitError};
+
+/// The README's Rust example, compiled as a doctest of this crate.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

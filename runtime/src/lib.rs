@@ -1,9 +1,11 @@
-//! The Cocoon runtime: pinned model loading, LLaMA-family inference and (in coming work)
-//! receipts bound to TEE evidence.
+//! The Cocoon runtime: pinned model loading, LLaMA-family inference on the CPU and CUDA
+//! backends, and receipts bound to TEE evidence (docs/design.md).
 //!
 //! A model directory is opened against its [`Pin`](pin::Pin), the SHA-256 of the `sha256sum`
 //! manifest of exactly the files the loader reads; only the bytes whose hashes matched are
-//! used afterwards ([`PinnedModel`](pinned::PinnedModel)).
+//! used afterwards ([`PinnedModel`](pinned::PinnedModel)). [`Runtime`] runs one request at a
+//! time; the `cocoon-engine` crate batches many. [`notary`] issues receipts; their format and
+//! verification live in `cocoon-receipt`, re-exported here as [`receipt`] and [`verify`].
 #![deny(unsafe_code)]
 
 pub mod backend;

@@ -1,4 +1,4 @@
-//! A LLaMA-family model: configuration, weights and (later) the forward pass.
+//! A LLaMA-family model: configuration, weights, RoPE frequencies and the forward pass.
 
 pub mod config;
 pub mod llama;
