@@ -10,8 +10,16 @@ use crate::ops::DeviceWeight;
 use crate::shapes::{self, WeightType};
 
 impl Gpu {
-    /// A cuBLAS handle on this device's stream.
+    /// A cuBLAS handle on this device's stream; an error (not cudarc's panic) where
+    /// `libcublas` cannot be loaded.
     pub fn cublas(&self) -> Result<CudaBlas> {
+        // SAFETY: only tries to dlopen the library names cudarc knows; calls no symbol.
+        if !unsafe { blas_sys::is_culib_present() } {
+            return Err(shape(
+                "cublas",
+                "libcublas.so.13 is not on the loader path (LD_LIBRARY_PATH)",
+            ));
+        }
         Ok(CudaBlas::new(self.stream.clone())?)
     }
 

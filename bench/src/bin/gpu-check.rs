@@ -1,7 +1,8 @@
 //! `gpu-check` (run by `ci/gpu-check`): on a machine with a CUDA GPU, checks every kernel
 //! against the CPU backend on random inputs, runs models end to end on both backends, times
 //! decode against a device-to-device copy and the prefill GEMM against cuBLAS, and writes the
-//! JSON report (`bench/results/gpu-<date>.json` unless a path is given).
+//! JSON report (the path given, else `$OUT/gpu-check.json`, else `bench/results/gpu-<date>.json`),
+//! rewritten after every phase. Exit 3 where there is no GPU.
 //!
 //! Tolerances are relative: ‖cuda − cpu‖ / ‖cpu‖. F32 activations with f32 accumulation in
 //! another order: 1e-5 (attention 1e-4, exp and online softmax). The tensor-core GEMM rounds
@@ -370,6 +371,7 @@ fn greedy_on_device<B: Backend>(m: &Llama<B>, prompt: &[u32], n: usize) -> Vec<u
 }
 
 fn e2e(dir: &Path, prompt: &[u32]) -> Value {
+    // The tiny models hold 256 positions: 32 tokens after an 8-token prompt fit.
     let (cpu, gpu) = (
         open(dir, CpuBackend::new(0).unwrap()),
         open(dir, CudaBackend::new(0).unwrap()),
@@ -558,7 +560,13 @@ fn decode(dir: &Path, copy: f64) -> Value {
 
 fn prefill(g: &Gpu) -> Value {
     let m = 512;
-    let blas = g.cublas().unwrap();
+    let blas = match g.cublas() {
+        Ok(b) => b,
+        Err(e) => {
+            println!("prefill: {e}; not compared with cuBLAS");
+            return json!({"cublas": e.to_string()});
+        }
+    };
     let mut rng = Rng(3);
     let (mut ours, mut theirs, mut flops) = (0f64, 0f64, 0f64);
     for (n, k) in [(2048, 2048), (512, 2048), (8192, 2048), (2048, 8192)] {
@@ -602,79 +610,239 @@ fn today() -> String {
     rfc3339_utc(std::time::SystemTime::now())[..10].to_owned()
 }
 
+/// The report as it grows: rewritten after every phase, so that a phase that fails or panics
+/// loses nothing of the others.
+struct Phases {
+    out: PathBuf,
+    json: serde_json::Map<String, Value>,
+    failed: Vec<String>,
+}
+
+impl Phases {
+    fn save(&self) {
+        let text = serde_json::to_vec_pretty(&Value::Object(self.json.clone())).unwrap_or_default();
+        if let Some(parent) = self.out.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        if let Err(e) = std::fs::write(&self.out, text) {
+            eprintln!("gpu-check: writing {}: {e}", self.out.display());
+        }
+    }
+
+    /// Runs one phase: its value goes under `name`; a panic is recorded as its failure.
+    fn run(&mut self, name: &str, phase: impl FnOnce() -> (Value, bool)) {
+        let started = Instant::now();
+        println!("== {name}");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(phase));
+        let (value, ok) = match result {
+            Ok(v) => v,
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "panic".into());
+                println!("{name}: PANIC {msg}");
+                (json!({"panic": msg}), false)
+            }
+        };
+        if !ok {
+            self.failed.push(name.to_owned());
+        }
+        self.json.insert(name.to_owned(), value);
+        self.json.insert(
+            format!("{name}_seconds"),
+            json!(started.elapsed().as_secs_f64()),
+        );
+        self.json.insert("failed_phases".into(), json!(self.failed));
+        self.save();
+    }
+}
+
+/// Greedy decoding of `n` tokens through sessions with graphs on, then off: the ids and the
+/// bits of every step's first 64 logits must be equal (long enough to cross split-K chunks).
+fn long_decode<B: Backend>(m: &Llama<B>, g: &Gpu, n: usize) -> (Value, bool) {
+    let prompt: Vec<u32> = (1..9).collect();
+    g.set_graphs(true);
+    let before = g.graph_counts();
+    let (_, on_ids, on_bits) = greedy(m, &prompt, n);
+    let counts = g.graph_counts();
+    g.set_graphs(false);
+    let (_, off_ids, off_bits) = greedy(m, &prompt, n);
+    g.set_graphs(true);
+    let equal = on_ids == off_ids && on_bits == off_bits;
+    let v = json!({"tokens": n, "graphs_equal_eager": equal,
+        "graphs_recorded": counts.recorded - before.recorded,
+        "graphs_replayed": counts.replayed - before.replayed});
+    println!("long decode {v}");
+    (v, equal)
+}
+
+/// Requests alone against the same requests batched by the engine on the GPU: equal ids.
+fn batch_invariance(dir: &Path) -> (Value, bool) {
+    use cocoon_engine::{Engine, EngineConfig, Request};
+    use cocoon_runtime::{Runtime, SamplingParams};
+    let open_rt = || {
+        let files = PinnedModel::read(dir, None).unwrap();
+        Runtime::new(
+            CheckedModel::from_files(files).unwrap(),
+            CudaBackend::new(0).unwrap(),
+        )
+        .unwrap()
+    };
+    let alone = open_rt();
+    let engine = Engine::start(open_rt(), EngineConfig::default()).unwrap();
+    let params = |i: usize| SamplingParams {
+        max_tokens: 24,
+        temperature: if i.is_multiple_of(2) { 0.0 } else { 0.8 },
+        seed: i as u64,
+        ..Default::default()
+    };
+    let prompts: Vec<Vec<u32>> = (0..12)
+        .map(|i| {
+            (0..(3 + i * 5) as u32)
+                .map(|t| 256 + (t * 7 + i as u32) % 3)
+                .collect()
+        })
+        .collect();
+    let handles: Vec<_> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| engine.submit(Request::new(p.clone(), params(i))).unwrap())
+        .collect();
+    let mut same = 0;
+    for (i, h) in handles.into_iter().enumerate() {
+        let batched = h.wait(&mut |_| true).unwrap().output_ids;
+        let single = alone
+            .generate(&prompts[i], &params(i), &mut |_| true)
+            .unwrap()
+            .output_ids;
+        same += usize::from(batched == single);
+    }
+    let v = json!({"requests": prompts.len(), "same_ids_alone_and_batched": same});
+    println!("batch invariance {v}");
+    (v, same == prompts.len())
+}
+
 fn main() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Paths are taken from where the command runs (the checkout's root), never compiled in.
+    let root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let out = std::env::args()
         .nth(1)
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(format!("bench/results/gpu-{}.json", today())));
-    let gpu = CudaBackend::new(0).unwrap_or_else(|e| {
-        eprintln!("gpu-check: {e}");
+        .unwrap_or_else(|| {
+            std::env::var_os("OUT").map_or_else(
+                || root.join(format!("bench/results/gpu-{}.json", today())),
+                |o| PathBuf::from(o).join("gpu-check.json"),
+            )
+        });
+    if !cocoon_kernels::gpu::driver_present() {
+        println!("gpu-check: no GPU here (no CUDA driver)");
+        std::process::exit(3)
+    }
+    let gpu = match CudaBackend::new(0) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("gpu-check: the CUDA backend cannot start: {e}");
+            std::process::exit(2)
+        }
+    };
+    let cpu = CpuBackend::new(0).unwrap_or_else(|e| {
+        println!("gpu-check: {e}");
         std::process::exit(2)
     });
-    let cpu = CpuBackend::new(0).unwrap();
     println!("device: {}", gpu.name());
-    let mut report = Report::default();
-    check_kernels(&cpu, &gpu, &mut report);
+    let mut phases = Phases {
+        out,
+        json: serde_json::Map::new(),
+        failed: Vec::new(),
+    };
+    phases.json.insert("device".into(), json!(gpu.name()));
+    phases.json.insert("date".into(), json!(today()));
+    phases.json.insert(
+        "commit".into(),
+        json!(std::env::var("COCOON_COMMIT").unwrap_or_default()),
+    );
+    phases.save();
 
-    let mut e2es = Vec::new();
+    phases.run("kernels", || {
+        let mut report = Report::default();
+        check_kernels(&cpu, &gpu, &mut report);
+        let ok = report.failures == 0;
+        (
+            json!({"checks": report.kernels, "failures": report.failures}),
+            ok,
+        )
+    });
     let golden = root.join("tests/fixtures/golden");
     for name in ["tiny-gqa", "tiny-mha"] {
-        e2es.push(e2e(
-            &golden.join(name),
-            &[256, 72, 101, 108, 108, 111, 44, 32],
-        ));
+        phases.run(&format!("e2e_{name}"), || {
+            let e = e2e(&golden.join(name), &[256, 72, 101, 108, 108, 111, 44, 32]);
+            let ok = e["greedy_match_tokens"] == e["greedy_tokens"]
+                && e["deterministic"] == true
+                && e["graph_equals_eager"] == true
+                && e["device_argmax_match"] == true;
+            (e, ok)
+        });
     }
-    let smol = std::env::var_os("COCOON_GPU_CHECK_SMOLLM2")
-        .map(PathBuf::from)
-        .unwrap_or(root.join("models/smollm2-135m-f32"));
-    if smol.join("config.json").exists() {
-        e2es.push(e2e(&smol, &[1, 9690, 198, 504, 3575, 282, 4649, 314]));
-    } else {
-        println!(
-            "e2e: {} not present, SmolLM2 end to end not run",
-            smol.display()
-        );
-    }
+    phases.run("batch_invariance", || {
+        batch_invariance(&golden.join("tiny-gqa"))
+    });
 
     let tmp = std::env::temp_dir().join("cocoon-gpu-check");
     let g = gpu.gpu();
-    let copy = copy_gbps(g);
-    let mut decodes = Vec::new();
+    let mut copy = 0.0;
+    phases.run("copy", || {
+        copy = copy_gbps(g);
+        (
+            json!({"copy_gbps": copy, "counts": "bytes read + bytes written"}),
+            copy > 0.0,
+        )
+    });
     for (name, h, i, l, hd, kv, vocab) in [
         ("llama-3.2-1b-shape", 2048, 8192, 16, 32, 8, 128_256),
         ("smollm2-135m-shape", 576, 1536, 30, 9, 3, 49_152),
     ] {
         let dir = tmp.join(name);
-        random_model(&dir, h, i, l, hd, kv, vocab);
-        decodes.push(decode(&dir, copy));
+        phases.run(&format!("decode_{name}"), || {
+            random_model(&dir, h, i, l, hd, kv, vocab);
+            let v = decode(&dir, copy);
+            (v, true)
+        });
     }
-    let pre = prefill(g);
-    let e2e_ok = e2es
-        .iter()
-        .all(|e| e["greedy_match_tokens"] == e["greedy_tokens"] && e["deterministic"] == true);
-    let commit = std::env::var("COCOON_COMMIT").unwrap_or_default();
-    let report_json = json!({
-        "device": gpu.name(), "date": today(), "commit": commit,
-        "kernels": report.kernels, "e2e": e2es, "decode": decodes[0], "decode_all": decodes, "prefill": pre,
-        "copy_bandwidth_counts": "bytes read + bytes written",
+    phases.run("long_decode", || {
+        let m = open(
+            &tmp.join("smollm2-135m-shape"),
+            CudaBackend::new(0).unwrap(),
+        );
+        long_decode(&m, m.backend().gpu(), 600)
     });
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent).unwrap();
-    }
-    std::fs::write(&out, serde_json::to_vec_pretty(&report_json).unwrap()).unwrap();
-    println!("report: {}", out.display());
+    phases.run("prefill", || (prefill(g), true));
+
+    let failed = phases.failed.clone();
+    let d = &phases
+        .json
+        .get("decode_llama-3.2-1b-shape")
+        .cloned()
+        .unwrap_or_default();
+    let p = &phases.json.get("prefill").cloned().unwrap_or_default();
+    println!("report: {}", phases.out.display());
     println!(
-        "RESULTS: {} {}: decode {:.0} tok/s = {:.2} of copy bandwidth (1B shape), prefill {:.2} of cuBLAS, kernels {} failed, e2e {}",
-        today(), gpu.name(), decodes[0]["tokens_per_s"].as_f64().unwrap_or(0.0), decodes[0]["fraction"].as_f64().unwrap_or(0.0),
-        pre["fraction"].as_f64().unwrap_or(0.0), report.failures, if e2e_ok { "ok" } else { "FAILED" }
+        "RESULTS: {} {}: decode {:.0} tok/s = {:.2} of copy bandwidth (1B shape), prefill {:.2} of cuBLAS, failed phases: {}",
+        today(), gpu.name(), d["tokens_per_s"].as_f64().unwrap_or(0.0), d["fraction"].as_f64().unwrap_or(0.0),
+        p["fraction"].as_f64().unwrap_or(0.0), if failed.is_empty() { "none".into() } else { failed.join(", ") }
     );
+    let total = phases
+        .json
+        .keys()
+        .filter(|k| k.ends_with("_seconds"))
+        .count();
     println!(
         "gpu-check: {} passed, {} failed",
-        report.kernels.len() - report.failures + usize::from(e2e_ok),
-        report.failures + usize::from(!e2e_ok)
+        total - failed.len(),
+        failed.len()
     );
-    if report.failures > 0 || !e2e_ok {
+    if !failed.is_empty() {
         std::process::exit(1);
     }
 }
