@@ -181,7 +181,7 @@ fn attestation(args: &RunArgs) -> Result<Option<Attestation>> {
 /// Opens the model on the chosen backend. `cuda` without a usable device is an error (exit
 /// 2); `auto` takes CUDA when a driver and a device are present and falls back to the CPU,
 /// with a warning, when the device cannot be used.
-fn open(model: &ModelArgs, backend: &BackendArgs, quiet: bool) -> Result<Opened> {
+pub fn open_model(model: &ModelArgs, backend: &BackendArgs, quiet: bool) -> Result<Opened> {
     let pin: Pin = model.pin.parse()?;
     let choice = match backend.backend {
         BackendArg::Auto => BackendChoice::Auto,
@@ -214,7 +214,7 @@ pub fn tokenize(
     quiet: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    let runtime = open(
+    let runtime = open_model(
         model,
         &BackendArgs {
             backend: BackendArg::Cpu,
@@ -230,7 +230,7 @@ pub fn tokenize(
 
 /// `cocoon logits`.
 pub fn logits(args: &LogitsArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
-    let opened = open(&args.model, &args.backend, quiet)?;
+    let opened = open_model(&args.model, &args.backend, quiet)?;
     with_runtime!(opened, |runtime| logits_on(&runtime, args, out))
 }
 
@@ -300,7 +300,7 @@ pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
         job_id: args.job_id.clone(),
         prev,
     };
-    let opened = open(&args.model, &args.backend, quiet)?;
+    let opened = open_model(&args.model, &args.backend, quiet)?;
     // One request, through the same scheduler `cocoon serve` and the C API use.
     let engine = Engine::from_opened(
         opened,

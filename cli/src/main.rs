@@ -6,6 +6,7 @@
 mod attest;
 mod infer;
 mod progress;
+mod replay;
 mod verify;
 
 use std::io::Write;
@@ -78,6 +79,9 @@ enum Command {
     Attest(attest::AttestCommand),
     /// Verify a receipt (exit 0 accepted, 1 rejected, 2 malformed).
     Verify(verify::VerifyArgs),
+    /// Re-execute a receipt's work: is the answer this model's with these parameters? (exit 0
+    /// consistent, 1 inconsistent, 2 bad input)
+    Replay(replay::ReplayArgs),
     /// Convert a LLaMA GGUF file into a pinned Hugging Face model directory.
     ImportGguf {
         /// The GGUF file.
@@ -201,6 +205,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logits(args) => infer::logits(&args, cli.quiet, &mut out)?,
         Command::Run(args) => infer::run(&args, cli.quiet, &mut out)?,
         Command::Verify(args) => return verify::verify(&args, &mut out),
+        Command::Replay(args) => return replay::run(&args, cli.quiet, &mut out),
         Command::Attest(cmd) => return attest::run(&cmd, &mut out),
         Command::ImportGguf {
             input,

@@ -11,6 +11,7 @@
 
 pub mod blocks;
 pub mod engine;
+pub mod replay;
 pub mod request;
 mod scheduler;
 pub mod stop;

@@ -84,6 +84,13 @@ impl Sampler {
         if self.params.is_greedy() {
             return argmax(logits);
         }
+        self.draw(logits).pick()
+    }
+
+    /// The draw of a sampled token (not greedy): the candidates in order with their
+    /// probabilities, and the uniform value drawn. Consumes one value of the random stream, as
+    /// [`Sampler::sample`] does.
+    pub fn draw(&mut self, logits: &[f32]) -> Draw {
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
@@ -117,14 +124,59 @@ impl Sampler {
         }
         // A uniform draw in [0, 1) with 53 random bits.
         let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        cand.truncate(probs.len());
+        Draw {
+            ids: cand.into_iter().map(|(id, _)| id).collect(),
+            probs,
+            u,
+        }
+    }
+}
+
+/// One sampled draw: the candidate ids, most likely first, their probabilities (summing to 1),
+/// and the uniform value `u` in [0, 1) that picks one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Draw {
+    /// Candidate ids after top-k and top-p, most likely first.
+    pub ids: Vec<u32>,
+    /// Their probabilities.
+    pub probs: Vec<f64>,
+    /// The uniform value drawn.
+    pub u: f64,
+}
+
+impl Draw {
+    /// The id `u` falls on: the first whose cumulative probability exceeds it.
+    pub fn pick(&self) -> u32 {
         let mut acc = 0.0;
-        for (i, p) in probs.iter().enumerate() {
+        for (i, p) in self.probs.iter().enumerate() {
             acc += p;
-            if u < acc {
-                return cand[i].0;
+            if self.u < acc {
+                return self.ids[i];
             }
         }
-        cand[probs.len() - 1].0
+        self.ids[self.ids.len() - 1]
+    }
+
+    /// How far `u` lies from the cumulative interval of `id` (0 when `id` is the pick; 1 when
+    /// `id` is not a candidate at all): the probability mass by which the draw missed it.
+    pub fn miss(&self, id: u32) -> f64 {
+        let mut lo = 0.0;
+        for (i, p) in self.probs.iter().enumerate() {
+            let hi = lo + p;
+            if self.ids[i] == id {
+                let last = i + 1 == self.probs.len();
+                return if self.u < lo {
+                    lo - self.u
+                } else if self.u >= hi && !last {
+                    self.u - hi
+                } else {
+                    0.0
+                };
+            }
+            lo = hi;
+        }
+        1.0
     }
 }
 

@@ -1,0 +1,257 @@
+//! `cocoon replay`: re-executes a receipt's work and says whether the answer came from this
+//! model with these parameters (docs/design.md §13, docs/spot-check.md).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::Value;
+
+use cocoon_attest::input::{read_bounded, MAX_RECEIPT_BYTES};
+use cocoon_engine::replay::{
+    receipt_disagreements, receipt_params, replay, ReplayMode, ReplayReport, Replayed,
+};
+use cocoon_runtime::clock::UtcTime;
+use cocoon_runtime::verify::parse_receipt;
+use cocoon_runtime::{with_runtime, Runtime, SamplingParams};
+
+use crate::infer::{open_model, BackendArgs, ModelArgs};
+
+/// Arguments of `cocoon replay`.
+#[derive(Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt as it was given.
+    #[arg(
+        long,
+        conflicts_with = "prompt_file",
+        required_unless_present = "prompt_file"
+    )]
+    prompt: Option<String>,
+    /// A file holding the prompt (UTF-8).
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    /// The prompt was fed as is, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// The answer's ids: a JSON array, or `cocoon run --json`'s object (`output_ids`, `finish`).
+    #[arg(
+        long,
+        conflicts_with = "output_file",
+        required_unless_present = "output_file"
+    )]
+    output_ids: Option<PathBuf>,
+    /// The answer's text (tokenized again: prefer --output-ids, which is exact).
+    #[arg(long)]
+    output_file: Option<PathBuf>,
+    /// The receipt: its pin, parameters and hashes must equal what is replayed.
+    #[arg(long)]
+    receipt: Option<PathBuf>,
+    /// Sampling parameters as JSON (`max_tokens`, `temperature`, `top_p`, `top_k`, `seed`);
+    /// with a receipt they must equal its own.
+    #[arg(long)]
+    params: Option<String>,
+    /// How the answer ended (default: the receipt's, else the ids file's, else inferred).
+    #[arg(long)]
+    finish: Option<String>,
+    /// exact (same backend kind) or tolerant (near-ties accepted: another backend).
+    #[arg(long, default_value = "exact")]
+    mode: ReplayMode,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn params_from_json(text: &str) -> Result<SamplingParams> {
+    let v: Value = serde_json::from_str(text).context("--params is not JSON")?;
+    let o = v.as_object().context("--params is not a JSON object")?;
+    let mut p = SamplingParams::default();
+    for (k, val) in o {
+        let num = || {
+            val.as_f64()
+                .with_context(|| format!("--params: {k} is not a number"))
+        };
+        match k.as_str() {
+            "max_tokens" => p.max_tokens = num()? as u32,
+            "temperature" => p.temperature = num()? as f32,
+            "top_p" => p.top_p = num()? as f32,
+            "top_k" => p.top_k = num()? as u32,
+            "seed" => p.seed = num()? as u64,
+            other => bail!("--params: unknown key {other:?}"),
+        }
+    }
+    p.validate()?;
+    Ok(p)
+}
+
+fn read_text(path: &std::path::Path, what: &str) -> Result<String> {
+    String::from_utf8(
+        read_bounded(path, MAX_RECEIPT_BYTES)
+            .with_context(|| format!("reading {}", path.display()))?,
+    )
+    .map_err(|_| anyhow::anyhow!("{what} {} is not UTF-8", path.display()))
+}
+
+/// `cocoon replay`: exit 0 consistent, 1 inconsistent, 2 bad input.
+pub fn run(args: &ReplayArgs, quiet: bool, out: &mut impl Write) -> Result<ExitCode> {
+    let prompt = match (&args.prompt, &args.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => read_text(f, "the prompt file")?,
+        (None, None) => bail!("give --prompt or --prompt-file"),
+    };
+    let receipt = match &args.receipt {
+        None => None,
+        Some(f) => Some(parse_receipt(&read_text(f, "the receipt")?).map_err(anyhow::Error::msg)?),
+    };
+    let given = args.params.as_deref().map(params_from_json).transpose()?;
+    let mut reasons = Vec::new();
+    let params = match (&receipt, &given) {
+        (Some(r), given) => {
+            let p = receipt_params(r)?;
+            if given.as_ref().is_some_and(|g| *g != p) {
+                reasons.push("--params differ from the receipt's parameters".to_owned());
+            }
+            p
+        }
+        (None, Some(g)) => g.clone(),
+        (None, None) => SamplingParams::default(),
+    };
+    let opened = open_model(&args.model, &args.backend, quiet)?;
+    // The chat template reads the clock (LLaMA 3 templates print the date): a receipt's own
+    // time renders the prompt the model saw.
+    let when = match &receipt {
+        Some(r) => UtcTime::from_system(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(
+                    cocoon_attest::appraisal::parse_rfc3339(&r.body.time)
+                        .context("the receipt's time")?,
+                ),
+        ),
+        None => UtcTime::now(),
+    };
+    let facts = Facts {
+        args,
+        prompt: &prompt,
+        receipt: receipt.as_ref(),
+        params: &params,
+        when,
+    };
+    let mut report = with_runtime!(opened, |rt| replay_on(&rt, &facts))?;
+    if !reasons.is_empty() {
+        report.reasons.splice(0..0, reasons);
+        report.verdict = "inconsistent";
+    }
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(out, "verdict: {}", report.verdict)?;
+        writeln!(out, "tokens_checked: {}", report.tokens_checked)?;
+        writeln!(
+            out,
+            "first_divergence: {}",
+            report
+                .first_divergence
+                .map_or("none".into(), |i| i.to_string())
+        )?;
+        writeln!(out, "worst_margin: {}", report.worst_margin)?;
+        for r in &report.reasons {
+            writeln!(out, "reason: {r}")?;
+        }
+    }
+    Ok(if report.consistent() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// What a replay is given.
+struct Facts<'a> {
+    args: &'a ReplayArgs,
+    prompt: &'a str,
+    receipt: Option<&'a cocoon_runtime::receipt::Receipt>,
+    params: &'a SamplingParams,
+    when: UtcTime,
+}
+
+/// The replay on an opened runtime: the answer's ids (from a file, or its text tokenized), the
+/// prompt's ids rendered at the receipt's time, the receipt's agreement, then the pass.
+fn replay_on<B: cocoon_runtime::backend::Backend>(
+    rt: &Runtime<B>,
+    f: &Facts<'_>,
+) -> Result<ReplayReport> {
+    let args = f.args;
+    let tok = rt.tokenizer();
+    let mut file_finish = None;
+    let output_ids: Vec<u32> = match (&args.output_ids, &args.output_file) {
+        (Some(p), _) => {
+            let v: Value = serde_json::from_str(&read_text(p, "the ids file")?)
+                .context("--output-ids is not JSON")?;
+            let ids = v.get("output_ids").unwrap_or(&v);
+            file_finish = v.get("finish").and_then(Value::as_str).map(str::to_owned);
+            serde_json::from_value(ids.clone())
+                .context("--output-ids: expected a JSON array of token ids")?
+        }
+        (None, Some(p)) => tok.encode(&read_text(p, "the answer file")?, false)?,
+        (None, None) => bail!("give --output-ids or --output-file"),
+    };
+    let input_ids = if args.raw {
+        tok.encode(f.prompt, true)?
+    } else {
+        tok.encode(&tok.render_chat_at(f.prompt, f.when)?, false)?
+    };
+    let ends_on_eos = output_ids
+        .last()
+        .is_some_and(|id| tok.eos_ids().contains(id));
+    let finish = args
+        .finish
+        .clone()
+        .or_else(|| f.receipt.map(|r| r.body.output.finish.clone()))
+        .or(file_finish)
+        .unwrap_or_else(|| if ends_on_eos { "stop" } else { "length" }.into());
+    let shown = if ends_on_eos && finish == "stop" {
+        &output_ids[..output_ids.len() - 1]
+    } else {
+        &output_ids[..]
+    };
+    let text = tok.decode(shown)?;
+    let mut reasons = Vec::new();
+    if let Some(r) = f.receipt {
+        reasons.extend(receipt_disagreements(
+            r,
+            &rt.pin(),
+            f.prompt,
+            !args.raw,
+            &input_ids,
+            &output_ids,
+            &text,
+            f.params,
+        ));
+        if r.body.output.finish != finish {
+            reasons.push(format!(
+                "the receipt's output.finish is {}, --finish says {finish}",
+                r.body.output.finish
+            ));
+        }
+    }
+    let mut report = replay(
+        rt,
+        &Replayed {
+            input_ids: &input_ids,
+            output_ids: &output_ids,
+            params: f.params,
+            finish: &finish,
+        },
+        args.mode,
+    )?;
+    if !reasons.is_empty() {
+        report.reasons.splice(0..0, reasons);
+        report.verdict = "inconsistent";
+    }
+    Ok(report)
+}
