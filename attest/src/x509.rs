@@ -25,6 +25,14 @@ impl Cert {
     pub fn from_der(der: &[u8]) -> Result<Self> {
         let cert =
             Certificate::from_der(der).map_err(|e| malformed(format!("certificate: {e}")))?;
+        // RFC 5280 §4.1.1.2: the unsigned outer algorithm must be the signed one, or bytes
+        // outside the signature could be changed without a rejection.
+        if cert.signature_algorithm != cert.tbs_certificate.signature {
+            return Err(malformed(format!(
+                "certificate {}: its signatureAlgorithm differs from the signature algorithm it signs",
+                common_name(&cert.tbs_certificate.subject)
+            )));
+        }
         Ok(Cert {
             cert,
             der: der.to_vec(),
@@ -99,6 +107,12 @@ impl Crl {
     /// Parses DER.
     pub fn from_der(der: &[u8]) -> Result<Self> {
         let list = CertificateList::from_der(der).map_err(|e| malformed(format!("CRL: {e}")))?;
+        if list.signature_algorithm != list.tbs_cert_list.signature {
+            return Err(malformed(format!(
+                "CRL of {}: its signatureAlgorithm differs from the signature algorithm it signs",
+                common_name(&list.tbs_cert_list.issuer)
+            )));
+        }
         Ok(Crl {
             list,
             der: der.to_vec(),
@@ -303,11 +317,21 @@ pub fn pem_blocks(bytes: &[u8]) -> Option<Result<Vec<PemBlock>>> {
     })
 }
 
+/// Most certificates read from one input (a PEM file, an SEV certificate table).
+pub const MAX_CERTS: usize = 16;
+
 /// Every certificate in PEM text, DER, or an SEV certificate table (`auxblob`: 24-byte entries
 /// of GUID, offset, length, ended by a zero entry). A PEM block of another kind is an error.
 pub fn parse_certs(bytes: &[u8]) -> Result<Vec<Cert>> {
     if let Some(blocks) = pem_blocks(bytes) {
-        return blocks?
+        let blocks = blocks?;
+        if blocks.len() > MAX_CERTS {
+            return Err(malformed(format!(
+                "{} PEM blocks, more than the {MAX_CERTS} a chain can need",
+                blocks.len()
+            )));
+        }
+        return blocks
             .into_iter()
             .map(|b| match b.label.as_str() {
                 "CERTIFICATE" => Cert::from_der(&b.der),
@@ -321,9 +345,16 @@ pub fn parse_certs(bytes: &[u8]) -> Result<Vec<Cert>> {
         }
     }
     let mut certs = Vec::new();
-    for entry in bytes.chunks_exact(24) {
+    for (i, entry) in bytes.chunks_exact(24).enumerate() {
         if entry.iter().all(|b| *b == 0) {
             return Ok(certs);
+        }
+        // An SEV table holds a handful of entries (VCEK or VLEK, ASK, ARK…): one repeating a
+        // certificate thousands of times is refused before it is parsed again and again.
+        if i >= MAX_CERTS {
+            return Err(malformed(format!(
+                "certificate table of more than {MAX_CERTS} entries"
+            )));
         }
         let offset = u32::from_le_bytes([entry[16], entry[17], entry[18], entry[19]]) as usize;
         let len = u32::from_le_bytes([entry[20], entry[21], entry[22], entry[23]]) as usize;
@@ -336,4 +367,44 @@ pub fn parse_certs(bytes: &[u8]) -> Result<Vec<Cert>> {
     Err(malformed(
         "certificates are neither PEM, DER nor a terminated certificate table".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_table_repeating_an_entry_is_bounded() {
+        // Found by an attacker: one VCEK repeated 200,000 times in a 6 MiB table took 1.8 GB.
+        let vcek = include_bytes!("../../tests/vectors/snp/virtee-milan-vcek/vcek.der");
+        let table = |entries: usize| {
+            let header = (entries + 1) * 24;
+            let mut t = Vec::new();
+            for _ in 0..entries {
+                t.extend_from_slice(&[0x63; 16]);
+                t.extend_from_slice(&(header as u32).to_le_bytes());
+                t.extend_from_slice(&(vcek.len() as u32).to_le_bytes());
+            }
+            t.extend_from_slice(&[0; 24]);
+            t.extend_from_slice(vcek);
+            t
+        };
+        assert_eq!(parse_certs(&table(3)).unwrap().len(), 3);
+        // The outer signatureAlgorithm changed (its parameters dropped): refused, though no
+        // signature covers it.
+        let mut c = Certificate::from_der(vcek).unwrap();
+        c.signature_algorithm.parameters = None;
+        let e = Cert::from_der(&c.to_der().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("signatureAlgorithm differs"), "{e}");
+        let crl = include_bytes!("../../tests/vectors/tdx/dcapqvl-v4-uptodate/root_ca_crl.der");
+        assert!(Crl::from_der(crl).is_ok());
+        let mut l = CertificateList::from_der(crl).unwrap();
+        l.signature_algorithm.oid = der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+        let e = Crl::from_der(&l.to_der().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("signatureAlgorithm differs"), "{e}");
+        let e = parse_certs(&table(200)).unwrap_err().to_string();
+        assert!(e.contains("more than 16 entries"), "{e}");
+    }
 }

@@ -66,6 +66,13 @@ impl VerifyReport {
 /// Parses a receipt strictly: malformed JSON, wrong types, unknown fields or another version
 /// are errors (exit 2), not verdicts.
 pub fn parse_receipt(text: &str) -> Result<Receipt, String> {
+    let limit = cocoon_attest::input::MAX_RECEIPT_BYTES;
+    if text.len() as u64 > limit {
+        return Err(format!(
+            "malformed receipt: {} bytes, more than the {limit} a receipt may have",
+            text.len()
+        ));
+    }
     let receipt: Receipt =
         serde_json::from_str(text).map_err(|e| format!("malformed receipt: {e}"))?;
     if receipt.version != 1 {
@@ -268,9 +275,14 @@ fn check_evidence(
     };
     match evidence.report_data() {
         Ok(rd) if rd == *expected => {}
-        Ok(_) => reasons.push(format!(
-            "{what}: report data does not equal the binding it must carry"
-        )),
+        Ok(_) => {
+            // The cheap check first: evidence that does not carry this binding is rejected
+            // without parsing its certificates or checking its chain.
+            reasons.push(format!(
+                "{what}: report data does not equal the binding it must carry"
+            ));
+            return;
+        }
         Err(e) => {
             reasons.push(format!("{what}: {e}"));
             return;
