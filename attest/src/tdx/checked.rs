@@ -412,4 +412,32 @@ mod tests {
             "{late:#?}"
         );
     }
+
+    #[test]
+    fn whitespace_inside_the_signed_json_is_a_changed_text() {
+        // The signature is checked over the exact bytes Intel signed: a space added inside
+        // the tcbInfo object (same JSON value) no longer verifies.
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/vectors/tdx/dcapqvl-v4-uptodate");
+        let tmp = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), tmp.path().join(e.file_name())).unwrap();
+        }
+        std::fs::remove_file(tmp.path().join("collateral.json")).unwrap();
+        let ok = CheckedCollateral::check(&Collateral::read(tmp.path()).unwrap());
+        assert!(ok.reasons_at(1_752_919_234).is_empty());
+        let path = tmp.path().join("tcb_info.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let at = text.find("\"tcbInfo\":{").unwrap() + "\"tcbInfo\":{".len();
+        std::fs::write(&path, format!("{} {}", &text[..at], &text[at..])).unwrap();
+        let k = CheckedCollateral::check(&Collateral::read(tmp.path()).unwrap());
+        let reasons = k.reasons_at(1_752_919_234);
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("TCB info: signature does not verify")),
+            "{reasons:#?}"
+        );
+    }
 }
