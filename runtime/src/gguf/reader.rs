@@ -9,6 +9,10 @@ use crate::error::Result;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
+/// Upper bound on the elements of all metadata arrays together (the largest vocabularies hold
+/// a few hundred thousand tokens, in three arrays, plus their merges).
+const MAX_META_ELEMENTS: u64 = 1 << 23;
+
 /// Upper bound on counts read from the file, so that a corrupt count cannot reserve memory.
 const MAX_COUNT: u64 = 1 << 28;
 
@@ -93,6 +97,8 @@ pub struct GgufFile<'a> {
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Elements of the metadata arrays read so far.
+    elements: u64,
 }
 
 impl<'a> Reader<'a> {
@@ -158,6 +164,14 @@ impl<'a> Reader<'a> {
             9 if depth == 0 => {
                 let inner = self.u32(key)?;
                 let n = self.count(key)?;
+                // Every element costs far more in memory than its bytes in the file: the
+                // elements of all arrays together are bounded before any is read.
+                self.elements = self.elements.saturating_add(n);
+                if self.elements > MAX_META_ELEMENTS {
+                    return Err(err(format!(
+                        "metadata {key}: the arrays hold more than {MAX_META_ELEMENTS} elements in all"
+                    )));
+                }
                 let mut items = Vec::with_capacity(n.min(1 << 20) as usize);
                 for _ in 0..n {
                     items.push(self.value(inner, key, depth + 1)?);
@@ -176,7 +190,11 @@ impl<'a> GgufFile<'a> {
     /// Parses the header, metadata and tensor directory; checks that every tensor's bytes lie
     /// inside the file. Tensor types this runtime cannot dequantize are an error naming them.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader {
+            bytes,
+            pos: 0,
+            elements: 0,
+        };
         if r.take(4, "magic")? != MAGIC {
             return Err(err("not a GGUF file (bad magic)"));
         }
@@ -385,5 +403,22 @@ mod tests {
         b.extend_from_slice(&one[24 + 45..]);
         let e = GgufFile::parse(&b).unwrap_err().to_string();
         assert!(e.contains("appears twice"), "{e}");
+    }
+
+    #[test]
+    fn huge_metadata_arrays_are_refused_before_they_are_read() {
+        // An array of 2^24 one-byte elements: 16 MiB in the file, far more in memory.
+        let mut b = Vec::new();
+        b.extend_from_slice(b"GGUF");
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.push(b'a');
+        b.extend_from_slice(&9u32.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&(1u64 << 24).to_le_bytes());
+        let e = GgufFile::parse(&b).unwrap_err().to_string();
+        assert!(e.contains("more than 8388608 elements"), "{e}");
     }
 }

@@ -124,6 +124,9 @@ impl<B: Backend> Default for Workspace<B> {
     }
 }
 
+/// Most positions one session may hold (its pool is sized to them).
+pub const MAX_SESSION_POSITIONS: usize = 1 << 22;
+
 /// Distinct ids of loaded models, so that a session is only fed to the model that made it.
 static MODEL_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -244,6 +247,11 @@ impl<B: Backend> Llama<B> {
     pub fn session_with_capacity(&self, positions: usize) -> Result<Session<B>> {
         let c = &self.config;
         let capacity = positions.min(c.max_position_embeddings).max(1);
+        if capacity > MAX_SESSION_POSITIONS {
+            return Err(Error::InvalidRequest(format!(
+                "a session of {capacity} positions is more than the {MAX_SESSION_POSITIONS} one sequence may hold"
+            )));
+        }
         let blocks = blocks_for(capacity);
         Ok(Session {
             pool: self.new_pool(blocks)?,
