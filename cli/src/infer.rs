@@ -76,11 +76,9 @@ enum PositionsArg {
     All,
 }
 
-/// Arguments of `cocoon run`.
+/// A prompt, given inline or in a file.
 #[derive(Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    model: ModelArgs,
+pub struct PromptArgs {
     /// The prompt.
     #[arg(
         long,
@@ -88,9 +86,34 @@ pub struct RunArgs {
         required_unless_present = "prompt_file"
     )]
     prompt: Option<String>,
-    /// A file holding the prompt (UTF-8).
+    /// A file holding the prompt (UTF-8, a regular file of at most 16 MiB).
     #[arg(long)]
     prompt_file: Option<PathBuf>,
+}
+
+impl PromptArgs {
+    /// The prompt's text.
+    pub fn text(&self) -> Result<String> {
+        match (&self.prompt, &self.prompt_file) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(f)) => {
+                let bytes = read_bounded(f, MAX_PROMPT_BYTES)
+                    .with_context(|| format!("reading the prompt from {}", f.display()))?;
+                String::from_utf8(bytes)
+                    .map_err(|_| anyhow::anyhow!("the prompt in {} is not UTF-8", f.display()))
+            }
+            (None, None) => bail!("give --prompt or --prompt-file"),
+        }
+    }
+}
+
+/// Arguments of `cocoon run`.
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    prompt: PromptArgs,
     /// Feed the prompt as is, without the chat template.
     #[arg(long)]
     raw: bool,
@@ -257,16 +280,7 @@ fn logits_on<B: Backend>(
 
 /// `cocoon run`.
 pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
-    let prompt = match (&args.prompt, &args.prompt_file) {
-        (Some(p), _) => p.clone(),
-        (None, Some(f)) => {
-            let bytes = read_bounded(f, MAX_PROMPT_BYTES)
-                .with_context(|| format!("reading the prompt from {}", f.display()))?;
-            String::from_utf8(bytes)
-                .map_err(|_| anyhow::anyhow!("the prompt in {} is not UTF-8", f.display()))?
-        }
-        (None, None) => bail!("give --prompt or --prompt-file"),
-    };
+    let prompt = args.prompt.text()?;
     let params = SamplingParams {
         max_tokens: args.max_tokens,
         temperature: args.temperature,

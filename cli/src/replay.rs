@@ -17,7 +17,7 @@ use cocoon_runtime::clock::UtcTime;
 use cocoon_runtime::verify::parse_receipt;
 use cocoon_runtime::{with_runtime, Runtime, SamplingParams};
 
-use crate::infer::{open_model, BackendArgs, ModelArgs};
+use crate::infer::{open_model, BackendArgs, ModelArgs, PromptArgs};
 
 /// Arguments of `cocoon replay`.
 #[derive(Args)]
@@ -25,15 +25,8 @@ pub struct ReplayArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// The prompt as it was given.
-    #[arg(
-        long,
-        conflicts_with = "prompt_file",
-        required_unless_present = "prompt_file"
-    )]
-    prompt: Option<String>,
-    /// A file holding the prompt (UTF-8).
-    #[arg(long)]
-    prompt_file: Option<PathBuf>,
+    #[command(flatten)]
+    prompt: PromptArgs,
     /// The prompt was fed as is, without the chat template.
     #[arg(long)]
     raw: bool,
@@ -99,11 +92,7 @@ fn read_text(path: &std::path::Path, what: &str) -> Result<String> {
 
 /// `cocoon replay`: exit 0 consistent, 1 inconsistent, 2 bad input.
 pub fn run(args: &ReplayArgs, quiet: bool, out: &mut impl Write) -> Result<ExitCode> {
-    let prompt = match (&args.prompt, &args.prompt_file) {
-        (Some(p), _) => p.clone(),
-        (None, Some(f)) => read_text(f, "the prompt file")?,
-        (None, None) => bail!("give --prompt or --prompt-file"),
-    };
+    let prompt = args.prompt.text()?;
     let receipt = match &args.receipt {
         None => None,
         Some(f) => Some(parse_receipt(&read_text(f, "the receipt")?).map_err(anyhow::Error::msg)?),
