@@ -91,3 +91,41 @@ fn smollm2_matches_transformers() {
         );
     }
 }
+
+/// Cross-implementation spot check: the greedy answers `transformers` produced replay as
+/// consistent against our CPU backend in tolerant mode (another implementation's arithmetic).
+#[test]
+fn transformers_greedy_answers_replay_as_consistent() {
+    use cocoon_engine::replay::{replay, ReplayMode, Replayed};
+    let rt = open();
+    let g = golden();
+    let params = cocoon_runtime::SamplingParams {
+        max_tokens: 32,
+        ..Default::default()
+    };
+    let eos = rt.tokenizer().eos_ids().to_vec();
+    for case in g["generations"].as_array().unwrap() {
+        let (prompt, mut answer) = (ids(&case["prompt_ids"]), ids(&case["greedy"]));
+        // The goldens run 32 tokens whatever comes; generation stops at the first EOS.
+        let finish = match answer.iter().position(|id| eos.contains(id)) {
+            Some(i) => {
+                answer.truncate(i + 1);
+                "stop"
+            }
+            None => "length",
+        };
+        let r = replay(
+            &rt,
+            &Replayed {
+                input_ids: &prompt,
+                output_ids: &answer,
+                params: &params,
+                finish,
+            },
+            ReplayMode::Tolerant,
+        )
+        .unwrap();
+        assert!(r.consistent(), "{prompt:?}: {r:?}");
+        assert_eq!(r.tokens_checked, answer.len());
+    }
+}
