@@ -245,7 +245,7 @@ impl Engine {
     /// Queues `request`. Refused at once when it can never run, when the queue is full or
     /// when the engine is shutting down.
     pub fn submit(&self, request: Request) -> Result<Handle, SubmitError> {
-        if self.shared.lock().closing {
+        if self.shared.lock().closing || !self.worker_alive() {
             return Err(SubmitError::ShuttingDown);
         }
         let (budget, blocks) = self.check(&request)?;
@@ -362,6 +362,16 @@ impl Engine {
             )));
         }
         Ok((budget, blocks))
+    }
+
+    /// Whether the scheduler thread still runs (a request queued to a stopped one would wait
+    /// forever).
+    fn worker_alive(&self) -> bool {
+        self.worker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|w| !w.is_finished())
     }
 
     /// Counters and state now.
