@@ -4,6 +4,7 @@
 //! Results go to stdout, progress and logs to stderr.
 
 mod attest;
+mod audit;
 mod infer;
 mod progress;
 mod replay;
@@ -82,6 +83,9 @@ enum Command {
     /// Re-execute a receipt's work: is the answer this model's with these parameters? (exit 0
     /// consistent, 1 inconsistent, 2 bad input)
     Replay(replay::ReplayArgs),
+    /// Replay a seeded fraction of a directory of receipt/prompt/answer triples (exit 0 all
+    /// consistent, 1 one inconsistent, 2 unreadable)
+    Audit(audit::AuditArgs),
     /// Convert a LLaMA GGUF file into a pinned Hugging Face model directory.
     ImportGguf {
         /// The GGUF file.
@@ -206,6 +210,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => infer::run(&args, cli.quiet, &mut out)?,
         Command::Verify(args) => return verify::verify(&args, &mut out),
         Command::Replay(args) => return replay::run(&args, cli.quiet, &mut out),
+        Command::Audit(args) => return audit::run(&args, cli.quiet, &mut out),
         Command::Attest(cmd) => return attest::run(&cmd, &mut out),
         Command::ImportGguf {
             input,

@@ -82,7 +82,7 @@ fn params_from_json(text: &str) -> Result<SamplingParams> {
     Ok(p)
 }
 
-fn read_text(path: &std::path::Path, what: &str) -> Result<String> {
+pub(crate) fn read_text(path: &std::path::Path, what: &str) -> Result<String> {
     String::from_utf8(
         read_bounded(path, MAX_RECEIPT_BYTES)
             .with_context(|| format!("reading {}", path.display()))?,
@@ -114,18 +114,20 @@ pub fn run(args: &ReplayArgs, quiet: bool, out: &mut impl Write) -> Result<ExitC
     // The chat template reads the clock (LLaMA 3 templates print the date): a receipt's own
     // time renders the prompt the model saw.
     let when = match &receipt {
-        Some(r) => UtcTime::from_system(
-            std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(
-                    cocoon_attest::appraisal::parse_rfc3339(&r.body.time)
-                        .context("the receipt's time")?,
-                ),
-        ),
+        Some(r) => receipt_time(r)?,
         None => UtcTime::now(),
     };
+    let answer = match (&args.output_ids, &args.output_file) {
+        (Some(p), _) => Answer::Ids(p.clone()),
+        (None, Some(p)) => Answer::Text(p.clone()),
+        (None, None) => bail!("give --output-ids or --output-file"),
+    };
     let facts = Facts {
-        args,
         prompt: &prompt,
+        raw: args.raw,
+        answer,
+        finish: args.finish.clone(),
+        mode: args.mode,
         receipt: receipt.as_ref(),
         params: &params,
         when,
@@ -159,26 +161,43 @@ pub fn run(args: &ReplayArgs, quiet: bool, out: &mut impl Write) -> Result<ExitC
     })
 }
 
+/// Where the answer is: its ids (a JSON array or `cocoon run --json`'s object), or its text.
+pub(crate) enum Answer {
+    Ids(PathBuf),
+    Text(PathBuf),
+}
+
 /// What a replay is given.
-struct Facts<'a> {
-    args: &'a ReplayArgs,
-    prompt: &'a str,
-    receipt: Option<&'a cocoon_runtime::receipt::Receipt>,
-    params: &'a SamplingParams,
-    when: UtcTime,
+pub(crate) struct Facts<'a> {
+    pub prompt: &'a str,
+    pub raw: bool,
+    pub answer: Answer,
+    pub finish: Option<String>,
+    pub mode: ReplayMode,
+    pub receipt: Option<&'a cocoon_runtime::receipt::Receipt>,
+    pub params: &'a SamplingParams,
+    pub when: UtcTime,
+}
+
+/// The time a receipt was made, for rendering its prompt's chat template.
+pub(crate) fn receipt_time(r: &cocoon_runtime::receipt::Receipt) -> Result<UtcTime> {
+    let secs =
+        cocoon_attest::appraisal::parse_rfc3339(&r.body.time).context("the receipt's time")?;
+    Ok(UtcTime::from_system(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+    ))
 }
 
 /// The replay on an opened runtime: the answer's ids (from a file, or its text tokenized), the
 /// prompt's ids rendered at the receipt's time, the receipt's agreement, then the pass.
-fn replay_on<B: cocoon_runtime::backend::Backend>(
+pub(crate) fn replay_on<B: cocoon_runtime::backend::Backend>(
     rt: &Runtime<B>,
     f: &Facts<'_>,
 ) -> Result<ReplayReport> {
-    let args = f.args;
     let tok = rt.tokenizer();
     let mut file_finish = None;
-    let output_ids: Vec<u32> = match (&args.output_ids, &args.output_file) {
-        (Some(p), _) => {
+    let output_ids: Vec<u32> = match &f.answer {
+        Answer::Ids(p) => {
             let v: Value = serde_json::from_str(&read_text(p, "the ids file")?)
                 .context("--output-ids is not JSON")?;
             let ids = v.get("output_ids").unwrap_or(&v);
@@ -186,10 +205,9 @@ fn replay_on<B: cocoon_runtime::backend::Backend>(
             serde_json::from_value(ids.clone())
                 .context("--output-ids: expected a JSON array of token ids")?
         }
-        (None, Some(p)) => tok.encode(&read_text(p, "the answer file")?, false)?,
-        (None, None) => bail!("give --output-ids or --output-file"),
+        Answer::Text(p) => tok.encode(&read_text(p, "the answer file")?, false)?,
     };
-    let input_ids = if args.raw {
+    let input_ids = if f.raw {
         tok.encode(f.prompt, true)?
     } else {
         tok.encode(&tok.render_chat_at(f.prompt, f.when)?, false)?
@@ -197,7 +215,7 @@ fn replay_on<B: cocoon_runtime::backend::Backend>(
     let ends_on_eos = output_ids
         .last()
         .is_some_and(|id| tok.eos_ids().contains(id));
-    let finish = args
+    let finish = f
         .finish
         .clone()
         .or_else(|| f.receipt.map(|r| r.body.output.finish.clone()))
@@ -215,7 +233,7 @@ fn replay_on<B: cocoon_runtime::backend::Backend>(
             r,
             &rt.pin(),
             f.prompt,
-            !args.raw,
+            !f.raw,
             &input_ids,
             &output_ids,
             &text,
@@ -236,7 +254,7 @@ fn replay_on<B: cocoon_runtime::backend::Backend>(
             params: f.params,
             finish: &finish,
         },
-        args.mode,
+        f.mode,
     )?;
     if !reasons.is_empty() {
         report.reasons.splice(0..0, reasons);

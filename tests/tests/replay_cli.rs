@@ -78,3 +78,83 @@ fn run_then_replay() {
     std::fs::write(&changed, "nope").unwrap();
     assert_eq!(replay("Hi there", &changed).code, 2);
 }
+
+#[test]
+fn audit_replays_a_seeded_fraction_and_names_the_departures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    write_tiny_model(&model, &TinySpec::default());
+    let pin = pin_of(&model);
+    let m = model.to_str().unwrap();
+    let jobs = tmp.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    for (i, prompt) in ["one", "two", "three", "four"].iter().enumerate() {
+        let receipt = jobs.join(format!("job{i}.receipt.json"));
+        let seed = i.to_string();
+        let mut args = vec![
+            "run",
+            "--model",
+            m,
+            "--pin",
+            &pin,
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            "12",
+            "--seed",
+            &seed,
+            "--json",
+            "--attest",
+            "dev",
+            "--receipt",
+        ];
+        let receipt_s = receipt.to_str().unwrap().to_owned();
+        args.push(&receipt_s);
+        if i % 2 == 1 {
+            args.extend(["--temperature", "0.9", "--raw"]);
+        }
+        let run = cocoon(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        std::fs::write(jobs.join(format!("job{i}.prompt.txt")), prompt).unwrap();
+        std::fs::write(jobs.join(format!("job{i}.answer.json")), &run.stdout).unwrap();
+    }
+    let audit = |fraction: &str| {
+        cocoon([
+            "audit",
+            jobs.to_str().unwrap(),
+            "--model",
+            m,
+            "--pin",
+            &pin,
+            "--fraction",
+            fraction,
+            "--seed",
+            "7",
+            "--json",
+        ])
+    };
+    let all = audit("1");
+    assert_eq!(all.code, 0, "{}{}", all.stdout, all.stderr);
+    let v: serde_json::Value = serde_json::from_str(&all.stdout).unwrap();
+    assert_eq!(
+        (v["triples"].as_u64(), v["consistent"].as_u64()),
+        (Some(4), Some(4))
+    );
+    assert!(audit("0").stdout.contains("\"replayed\":0"));
+    // One answer altered: the audit names it and exits 1.
+    let path = jobs.join("job2.answer.json");
+    let mut a: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let id = a["output_ids"][1].as_u64().unwrap();
+    a["output_ids"][1] = ((id + 1) % 250).into();
+    std::fs::write(&path, a.to_string()).unwrap();
+    let bad = audit("1");
+    assert_eq!(bad.code, 1, "{}", bad.stdout);
+    let v: serde_json::Value = serde_json::from_str(&bad.stdout).unwrap();
+    assert_eq!(v["inconsistent"][0]["name"], "job2");
+    // A receipt without its prompt is unreadable (exit 2 when nothing is inconsistent).
+    std::fs::write(&path, a.to_string()).unwrap();
+    std::fs::remove_file(jobs.join("job2.prompt.txt")).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let missing = audit("1");
+    assert_eq!(missing.code, 2, "{}", missing.stdout);
+}

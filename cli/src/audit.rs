@@ -1,0 +1,175 @@
+//! `cocoon audit DIR`: a marketplace's spot checker in one command. DIR holds triples
+//! `NAME.receipt.json`, `NAME.prompt.txt` (the prompt as given) and `NAME.answer.json` (`cocoon
+//! run --json`'s output, or a JSON array of the answer's ids); a seeded fraction of them is
+//! picked and each is replayed as `cocoon replay --receipt` would (docs/spot-check.md).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sha2::{Digest, Sha256};
+
+use cocoon_engine::replay::{receipt_params, ReplayMode, ReplayReport};
+use cocoon_runtime::verify::parse_receipt;
+use cocoon_runtime::{with_runtime, Runtime};
+
+use crate::infer::{open_model, BackendArgs, ModelArgs};
+use crate::replay::{read_text, receipt_time, replay_on, Answer, Facts};
+
+/// Arguments of `cocoon audit`.
+#[derive(Args)]
+pub struct AuditArgs {
+    /// The directory of receipt/prompt/answer triples.
+    dir: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Fraction of the triples to replay, in [0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    fraction: f64,
+    /// Seed of the choice (the same seed picks the same triples).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// exact or tolerant (docs/spot-check.md).
+    #[arg(long, default_value = "exact")]
+    mode: ReplayMode,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Whether `name` is picked: the first 8 bytes of SHA-256(seed ‖ name) below `fraction` of
+/// 2^64, so the choice depends on neither the directory's order nor the other names.
+fn picked(seed: u64, name: &str, fraction: f64) -> bool {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(name.as_bytes());
+    let d = h.finalize();
+    let x = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    (x as f64) < fraction * 18_446_744_073_709_551_616.0
+}
+
+/// The triples' names, sorted.
+fn names(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = e?.file_name();
+        if let Some(n) = name.to_str().and_then(|n| n.strip_suffix(".receipt.json")) {
+            out.push(n.to_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn one<B: cocoon_runtime::backend::Backend>(
+    rt: &Runtime<B>,
+    dir: &Path,
+    name: &str,
+    mode: ReplayMode,
+) -> Result<ReplayReport> {
+    let receipt = parse_receipt(&read_text(
+        &dir.join(format!("{name}.receipt.json")),
+        "the receipt",
+    )?)
+    .map_err(anyhow::Error::msg)?;
+    let prompt = read_text(&dir.join(format!("{name}.prompt.txt")), "the prompt")?;
+    let params = receipt_params(&receipt)?;
+    let facts = Facts {
+        prompt: &prompt,
+        raw: !receipt.body.params.chat_template,
+        answer: Answer::Ids(dir.join(format!("{name}.answer.json"))),
+        finish: None,
+        mode,
+        receipt: Some(&receipt),
+        params: &params,
+        when: receipt_time(&receipt)?,
+    };
+    replay_on(rt, &facts)
+}
+
+/// `cocoon audit`: exit 0 every picked answer consistent, 1 one inconsistent, 2 a triple
+/// unreadable (and none inconsistent) or bad input.
+pub fn run(args: &AuditArgs, quiet: bool, out: &mut impl Write) -> Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.fraction) {
+        anyhow::bail!("--fraction must be in [0, 1], got {}", args.fraction);
+    }
+    let all = names(&args.dir)?;
+    let chosen: Vec<&String> = all
+        .iter()
+        .filter(|n| picked(args.seed, n, args.fraction))
+        .collect();
+    let opened = open_model(&args.model, &args.backend, quiet)?;
+    let results: Vec<(String, Result<ReplayReport>)> = with_runtime!(opened, |rt| chosen
+        .iter()
+        .map(|n| ((*n).clone(), one(&rt, &args.dir, n, args.mode)))
+        .collect());
+    let (mut consistent, mut inconsistent, mut errors) = (0, Vec::new(), Vec::new());
+    for (name, r) in &results {
+        match r {
+            Ok(rep) if rep.consistent() => consistent += 1,
+            Ok(rep) => inconsistent.push(serde_json::json!({"name": name, "first_divergence": rep.first_divergence, "reasons": rep.reasons})),
+            Err(e) => errors.push(serde_json::json!({"name": name, "error": format!("{e:#}")})),
+        }
+    }
+    let summary = serde_json::json!({"triples": all.len(), "replayed": results.len(),
+        "consistent": consistent, "inconsistent": inconsistent, "errors": errors,
+        "fraction": args.fraction, "seed": args.seed});
+    if args.json {
+        writeln!(out, "{summary}")?;
+    } else {
+        writeln!(
+            out,
+            "audit: {} triples, {} replayed: {consistent} consistent, {} inconsistent, {} unreadable",
+            all.len(),
+            results.len(),
+            inconsistent.len(),
+            errors.len()
+        )?;
+        for i in &inconsistent {
+            writeln!(
+                out,
+                "inconsistent: {} — {}",
+                i["name"].as_str().unwrap_or(""),
+                i["reasons"][0].as_str().unwrap_or("")
+            )?;
+        }
+        for e in &errors {
+            writeln!(
+                out,
+                "unreadable: {} — {}",
+                e["name"].as_str().unwrap_or(""),
+                e["error"].as_str().unwrap_or("")
+            )?;
+        }
+    }
+    Ok(if !inconsistent.is_empty() {
+        ExitCode::from(1)
+    } else if !errors.is_empty() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_choice_is_seeded_and_proportional() {
+        let names: Vec<String> = (0..2000).map(|i| format!("job-{i}")).collect();
+        let count = |seed, f| names.iter().filter(|n| picked(seed, n, f)).count();
+        assert_eq!(count(1, 0.0), 0);
+        assert_eq!(count(1, 1.0), 2000);
+        let a = count(1, 0.25);
+        assert!((400..600).contains(&a), "{a}");
+        assert_eq!(a, count(1, 0.25), "same seed, same choice");
+        let same: Vec<bool> = names.iter().map(|n| picked(1, n, 0.25)).collect();
+        let other: Vec<bool> = names.iter().map(|n| picked(2, n, 0.25)).collect();
+        assert_ne!(same, other, "another seed picks others");
+    }
+}
