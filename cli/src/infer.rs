@@ -379,6 +379,11 @@ fn generate_on(
     if let Some(e) = write_error {
         return Err(e.into());
     }
+    if !args.json {
+        // End the streamed answer's line before anything else is said on stderr.
+        writeln!(out)?;
+        out.flush()?;
+    }
     if let (Some(path), Some(r)) = (&args.receipt, &receipt) {
         std::fs::write(path, serde_json::to_vec_pretty(r)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -397,8 +402,6 @@ fn generate_on(
             "receipt": receipt,
         });
         writeln!(out, "{v}")?;
-    } else {
-        writeln!(out)?;
     }
     tracing::info!(
         prefill_us = generation.prefill_us,
