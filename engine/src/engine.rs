@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cocoon_runtime::backend::{blocks_for, Backend};
 use cocoon_runtime::generate::Generation;
 use cocoon_runtime::model::config::LlamaConfig;
-use cocoon_runtime::notary::{body, issue, Attestation, Facts, ReceiptRequest};
+use cocoon_runtime::notary::{Attestation, ReceiptRequest};
 use cocoon_runtime::receipt::Receipt;
 use cocoon_runtime::tokenizer::TextTokenizer;
 use cocoon_runtime::{with_runtime, Error, Opened, Pin, Runtime, SamplingParams};
@@ -154,6 +154,16 @@ pub trait Loaded: Send + Sync {
     fn config(&self) -> &LlamaConfig;
     /// Prompt ids: through the chat template unless `raw`.
     fn prompt_ids(&self, prompt: &str, raw: bool) -> Result<Vec<u32>, Error>;
+    /// The receipt of a finished generation ([`Runtime::receipt`]).
+    fn receipt(
+        &self,
+        prompt: &str,
+        chat_template: bool,
+        params: &SamplingParams,
+        generation: &Generation,
+        attestation: &Attestation,
+        request: &ReceiptRequest,
+    ) -> Result<Receipt, Error>;
 }
 
 impl<B: Backend> Loaded for Runtime<B> {
@@ -171,6 +181,25 @@ impl<B: Backend> Loaded for Runtime<B> {
     }
     fn prompt_ids(&self, prompt: &str, raw: bool) -> Result<Vec<u32>, Error> {
         Runtime::prompt_ids(self, prompt, raw)
+    }
+    fn receipt(
+        &self,
+        prompt: &str,
+        chat_template: bool,
+        params: &SamplingParams,
+        generation: &Generation,
+        attestation: &Attestation,
+        request: &ReceiptRequest,
+    ) -> Result<Receipt, Error> {
+        Runtime::receipt(
+            self,
+            prompt,
+            chat_template,
+            params,
+            generation,
+            attestation,
+            request,
+        )
     }
 }
 
@@ -317,15 +346,14 @@ impl Engine {
         attestation: &Attestation,
         receipt_request: &ReceiptRequest,
     ) -> Result<Receipt, Error> {
-        let facts = Facts {
-            pin: self.model.pin(),
-            backend: self.model.backend_name(),
-            params,
-            chat_template,
+        self.model.receipt(
             prompt,
+            chat_template,
+            params,
             generation,
-        };
-        issue(body(&facts, receipt_request)?, attestation)
+            attestation,
+            receipt_request,
+        )
     }
 
     /// The answer budget and the KV blocks `request` may need, or why it can never run.

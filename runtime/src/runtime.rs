@@ -103,16 +103,30 @@ impl<B: Backend> Runtime<B> {
     ) -> Result<(Generation, Receipt)> {
         let ids = self.prompt_ids(prompt, raw)?;
         let generation = self.generate(&ids, params, on_piece)?;
+        let receipt = self.receipt(prompt, !raw, params, &generation, attestation, request)?;
+        Ok((generation, receipt))
+    }
+
+    /// The receipt of a finished `generation` of `prompt` on this runtime, bound to the
+    /// machine as `attestation` says.
+    pub fn receipt(
+        &self,
+        prompt: &str,
+        chat_template: bool,
+        params: &SamplingParams,
+        generation: &Generation,
+        attestation: &Attestation,
+        request: &ReceiptRequest,
+    ) -> Result<Receipt> {
         let facts = Facts {
             pin: self.pin,
             backend: self.model.backend().name(),
             params,
-            chat_template: !raw,
+            chat_template,
             prompt,
-            generation: &generation,
+            generation,
         };
-        let receipt = issue(body(&facts, request)?, attestation)?;
-        Ok((generation, receipt))
+        issue(body(&facts, request)?, attestation)
     }
 
     /// Runs one request (see [`generate`]).
