@@ -180,8 +180,13 @@ fn attestation(args: &RunArgs) -> Result<Option<Attestation>> {
     else {
         return Ok(None);
     };
+    make_attestation(kind, args.attest_key).map(Some)
+}
+
+/// How receipts will be bound: `kind` of evidence, through an attested key or directly.
+pub fn make_attestation(kind: AttestArg, attest_key: bool) -> Result<Attestation> {
     let name = match kind {
-        AttestArg::None => return Ok(Some(Attestation::None)),
+        AttestArg::None => return Ok(Attestation::None),
         AttestArg::Dev => {
             eprintln!("warning: --attest dev: the receipt's evidence is an insecure stand-in that proves nothing");
             "dev"
@@ -194,11 +199,11 @@ fn attestation(args: &RunArgs) -> Result<Option<Attestation>> {
     if kind != AttestArg::Dev {
         eprintln!("attestation: {} evidence", provider.platform());
     }
-    Ok(Some(if args.attest_key {
+    Ok(if attest_key {
         Attestation::Key(Box::new(AttestedKey::new(provider.as_ref())?))
     } else {
         Attestation::Direct(provider)
-    }))
+    })
 }
 
 /// Opens the model on the chosen backend. `cuda` without a usable device is an error (exit

@@ -8,6 +8,7 @@ mod audit;
 mod infer;
 mod progress;
 mod replay;
+mod serve;
 mod verify;
 
 use std::io::Write;
@@ -75,6 +76,9 @@ enum Command {
     Logits(infer::LogitsArgs),
     /// Generate an answer to a prompt.
     Run(infer::RunArgs),
+    /// Serve the model over HTTP: the OpenAI API with a receipt on every answer, a status
+    /// page, metrics (docs/serve.md).
+    Serve(serve::ServeArgs),
     /// Inspect or verify TEE evidence.
     #[command(subcommand)]
     Attest(attest::AttestCommand),
@@ -117,13 +121,21 @@ impl From<DTypeArg> for DType {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    // A server says what it does (requests, never their content); other commands only warn.
+    let (default_level, json) = match &cli.command {
+        Command::Serve(a) => ("warn,cocoon_serve=info", a.json_log),
+        _ => ("warn", false),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COCOON_LOG")
+        .unwrap_or_else(|_| default_level.into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COCOON_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+        .with_env_filter(filter);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -208,6 +220,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => infer::tokenize(&model, &text, !no_special, cli.quiet, &mut out)?,
         Command::Logits(args) => infer::logits(&args, cli.quiet, &mut out)?,
         Command::Run(args) => infer::run(&args, cli.quiet, &mut out)?,
+        Command::Serve(args) => serve::serve(&args, cli.quiet, &mut out)?,
         Command::Verify(args) => return verify::verify(&args, &mut out),
         Command::Replay(args) => return replay::run(&args, cli.quiet, &mut out),
         Command::Audit(args) => return audit::run(&args, cli.quiet, &mut out),

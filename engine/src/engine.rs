@@ -11,7 +11,7 @@ use cocoon_runtime::generate::Generation;
 use cocoon_runtime::model::config::LlamaConfig;
 use cocoon_runtime::notary::{Attestation, ReceiptRequest};
 use cocoon_runtime::receipt::Receipt;
-use cocoon_runtime::tokenizer::TextTokenizer;
+use cocoon_runtime::tokenizer::{ChatMessage, TextTokenizer};
 use cocoon_runtime::{with_runtime, Error, Opened, Pin, Runtime, SamplingParams};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
@@ -154,6 +154,8 @@ pub trait Loaded: Send + Sync {
     fn config(&self) -> &LlamaConfig;
     /// Prompt ids: through the chat template unless `raw`.
     fn prompt_ids(&self, prompt: &str, raw: bool) -> Result<Vec<u32>, Error>;
+    /// Prompt ids of a conversation, through the chat template.
+    fn chat_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, Error>;
     /// The receipt of a finished generation ([`Runtime::receipt`]).
     fn receipt(
         &self,
@@ -181,6 +183,9 @@ impl<B: Backend> Loaded for Runtime<B> {
     }
     fn prompt_ids(&self, prompt: &str, raw: bool) -> Result<Vec<u32>, Error> {
         Runtime::prompt_ids(self, prompt, raw)
+    }
+    fn chat_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, Error> {
+        Runtime::chat_ids(self, messages)
     }
     fn receipt(
         &self,

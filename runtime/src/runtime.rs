@@ -14,6 +14,7 @@ use crate::pin::Pin;
 use crate::pinned::ProgressFn;
 use crate::receipt::Receipt;
 use crate::sampling::SamplingParams;
+use crate::tokenizer::ChatMessage;
 use crate::tokenizer::TextTokenizer;
 
 /// A verified model on a backend, with its tokenizer.
@@ -87,6 +88,14 @@ impl<B: Backend> Runtime<B> {
             self.tokenizer
                 .encode(&self.tokenizer.render_chat(prompt)?, false)
         }
+    }
+
+    /// Prompt ids of a conversation through the chat template.
+    pub fn chat_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let text = self
+            .tokenizer
+            .render_messages_at(messages, crate::clock::UtcTime::now())?;
+        self.tokenizer.encode(&text, false)
     }
 
     /// Runs one request on `prompt` (through the chat template unless `raw`) and issues its

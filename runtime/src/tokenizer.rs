@@ -150,19 +150,44 @@ impl TextTokenizer {
 
     /// [`TextTokenizer::render_chat`] with `strftime_now` reading `now`.
     pub fn render_chat_at(&self, prompt: &str, now: UtcTime) -> Result<String> {
+        self.render_messages_at(&[ChatMessage::user(prompt)], now)
+    }
+
+    /// Renders a conversation (system, user and assistant messages) with the chat template and
+    /// the generation prompt, as [`TextTokenizer::render_chat`] does for one user message.
+    pub fn render_messages_at(&self, messages: &[ChatMessage], now: UtcTime) -> Result<String> {
         let template = self.chat_template.as_deref().ok_or_else(|| {
             Error::InvalidRequest("the model has no chat template; use --raw".into())
         })?;
-        render_chat_template(template, &self.special_tokens, prompt, now)
+        render_chat_template(template, &self.special_tokens, messages, now)
     }
 }
 
-/// Renders `template` for one user message `prompt` with the generation prompt, as
+/// One message of a conversation given to a chat template.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The message's text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A user message.
+    pub fn user(content: &str) -> Self {
+        ChatMessage {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Renders `template` for `messages` with the generation prompt, as
 /// [`TextTokenizer::render_chat`] describes.
 pub fn render_chat_template(
     template: &str,
     special_tokens: &[(&str, String)],
-    prompt: &str,
+    messages: &[ChatMessage],
     now: UtcTime,
 ) -> Result<String> {
     let mut env = Environment::new();
@@ -204,9 +229,12 @@ pub fn render_chat_template(
         .collect();
     ctx.insert(
         "messages",
-        minijinja::Value::from(vec![
-            minijinja::context! { role => "user", content => prompt },
-        ]),
+        minijinja::Value::from(
+            messages
+                .iter()
+                .map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() })
+                .collect::<Vec<_>>(),
+        ),
     );
     ctx.insert("add_generation_prompt", true.into());
     ctx.insert("tools", minijinja::Value::from(()));
@@ -294,14 +322,20 @@ mod tests {
             ("bos_token", "<|begin_of_text|>".to_owned()),
             ("eos_token", "<|eot_id|>".to_owned()),
         ];
-        let got = render_chat_template(template, &tokens, "Héllo, wörld!  ", now()).unwrap();
+        let got = render_chat_template(
+            template,
+            &tokens,
+            &[ChatMessage::user("Héllo, wörld!  ")],
+            now(),
+        )
+        .unwrap();
         assert_eq!(got, want);
         assert!(got.contains("Today Date: 25 Nov 2026\n"));
     }
 
     #[test]
     fn templates_cannot_run_or_print_without_bound() {
-        let render = |t: &str| render_chat_template(t, &[], "hi", now());
+        let render = |t: &str| render_chat_template(t, &[], &[ChatMessage::user("hi")], now());
         let e = render(
             "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
         )
@@ -316,7 +350,7 @@ mod tests {
 
     #[test]
     fn tools_are_none_and_template_errors_are_named() {
-        let render = |t: &str| render_chat_template(t, &[], "hi", now());
+        let render = |t: &str| render_chat_template(t, &[], &[ChatMessage::user("hi")], now());
         // transformers passes tools=None: defined, and none.
         assert_eq!(
             render("{% if tools is defined %}d{% endif %}{% if tools is not none %}T{% endif %}")
