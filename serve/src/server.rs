@@ -11,6 +11,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -129,7 +130,14 @@ impl Server {
                 let _ = closed_tx.send(());
             }
         };
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(on_stop);
+        // Stream chunks are small writes: without TCP_NODELAY, Nagle's algorithm holds each one
+        // back until the previous one is acknowledged.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!("TCP_NODELAY: {e}");
+            }
+        });
+        let serve = axum::serve(listener, app).with_graceful_shutdown(on_stop);
         let result = serve.await;
         if let Err(e) = result {
             tracing::error!("server: {e}");
