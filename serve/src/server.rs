@@ -370,6 +370,13 @@ async fn generate(s: App, endpoint: Endpoint, headers: HeaderMap, body: Body) ->
     };
     s.metrics
         .request(endpoint.as_str(), response.status().as_u16());
+    // What was asked and answered is never logged: the endpoint, the status and the time.
+    tracing::info!(
+        endpoint = endpoint.as_str(),
+        status = response.status().as_u16(),
+        ms = arrived.elapsed().as_millis() as u64,
+        "request"
+    );
     response
 }
 

@@ -26,14 +26,15 @@ def pin_of(model):
 class Server:
     """A running `cocoon serve`; `url` is its base address."""
 
-    def __init__(self, model, *extra, name=None):
+    def __init__(self, model, *extra, name=None, env=None):
         self.model = model
         self.pin = pin_of(model)
         self.name = name or pathlib.Path(model).name
         args = [COCOON, "serve", "-q", "--model", str(model), "--pin", self.pin,
                 "--listen", "127.0.0.1:0", "--attest", "dev", "--attest-key", "--backend", "cpu",
                 "--threads", "2", *extra]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
         line = self.proc.stdout.readline()
         if not line.startswith("listening on "):
             self.proc.kill()

@@ -6,13 +6,14 @@ import hashlib
 import json
 import pathlib
 import socket
+import subprocess
 import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import TINY, Server, httpx, verify
+from conftest import COCOON, TINY, Server, httpx, pin_of, verify
 
 
 def ask(server, body, path="/v1/completions", **kw):
@@ -183,3 +184,27 @@ def test_sigterm_finishes_running_requests_then_exits_0():
     t.join()
     assert out["r"].status_code == 200
     assert out["r"].json()["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+def test_attest_auto_without_a_tee_fails_at_start():
+    out = subprocess.run([COCOON, "serve", "-q", "--model", str(TINY), "--pin", pin_of(TINY),
+                          "--listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out
+    assert "listening" not in out.stdout
+    assert "error:" in out.stderr
+
+
+def test_prompts_and_answers_are_never_logged():
+    s = Server(TINY, "--json-log",
+               env={"COCOON_LOG": "trace,hyper=info,h2=info,tokio=info,runtime=info,mio=info"})
+    secret = "zebra-secret-prompt-4711"
+    try:
+        r = ask(s, {"model": s.name, "prompt": secret, "max_tokens": 8})
+        assert r.status_code == 200
+        answer = r.json()["choices"][0]["text"]
+        assert ask(s, {"model": s.name, "prompt": secret, "max_tokens": "x"}).status_code == 400
+    finally:
+        assert s.stop() == 0
+    assert "refused" in s.stderr, "the refusal is logged"
+    assert secret not in s.stderr
+    assert len(answer) < 4 or answer not in s.stderr
