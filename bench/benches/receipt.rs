@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
         nonce: Some("00ff".into()),
         job_id: Some("bench".into()),
         prev: None,
+        sealed_request_sha256: None,
     };
     let key = Attestation::Key(Box::new(AttestedKey::new(&DevProvider::new()).unwrap()));
     let direct = Attestation::Direct(Box::new(DevProvider::new()));

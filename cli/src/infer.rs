@@ -318,6 +318,7 @@ pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
         nonce: args.nonce.clone(),
         job_id: args.job_id.clone(),
         prev,
+        sealed_request_sha256: None,
     };
     let opened = open_model(&args.model, &args.backend, quiet)?;
     // One request, through the same scheduler `cocoon serve` and the C API use.

@@ -8,6 +8,7 @@ mod audit;
 mod infer;
 mod progress;
 mod replay;
+mod seal;
 mod serve;
 mod verify;
 
@@ -76,6 +77,11 @@ enum Command {
     Logits(infer::LogitsArgs),
     /// Generate an answer to a prompt.
     Run(infer::RunArgs),
+    /// Check a worker's attested key and seal a request to it (docs/sealed.md; exit 1 when
+    /// the key is not trusted).
+    Seal(seal::SealArgs),
+    /// Open a sealed answer and check that its receipt names the request (exit 1 otherwise).
+    Unseal(seal::UnsealArgs),
     /// Serve the model over HTTP: the OpenAI API with a receipt on every answer, a status
     /// page, metrics (docs/serve.md).
     Serve(serve::ServeArgs),
@@ -220,6 +226,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => infer::tokenize(&model, &text, !no_special, cli.quiet, &mut out)?,
         Command::Logits(args) => infer::logits(&args, cli.quiet, &mut out)?,
         Command::Run(args) => infer::run(&args, cli.quiet, &mut out)?,
+        Command::Seal(args) => return seal::seal(&args, &mut out),
+        Command::Unseal(args) => return seal::unseal(&args, &mut out),
         Command::Serve(args) => serve::serve(&args, cli.quiet, &mut out)?,
         Command::Verify(args) => return verify::verify(&args, &mut out),
         Command::Replay(args) => return replay::run(&args, cli.quiet, &mut out),

@@ -288,6 +288,7 @@ pub unsafe extern "C" fn cocoon_generate(
             nonce: params.nonce.clone(),
             job_id: params.job_id.clone(),
             prev: params.prev.clone(),
+            sealed_request_sha256: None,
         };
         let (_, receipt) = model
             .engine

@@ -63,6 +63,18 @@ pub struct ReceiptBody {
     pub time: String,
     /// Binding of the previous receipt in a chain (hex128), if any.
     pub prev: Option<String>,
+    /// For an answer to a sealed request (docs/design.md §12): which request. Absent from
+    /// unsealed receipts, whose bodies (and bindings) are as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedRef>,
+}
+
+/// The sealed request a receipt answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedRef {
+    /// Hex SHA-256 of the request's decoded ciphertext bytes.
+    pub request_sha256: String,
 }
 
 /// Name and version of the runtime.

@@ -118,6 +118,11 @@ pub fn verify_receipt(r: &Receipt, opts: &VerifyOptions) -> VerifyReport {
             64,
         ),
         ("body.prev", b.prev.as_deref(), 128),
+        (
+            "body.sealed.request_sha256",
+            b.sealed.as_ref().map(|s| s.request_sha256.as_str()),
+            64,
+        ),
         ("binding", Some(r.binding.as_str()), 128),
     ];
     for (name, value, len) in hex_fields {

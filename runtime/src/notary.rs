@@ -7,6 +7,7 @@ use p384::ecdsa::signature::Signer;
 use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
 
 use cocoon_attest::EvidenceProvider;
+use cocoon_sealed::HpkeKeyPair;
 
 use crate::error::{Error, Result};
 use crate::generate::Generation;
@@ -17,35 +18,45 @@ use crate::receipt::{
 };
 use crate::sampling::SamplingParams;
 
-/// An ephemeral P-384 signing key whose public half is bound into TEE evidence. The private key
-/// never leaves process memory and is zeroized on drop (by `SigningKey`).
+/// Ephemeral keys made inside the TEE, their public halves bound into one piece of evidence: a
+/// P-384 signing key for receipts and an HPKE (DHKEM P-384) key for sealed requests. The private
+/// keys never leave process memory and are zeroized on drop (by their types).
 pub struct AttestedKey {
     key: SigningKey,
+    hpke: HpkeKeyPair,
     json: KeyJson,
 }
 
 impl AttestedKey {
-    /// Makes a key inside this process and one piece of evidence binding it.
+    /// Makes both keys inside this process and one piece of evidence binding them.
     pub fn new(provider: &dyn EvidenceProvider) -> Result<Self> {
         let key = SigningKey::random(&mut rand_core::OsRng);
+        let hpke = HpkeKeyPair::generate();
         let sign = hex::encode(VerifyingKey::from(&key).to_encoded_point(false).as_bytes());
-        let report_data = key_binding(&sign, None).map_err(Error::InvalidRequest)?;
+        let hpke_hex = hpke.public_hex();
+        let report_data = key_binding(&sign, Some(&hpke_hex)).map_err(Error::InvalidRequest)?;
         let evidence = provider
             .attest(&report_data)
             .map_err(|e| Error::Attestation(e.to_string()))?;
         Ok(AttestedKey {
             key,
+            hpke,
             json: KeyJson {
                 sign,
-                hpke: None,
+                hpke: Some(hpke_hex),
                 evidence: EvidenceJson::from_evidence(&evidence),
             },
         })
     }
 
-    /// The key as receipts carry it.
+    /// The key document as receipts carry it (and `GET /v1/cocoon/key` serves it).
     pub fn json(&self) -> &KeyJson {
         &self.json
+    }
+
+    /// The HPKE key pair sealed requests are opened with.
+    pub fn hpke(&self) -> &HpkeKeyPair {
+        &self.hpke
     }
 }
 
@@ -68,6 +79,8 @@ pub struct ReceiptRequest {
     pub job_id: Option<String>,
     /// Binding of the previous receipt of a chain, hex.
     pub prev: Option<String>,
+    /// For a sealed request: hex SHA-256 of its ciphertext (the body's `sealed`).
+    pub sealed_request_sha256: Option<String>,
 }
 
 /// Everything a receipt body records about one request.
@@ -162,6 +175,12 @@ pub fn body(facts: &Facts<'_>, request: &ReceiptRequest) -> Result<ReceiptBody> 
         job_id: request.job_id.clone().unwrap_or_else(random_job_id),
         time: rfc3339_utc(SystemTime::now()),
         prev: hexish(&request.prev, "prev", Some(128))?,
+        sealed: hexish(
+            &request.sealed_request_sha256,
+            "sealed.request_sha256",
+            Some(64),
+        )?
+        .map(|request_sha256| crate::receipt::SealedRef { request_sha256 }),
     })
 }
 

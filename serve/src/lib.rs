@@ -12,6 +12,7 @@ pub mod evidence;
 pub mod idempotency;
 pub mod metrics;
 pub mod request;
+pub mod sealed_api;
 pub mod server;
 pub mod status;
 pub mod verify_api;

@@ -209,7 +209,11 @@ impl Shared {
 
 /// Reads a body of at most `limit` bytes within `timeout` (a slow client that never finishes
 /// its body is answered 408 and its connection closed).
-async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     use futures_util::StreamExt;
     let too_big = || {
         ApiError::new(
@@ -342,12 +346,35 @@ async fn verify(State(s): State<App>, body: Body) -> Response {
     response
 }
 
-async fn sealed() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_built",
-        "sealed requests (docs/design.md §12) are not built yet",
-    )
+async fn sealed(State(s): State<App>, headers: HeaderMap, body: Body) -> Response {
+    let arrived = Instant::now();
+    let response = match sealed_answer(&s, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    s.metrics.request("sealed", response.status().as_u16());
+    tracing::info!(
+        endpoint = "sealed",
+        status = response.status().as_u16(),
+        ms = arrived.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+async fn sealed_answer(s: &App, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    s.authorize(headers)?;
+    s.refuse_when_closing()?;
+    let bytes = read_body(body, s.options.max_body_bytes, s.options.body_timeout).await?;
+    let engine = Arc::clone(&s.engine);
+    let attestation = Arc::clone(&s.attestation);
+    let limits = Limits {
+        max_tokens: s.options.max_tokens_limit,
+    };
+    let timeout = s.options.request_timeout;
+    let sealed = crate::sealed_api::answer(engine, attestation, bytes, limits, timeout).await?;
+    s.answered.fetch_add(1, Ordering::Relaxed);
+    Ok(Json(sealed.to_json()).into_response())
 }
 
 async fn chat(State(s): State<App>, headers: HeaderMap, body: Body) -> Response {
@@ -463,7 +490,7 @@ fn stream_response(format: StreamFormat, body: Body) -> Response {
     r
 }
 
-fn submit_error(e: SubmitError) -> ApiError {
+pub(crate) fn submit_error(e: SubmitError) -> ApiError {
     match e {
         SubmitError::QueueFull(n) => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -479,7 +506,7 @@ fn submit_error(e: SubmitError) -> ApiError {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal_error",
@@ -611,6 +638,7 @@ impl Work {
                 nonce: self.job.nonce.clone(),
                 job_id: Some(self.job_id.clone()),
                 prev: None,
+                sealed_request_sha256: None,
             };
             let g = generation.clone();
             tokio::task::spawn_blocking(move || {

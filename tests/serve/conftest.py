@@ -4,6 +4,7 @@ import os
 import pathlib
 import signal
 import subprocess
+import tempfile
 import time
 
 try:
@@ -26,19 +27,22 @@ def pin_of(model):
 class Server:
     """A running `cocoon serve`; `url` is its base address."""
 
-    def __init__(self, model, *extra, name=None, env=None):
+    def __init__(self, model, *extra, name=None, env=None, attest_key=True):
         self.model = model
         self.pin = pin_of(model)
         self.name = name or pathlib.Path(model).name
         args = [COCOON, "serve", "-q", "--model", str(model), "--pin", self.pin,
-                "--listen", "127.0.0.1:0", "--attest", "dev", "--attest-key", "--backend", "cpu",
-                "--threads", "2", *extra]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                "--listen", "127.0.0.1:0", "--attest", "dev", "--backend", "cpu",
+                "--threads", "2", *(["--attest-key"] if attest_key else []), *extra]
+        # Logs go to a file: a pipe nobody reads would fill and stop the server.
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env={**os.environ, **(env or {})})
         line = self.proc.stdout.readline()
         if not line.startswith("listening on "):
             self.proc.kill()
-            raise RuntimeError(f"cocoon serve did not start: {line!r} {self.proc.stderr.read()}")
+            self.proc.wait()
+            raise RuntimeError(f"cocoon serve did not start: {line!r} {self.read_log()}")
         self.url = line.split()[-1]
         self.http = httpx.Client(base_url=self.url, timeout=120)
 
@@ -58,8 +62,12 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise
-        self.stderr = self.proc.stderr.read()
+        self.stderr = self.read_log()
         return code
+
+    def read_log(self):
+        self.log.seek(0)
+        return self.log.read()
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ fn make(att: &Attestation, prev: Option<String>) -> Receipt {
         nonce: Some("c0ffee".into()),
         job_id: Some("job-1".into()),
         prev,
+        sealed_request_sha256: None,
     };
     issue(body(&facts, &request).unwrap(), att).unwrap()
 }
