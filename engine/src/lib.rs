@@ -11,9 +11,11 @@
 
 pub mod blocks;
 pub mod engine;
+pub mod input;
 pub mod replay;
 pub mod request;
 mod scheduler;
+pub mod sealed;
 pub mod stop;
 
 pub use engine::{Engine, EngineConfig, EngineStats};

@@ -19,6 +19,12 @@
 #include <stdint.h>
 
 /**
+ * Largest `max_tokens` a sealed request answered through the C API may ask for (and its
+ * default).
+ */
+#define SEALED_MAX_TOKENS 4096
+
+/**
  * Result of every call.
  */
 typedef enum {
@@ -155,6 +161,48 @@ cocoon_status cocoon_attest_verify(const uint8_t *evidence,
  * Frees a string returned by the library (NULL is ignored).
  */
 void cocoon_string_free(char *s);
+
+/**
+ * Writes the model's attested key document `{"sign", "hpke", "evidence"}` (what a client
+ * checks before sealing) to `*key_json_out` (free with cocoon_string_free). The model must have
+ * been opened with `"attest_key": true`; otherwise COCOON_ERR_INVALID_ARGUMENT.
+ */
+cocoon_status cocoon_worker_key(const cocoon_model *model, char **key_json_out);
+
+/**
+ * Answers a sealed request (`request_json`: `{"version": 1, "enc", "ciphertext"}`) on `model`:
+ * opens it with the attested HPKE key, generates, and writes the sealed response to
+ * `*response_json_out` (free with cocoon_string_free). A request that does not open returns
+ * COCOON_ERR_INVALID_ARGUMENT with the one message "the sealed request could not be opened";
+ * a malformed opened request names the field, never a value. Safe to call from several threads
+ * on one handle (the calls are batched).
+ */
+cocoon_status cocoon_answer_sealed(const cocoon_model *model,
+                                   const char *request_json,
+                                   char **response_json_out);
+
+/**
+ * Client side: checks the worker's key document `key_json` (evidence, binding; `options_json`,
+ * NULL for defaults: `allow_dev`, `collateral`, `at`, `policy` as for cocoon_verify_receipt)
+ * and only then seals `request_json` to it. `*sealed_json_out` receives the request to send,
+ * `*secret_json_out` the secret that opens its answer (both freed with cocoon_string_free;
+ * keep the secret private). A key that fails its check: COCOON_ERR_REJECTED, nothing sealed.
+ */
+cocoon_status cocoon_seal(const char *key_json,
+                          const char *request_json,
+                          const char *options_json,
+                          char **sealed_json_out,
+                          char **secret_json_out);
+
+/**
+ * Client side: opens the sealed answer `response_json` with `secret_json` (from cocoon_seal),
+ * checks that its receipt names the request and is signed by the key it was sealed to, and
+ * writes `{"text", "output_ids", "finish", "receipt"}` to `*plaintext_json_out` (free with
+ * cocoon_string_free). Not its answer, or not opened: COCOON_ERR_REJECTED.
+ */
+cocoon_status cocoon_unseal(const char *secret_json,
+                            const char *response_json,
+                            char **plaintext_json_out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -10,6 +10,7 @@
 #![allow(clippy::missing_safety_doc)] // the safety contract of each function is in the header
 
 mod options;
+mod sealed;
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};

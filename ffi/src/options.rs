@@ -191,6 +191,26 @@ impl Checks {
     }
 }
 
+/// Options of `cocoon_seal`: how the worker's key is checked.
+pub struct SealParams {
+    pub allow_dev: bool,
+    pub checks: Checks,
+}
+
+impl SealParams {
+    pub fn parse(json: Option<&str>) -> Result<Self, String> {
+        let o = object(
+            json,
+            "options_json",
+            &["allow_dev", "policy", "collateral", "at"],
+        )?;
+        Ok(SealParams {
+            allow_dev: boolean(&o, "allow_dev")?,
+            checks: Checks::parse(&o)?,
+        })
+    }
+}
+
 /// Options of `cocoon_verify_receipt`.
 pub struct VerifyParams {
     pub allow_dev: bool,

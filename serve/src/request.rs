@@ -8,6 +8,8 @@ use serde_json::{Map, Value};
 
 use cocoon_runtime::sampling::MAX_SEED;
 use cocoon_runtime::tokenizer::ChatMessage;
+
+pub use cocoon_engine::input::Input;
 use cocoon_runtime::SamplingParams;
 
 use crate::error::ApiError;
@@ -35,41 +37,6 @@ impl Endpoint {
             Endpoint::Chat => "chat",
             Endpoint::Completions => "completions",
         }
-    }
-}
-
-/// What the model is given.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Input {
-    /// A conversation, through the chat template.
-    Messages(Vec<ChatMessage>),
-    /// A raw prompt, no template (`/v1/completions`).
-    Raw(String),
-}
-
-impl Input {
-    /// The prompt "as given" whose SHA-256 the receipt records as `input.text_sha256`: the
-    /// content of a conversation of one user message (so a receipt of `cocoon run --prompt
-    /// TEXT` and one of the same single message hash alike), else the RFC 8785 text of the
-    /// messages `[{"content", "role"}, …]`; a raw prompt as it is.
-    pub fn receipt_text(&self) -> String {
-        match self {
-            Input::Raw(p) => p.clone(),
-            Input::Messages(m) if m.len() == 1 && m[0].role == "user" => m[0].content.clone(),
-            Input::Messages(m) => {
-                let v: Vec<Value> = m
-                    .iter()
-                    .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
-                    .collect();
-                // Strings only: canonicalization cannot fail.
-                cocoon_runtime::jcs::canonicalize(&Value::Array(v)).unwrap_or_default()
-            }
-        }
-    }
-
-    /// Whether the chat template is applied.
-    pub fn chat_template(&self) -> bool {
-        matches!(self, Input::Messages(_))
     }
 }
 

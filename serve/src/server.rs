@@ -368,11 +368,14 @@ async fn sealed_answer(s: &App, headers: &HeaderMap, body: Body) -> Result<Respo
     let bytes = read_body(body, s.options.max_body_bytes, s.options.body_timeout).await?;
     let engine = Arc::clone(&s.engine);
     let attestation = Arc::clone(&s.attestation);
-    let limits = Limits {
-        max_tokens: s.options.max_tokens_limit,
-    };
-    let timeout = s.options.request_timeout;
-    let sealed = crate::sealed_api::answer(engine, attestation, bytes, limits, timeout).await?;
+    let sealed = crate::sealed_api::answer(
+        engine,
+        attestation,
+        bytes,
+        s.options.max_tokens_limit,
+        s.options.request_timeout,
+    )
+    .await?;
     s.answered.fetch_add(1, Ordering::Relaxed);
     Ok(Json(sealed.to_json()).into_response())
 }

@@ -186,6 +186,47 @@ int main(int argc, char **argv) {
   for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, generate_thread, (void *)prompts[i]);
   for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
 
+  /* Sealed requests: worker key, seal (client), answer (worker), unseal (client). */
+  {
+    char *key = NULL, *sealed = NULL, *secret = NULL, *response = NULL, *plain = NULL;
+    CHECK(cocoon_worker_key(model, &key) == COCOON_ERR_INVALID_ARGUMENT, "no attested key without attest_key");
+    cocoon_model *km = NULL;
+    CHECK(cocoon_model_open(dir, pin, "{\"attest\":\"dev\",\"attest_key\":true,\"backend\":\"cpu\"}", &km) == COCOON_OK,
+          "open with attest_key");
+    CHECK(cocoon_worker_key(km, &key) == COCOON_OK && key && strstr(key, "\"hpke\":\"04"), "worker key has hpke");
+    const char *req = "{\"prompt\":\"Hello sealed\",\"raw\":true,\"params\":{\"max_tokens\":4},\"job_id\":\"c-1\"}";
+    CHECK(cocoon_seal(key, req, NULL, &sealed, &secret) == COCOON_ERR_REJECTED && sealed == NULL,
+          "dev key refused without allow_dev");
+    CHECK(cocoon_seal(key, req, "{\"allow_dev\":true}", &sealed, &secret) == COCOON_OK && sealed && secret, "seal");
+    CHECK(cocoon_answer_sealed(km, sealed, &response) == COCOON_OK && response, "answer sealed: %s",
+          cocoon_last_error() ? cocoon_last_error() : "");
+    CHECK(response && strstr(response, "Hello sealed") == NULL, "the response is not plaintext");
+    CHECK(cocoon_unseal(secret, response, &plain) == COCOON_OK && plain, "unseal");
+    CHECK(plain && strstr(plain, "\"request_sha256\"") && strstr(plain, "\"job_id\":\"c-1\""), "receipt names the request");
+    /* A flipped ciphertext byte: one generic refusal, and the handle keeps working. */
+    char *bad = strdup(sealed);
+    char *ct = strstr(bad, "\"ciphertext\":\"");
+    if (ct) { ct += 14; *ct = (*ct == 'A') ? 'B' : 'A'; }
+    char *r2 = NULL;
+    CHECK(cocoon_answer_sealed(km, bad, &r2) == COCOON_ERR_INVALID_ARGUMENT && r2 == NULL, "flipped byte refused");
+    CHECK(cocoon_last_error() && strcmp(cocoon_last_error(), "the sealed request could not be opened") == 0,
+          "one generic message: %s", cocoon_last_error() ? cocoon_last_error() : "");
+    free(bad);
+    /* Another request's secret does not open this answer. */
+    char *sealed2 = NULL, *secret2 = NULL, *plain2 = NULL;
+    CHECK(cocoon_seal(key, req, "{\"allow_dev\":true}", &sealed2, &secret2) == COCOON_OK, "seal again");
+    CHECK(cocoon_unseal(secret2, response, &plain2) == COCOON_ERR_REJECTED && plain2 == NULL, "other secret refused");
+    CHECK(cocoon_answer_sealed(km, sealed2, &r2) == COCOON_OK, "still serving");
+    cocoon_string_free(r2);
+    cocoon_string_free(sealed2);
+    cocoon_string_free(secret2);
+    cocoon_string_free(key);
+    cocoon_string_free(sealed);
+    cocoon_string_free(secret);
+    cocoon_string_free(response);
+    cocoon_string_free(plain);
+    cocoon_model_free(km);
+  }
   cocoon_model_free(model);
   cocoon_model_free(NULL);
   cocoon_string_free(NULL);
