@@ -79,11 +79,12 @@ pub unsafe extern "C" fn cocoon_answer_sealed(
     })
 }
 
+/// A request as `cocoon_seal` takes it: prompt, params, job id, nonce.
+type ClientRequest = (Prompt, Map<String, Value>, Option<String>, Option<String>);
+
 /// The request a client seals: `{"messages": [{"role", "content"}...]}` or `{"prompt", "raw"}`,
 /// with optional `params`, `job_id`, `nonce`.
-fn read_request(
-    text: &str,
-) -> Result<(Prompt, Map<String, Value>, Option<String>, Option<String>), Failure> {
+fn read_request(text: &str) -> Result<ClientRequest, Failure> {
     let v: Value = serde_json::from_str(text).map_err(|e| invalid(format!("request_json: {e}")))?;
     let o = v
         .as_object()
