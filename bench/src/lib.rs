@@ -12,3 +12,15 @@ pub fn model_dir(default: &str) -> PathBuf {
     }
     dir
 }
+
+/// `MODEL_DIR [THREADS]` from a bench binary's command line (defaults: SmolLM2-135M BF16 as
+/// `ci/fetch-model` places it, 2 threads).
+pub fn model_and_threads() -> (PathBuf, usize) {
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(
+        args.next()
+            .unwrap_or_else(|| "models/smollm2-135m-bf16".into()),
+    );
+    let threads = args.next().and_then(|t| t.parse().ok()).unwrap_or(2);
+    (dir, threads)
+}

@@ -3,7 +3,6 @@
 //! different prompts), side by side with the single-request path (`Runtime::generate`) in the
 //! same run. Prints one JSON line per concurrency.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,12 +18,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(
-        args.next()
-            .unwrap_or_else(|| "models/smollm2-135m-bf16".into()),
-    );
-    let threads: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let (dir, threads) = cocoon_bench::model_and_threads();
     let open = || {
         let pin = PinnedModel::read(&dir, None).expect("model").pin();
         Runtime::open_cpu(&dir, &pin, threads, None).expect("open")

@@ -2,19 +2,13 @@
 //! generating it, side by side in one process (greedy and seeded sampling, 64 new tokens, the
 //! same chat prompt), on the CPU. Prints one JSON line per case.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use cocoon_engine::replay::{replay, ReplayMode, Replayed};
 use cocoon_runtime::{PinnedModel, Runtime, SamplingParams};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(
-        args.next()
-            .unwrap_or_else(|| "models/smollm2-135m-bf16".into()),
-    );
-    let threads: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let (dir, threads) = cocoon_bench::model_and_threads();
     let pin = PinnedModel::read(&dir, None).expect("model").pin();
     let rt = Runtime::open_cpu(&dir, &pin, threads, None).expect("open");
     let ids = rt

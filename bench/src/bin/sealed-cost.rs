@@ -3,7 +3,6 @@
 //! against a 64-token greedy generation of the same prompt on the CPU, measured in one run.
 //! Prints one JSON line.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use cocoon_attest::dev::DevProvider;
@@ -14,12 +13,7 @@ use cocoon_sealed::plaintext::{Prompt, ResponsePlain};
 use cocoon_sealed::worker::{open_request, seal_response};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(
-        args.next()
-            .unwrap_or_else(|| "models/smollm2-135m-bf16".into()),
-    );
-    let threads: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let (dir, threads) = cocoon_bench::model_and_threads();
     let pin = PinnedModel::read(&dir, None).expect("model").pin();
     let rt = Runtime::open_cpu(&dir, &pin, threads, None).expect("open");
     let key = AttestedKey::new(&DevProvider::new()).expect("key");

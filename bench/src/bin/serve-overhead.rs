@@ -6,7 +6,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,12 +107,7 @@ fn load(
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(
-        args.next()
-            .unwrap_or_else(|| "models/smollm2-135m-bf16".into()),
-    );
-    let threads: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let (dir, threads) = cocoon_bench::model_and_threads();
     let pin = PinnedModel::read(&dir, None).expect("model").pin();
     let engine = Arc::new(
         Engine::start(
