@@ -137,7 +137,7 @@ fn main() {
     // Warm both paths once.
     direct(&engine, 0);
     over_http(addr, 0);
-    for (concurrency, n) in [(1usize, 4usize), (16, 32)] {
+    for (concurrency, n) in [(1usize, 16usize), (16, 32)] {
         let mut lib = Vec::new();
         let mut http = Vec::new();
         for _ in 0..2 {
