@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use cocoon_attest::input::read_bounded;
 use cocoon_sealed::client::{check_key, open_response, seal_request, ClientSecret, KeyCheck};
-use cocoon_sealed::plaintext::{Message, Prompt};
+use cocoon_sealed::plaintext::{messages_from_json, Prompt};
 use cocoon_sealed::Sealed;
 
 /// Largest key document, response or secret file read.
@@ -93,24 +93,8 @@ pub fn seal(args: &SealArgs, out: &mut impl Write) -> Result<std::process::ExitC
             raw: args.raw,
         },
         (None, Some(m)) => {
-            let list: Vec<Value> =
-                serde_json::from_str(m).context("--messages must be a JSON list")?;
-            let mut messages = Vec::new();
-            for m in list {
-                match (
-                    m.get("role").and_then(Value::as_str),
-                    m.get("content").and_then(Value::as_str),
-                ) {
-                    (Some(r), Some(c)) => messages.push(Message {
-                        role: r.into(),
-                        content: c.into(),
-                    }),
-                    _ => bail!(
-                        "--messages: each message is {{\"role\": string, \"content\": string}}"
-                    ),
-                }
-            }
-            Prompt::Messages(messages)
+            let list: Value = serde_json::from_str(m).context("--messages must be JSON")?;
+            Prompt::Messages(messages_from_json(&list).context("--messages")?)
         }
         (None, None) => bail!("give --prompt or --messages"),
     };

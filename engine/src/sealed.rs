@@ -41,13 +41,24 @@ pub enum SealedFailure {
 
 /// An opened request, ready to submit.
 pub struct OpenedJob {
-    /// What to submit to the engine.
+    /// The request ([`OpenedJob::take_request`] hands it to the engine; its parameters stay
+    /// for the receipt).
     pub request: Request,
     input: Input,
     job_id: Option<String>,
     nonce: Option<String>,
     reply_key: PublicKey,
     request_sha256: [u8; 32],
+}
+
+impl OpenedJob {
+    /// The request to submit: the prompt ids move out (the receipt needs only the parameters).
+    pub fn take_request(&mut self) -> Request {
+        Request {
+            input_ids: std::mem::take(&mut self.request.input_ids),
+            ..self.request.clone()
+        }
+    }
 }
 
 impl Drop for OpenedJob {
@@ -137,15 +148,13 @@ pub fn answer(
     job: OpenedJob,
     mut generation: Generation,
 ) -> Result<Sealed, SealedFailure> {
-    let finish =
-        match generation.finish {
-            Finish::Stop => "stop",
-            Finish::Length => "length",
-            Finish::Cancelled => return Err(SealedFailure::Failed(
-                "the request was cancelled (its time limit passed or the engine is shutting down)"
-                    .into(),
-            )),
-        };
+    if generation.finish == Finish::Cancelled {
+        return Err(SealedFailure::Failed(
+            "the request was cancelled (its time limit passed or the engine is shutting down)"
+                .into(),
+        ));
+    }
+    let finish = generation.finish.as_str();
     let mut prompt = job.input.receipt_text();
     let receipt = engine.receipt(
         &prompt,
@@ -182,13 +191,12 @@ pub fn answer_blocking(
     max_tokens_limit: u32,
 ) -> Result<Sealed, SealedFailure> {
     let mut job = open(engine, attestation, body, max_tokens_limit, None)?;
-    let request = job.request.clone();
+    let request = job.take_request();
     let generation = engine
         .submit(request)
         .map_err(|e| SealedFailure::Failed(e.to_string()))?
         .wait(&mut |_| true)
         .map_err(|e| SealedFailure::Failed(e.to_string()))?;
-    job.request.input_ids.clear();
     answer(engine, attestation, job, generation)
 }
 
@@ -253,10 +261,7 @@ fn params(
     }
     s.seed = match seed {
         Some(x) => x,
-        None if s.temperature > 0.0 => {
-            use rand_core::RngCore;
-            rand_core::OsRng.next_u64() & MAX_SEED
-        }
+        None if s.temperature > 0.0 => cocoon_runtime::sampling::fresh_seed(),
         None => 0,
     };
     s.validate()

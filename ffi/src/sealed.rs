@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use cocoon_engine::sealed::{answer_blocking, SealedFailure};
 use cocoon_runtime::notary::Attestation;
 use cocoon_sealed::client::{check_key, open_response, seal_request, ClientSecret, KeyCheck};
-use cocoon_sealed::plaintext::{Message, Prompt};
+use cocoon_sealed::plaintext::{messages_from_json, Prompt};
 use cocoon_sealed::{SealError, Sealed};
 
 use crate::cocoon_status::{self, *};
@@ -101,23 +101,8 @@ fn read_request(text: &str) -> Result<ClientRequest, Failure> {
         _ => Err(invalid(format!("request_json: `{k}` must be a string"))),
     };
     let prompt = match (o.get("messages"), text_of("prompt")?) {
-        (Some(Value::Array(list)), None) => Prompt::Messages(
-            list.iter()
-                .map(|m| {
-                    match (
-                        m.get("role").and_then(Value::as_str),
-                        m.get("content").and_then(Value::as_str),
-                    ) {
-                        (Some(r), Some(c)) => Ok(Message {
-                            role: r.into(),
-                            content: c.into(),
-                        }),
-                        _ => Err(invalid(
-                            "request_json: each message is {\"role\": string, \"content\": string}",
-                        )),
-                    }
-                })
-                .collect::<Result<_, _>>()?,
+        (Some(list @ Value::Array(_)), None) => Prompt::Messages(
+            messages_from_json(list).map_err(|e| invalid(format!("request_json: {e}")))?,
         ),
         (None, Some(p)) => Prompt::Text {
             prompt: p,

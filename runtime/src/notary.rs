@@ -226,7 +226,8 @@ pub fn peak_memory_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn random_job_id() -> String {
+/// A random job identifier (32 hex digits), for a request that names none.
+pub fn random_job_id() -> String {
     let mut b = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
     hex::encode(b)

@@ -37,6 +37,13 @@ impl Default for SamplingParams {
 /// Largest seed a receipt can carry as a JSON integer.
 pub const MAX_SEED: u64 = (1 << 53) - 1;
 
+/// A fresh seed from the operating system, at most [`MAX_SEED`]: for a sampled request that
+/// gave none (the receipt records it, so the answer can be replayed).
+pub fn fresh_seed() -> u64 {
+    use rand_core::RngCore;
+    rand_core::OsRng.next_u64() & MAX_SEED
+}
+
 impl SamplingParams {
     /// Temperature 0: the most likely token each step, no draw.
     pub fn is_greedy(&self) -> bool {

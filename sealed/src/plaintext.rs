@@ -54,6 +54,27 @@ impl Drop for RequestPlain {
     }
 }
 
+/// Reads a conversation: a non-empty list of `{"role": string, "content": string}` (nothing
+/// else in a message). Errors never carry a value.
+pub fn messages_from_json(v: &Value) -> Result<Vec<Message>, SealError> {
+    let bad = |why: &str| SealError::malformed("messages", why.to_owned());
+    let list = v.as_array().ok_or_else(|| bad("must be a list"))?;
+    if list.is_empty() {
+        return Err(bad("the list is empty"));
+    }
+    list.iter()
+        .map(|m| {
+            let field = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+            match (field("role"), field("content"), m.as_object().map(Map::len)) {
+                (Some(role), Some(content), Some(2)) => Ok(Message { role, content }),
+                _ => Err(bad(
+                    "each message is {\"role\": string, \"content\": string}",
+                )),
+            }
+        })
+        .collect()
+}
+
 /// Keys of the request's plaintext.
 const REQUEST_KEYS: &[&str] = &[
     "messages",
@@ -104,26 +125,7 @@ impl RequestPlain {
                 }
             };
             let prompt = match (obj.get("messages"), string("prompt")?) {
-                (Some(Value::Array(list)), None) => {
-                    if list.is_empty() {
-                        return Err(bad("`messages` is empty"));
-                    }
-                    let mut out = Vec::with_capacity(list.len());
-                    for m in list {
-                        let field = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
-                        match (field("role"), field("content"), m.as_object().map(Map::len)) {
-                            (Some(role), Some(content), Some(2)) => {
-                                out.push(Message { role, content })
-                            }
-                            _ => {
-                                return Err(bad(
-                                    "each message is {\"role\": string, \"content\": string}",
-                                ))
-                            }
-                        }
-                    }
-                    Prompt::Messages(out)
-                }
+                (Some(list @ Value::Array(_)), None) => Prompt::Messages(messages_from_json(list)?),
                 (None, Some(prompt)) => Prompt::Text {
                     prompt,
                     raw: match obj.get("raw") {

@@ -261,7 +261,7 @@ pub fn parse(endpoint: Endpoint, body: &[u8], limits: Limits) -> Result<Job, Api
         Some(s) => s,
         // Sampling without a seed: a fresh one, recorded in the receipt so the answer can be
         // replayed.
-        None if params.temperature > 0.0 => random_seed(),
+        None if params.temperature > 0.0 => cocoon_runtime::sampling::fresh_seed(),
         None => 0,
     };
     params
@@ -269,11 +269,6 @@ pub fn parse(endpoint: Endpoint, body: &[u8], limits: Limits) -> Result<Job, Api
         .map_err(|e| ApiError::invalid(e.to_string()))?;
     job.params = params;
     Ok(job)
-}
-
-fn random_seed() -> u64 {
-    use rand_core::RngCore;
-    rand_core::OsRng.next_u64() & MAX_SEED
 }
 
 fn kind(v: &Value) -> &'static str {

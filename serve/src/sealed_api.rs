@@ -42,11 +42,12 @@ pub async fn answer(
     // Opening and tokenizing are CPU work: off the async threads.
     let (e, a) = (Arc::clone(&engine), Arc::clone(&attestation));
     let deadline = Some(Instant::now() + timeout);
-    let job = tokio::task::spawn_blocking(move || open(&e, &a, &body, max_tokens_limit, deadline))
-        .await
-        .map_err(internal)?
-        .map_err(failure)?;
-    let mut handle = engine.submit(job.request.clone()).map_err(|e| match e {
+    let mut job =
+        tokio::task::spawn_blocking(move || open(&e, &a, &body, max_tokens_limit, deadline))
+            .await
+            .map_err(internal)?
+            .map_err(failure)?;
+    let mut handle = engine.submit(job.take_request()).map_err(|e| match e {
         // What the engine found wrong is about the prompt's length or the parameters: say only
         // that.
         SubmitError::Invalid(_) => ApiError::invalid(

@@ -66,21 +66,19 @@ impl Server {
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(options.listen).await?;
         let pin = engine.model().pin();
-        let evidence = {
-            let collateral = options.collateral.clone();
-            let attestation = Arc::new(attestation);
-            let a = Arc::clone(&attestation);
-            let ev = tokio::task::spawn_blocking(move || appraise(&a, collateral.as_deref(), &pin))
+        // Making and checking evidence may block (configfs-tsm, file reads).
+        let attestation = Arc::new(attestation);
+        let (a, collateral) = (Arc::clone(&attestation), options.collateral.clone());
+        let evidence =
+            tokio::task::spawn_blocking(move || appraise(&a, collateral.as_deref(), &pin))
                 .await
                 .map_err(std::io::Error::other)?;
-            (ev, attestation)
-        };
         let shared = Arc::new(Shared {
             backend: engine.model().backend_name(),
             pin: pin.to_hex(),
             engine,
-            attestation: evidence.1,
-            evidence: evidence.0,
+            attestation,
+            evidence,
             started: Instant::now(),
             metrics: Metrics::new(),
             idempotency: IdempotencyStore::new(
@@ -548,11 +546,7 @@ async fn run(
         deadline: Some(Instant::now() + s.options.request_timeout),
     };
     let handle = s.engine.submit(request).map_err(submit_error)?;
-    let job_id = job_id.unwrap_or_else(|| {
-        let mut b = [0u8; 16];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-        hex::encode(b)
-    });
+    let job_id = job_id.unwrap_or_else(cocoon_runtime::notary::random_job_id);
     let prefix = match job.endpoint {
         Endpoint::Chat => "chatcmpl",
         Endpoint::Completions => "cmpl",
@@ -618,20 +612,19 @@ impl Work {
         mut self,
         generation: Generation,
     ) -> Result<(Arc<Answer>, Option<Ticket>), ApiError> {
-        let finish = match generation.finish {
-            Finish::Stop => "stop",
-            Finish::Length => "length",
-            Finish::Cancelled => return Err(ApiError::new(
+        if generation.finish == Finish::Cancelled {
+            return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cancelled",
                 "the request was cancelled (its time limit passed or the server is shutting down)",
-            )),
-        };
+            ));
+        }
+        let finish = generation.finish.as_str();
         let usage = Usage {
             prompt: generation.input_ids.len() as u64,
             completion: generation.output_ids.len() as u64,
         };
-        let receipt = {
+        let (receipt, generation) = {
             let (engine, attestation) =
                 (Arc::clone(&self.s.engine), Arc::clone(&self.s.attestation));
             let prompt = self.job.input.receipt_text();
@@ -643,13 +636,14 @@ impl Work {
                 prev: None,
                 sealed_request_sha256: None,
             };
-            let g = generation.clone();
-            tokio::task::spawn_blocking(move || {
-                engine.receipt(&prompt, chat, &params, &g, &attestation, &request)
+            let (receipt, generation) = tokio::task::spawn_blocking(move || {
+                let r = engine.receipt(&prompt, chat, &params, &generation, &attestation, &request);
+                (r, generation)
             })
             .await
-            .map_err(internal)?
-            .map_err(|e| internal(format!("issuing the receipt: {e}")))?
+            .map_err(internal)?;
+            let receipt = receipt.map_err(|e| internal(format!("issuing the receipt: {e}")))?;
+            (receipt, generation)
         };
         let receipt = serde_json::to_value(&receipt).map_err(internal)?;
         self.s.metrics.answered(
