@@ -20,6 +20,7 @@ pub mod dev;
 pub mod error;
 pub mod evidence;
 pub mod input;
+pub mod nvgpu;
 pub mod policy;
 pub mod provider;
 pub mod sev_guest;

@@ -28,9 +28,9 @@ pub struct Policy {
     pub model_pins: Vec<String>,
     /// Oldest receipt accepted, seconds before the verification time.
     pub max_receipt_age_s: Option<u64>,
-    /// Require NVIDIA confidential-computing GPU evidence beside the CPU's. This verifier
-    /// checks no GPU evidence yet, so `true` rejects every receipt and evidence, with a
-    /// reason saying so: a policy that asks for it is never silently satisfied.
+    /// Require NVIDIA confidential-computing GPU evidence beside the CPU's (receipts and key
+    /// documents: `gpus`, each verified and bound; `attest verify` on CPU evidence alone is
+    /// then rejected).
     #[serde(default)]
     pub require_gpu_evidence: bool,
     /// Report data the evidence must carry (hex), for `attest verify`.
@@ -43,6 +43,46 @@ pub struct Policy {
     /// `min_tcb`.
     #[serde(default)]
     pub snp: SnpPolicy,
+    /// NVIDIA GPU evidence rules.
+    #[serde(default)]
+    pub nvgpu: GpuPolicy,
+}
+
+/// `[nvgpu]`: what GPU evidence must show beyond valid signatures.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GpuPolicy {
+    /// Require good OCSP responses for every device and RIM certificate (default true).
+    #[serde(default = "yes")]
+    pub require_ocsp: bool,
+    /// Oldest OCSP response accepted, seconds before the time of the check (default 90 days).
+    #[serde(default = "ninety_days")]
+    pub ocsp_max_age_s: u64,
+    /// Driver versions allowed (`550.90.07`); empty: any with a valid RIM.
+    #[serde(default)]
+    pub driver_versions: Vec<String>,
+    /// VBIOS versions allowed (`96.00.9F.00.01`, any case); empty: any with a valid RIM.
+    #[serde(default)]
+    pub vbios_versions: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn ninety_days() -> u64 {
+    90 * 24 * 3600
+}
+
+impl Default for GpuPolicy {
+    fn default() -> Self {
+        GpuPolicy {
+            require_ocsp: true,
+            ocsp_max_age_s: ninety_days(),
+            driver_versions: Vec::new(),
+            vbios_versions: Vec::new(),
+        }
+    }
 }
 
 /// SNP-specific rules. (serde cannot deny unknown fields next to a flattened map; the
@@ -144,7 +184,7 @@ impl Policy {
             }
         }
         for pl in &p.platforms {
-            if !["tdx", "snp", "dev"].contains(&pl.as_str()) {
+            if !["tdx", "snp", "dev", "nvgpu"].contains(&pl.as_str()) {
                 return Err(bad(format!("unknown platform {pl:?}")));
             }
         }
@@ -262,10 +302,10 @@ impl Policy {
                 }
             }
         }
-        if self.require_gpu_evidence {
+        if self.require_gpu_evidence && !["nvgpu", "dev"].contains(&platform) {
             out.push(
-                "the policy requires GPU evidence (require_gpu_evidence), and none was checked: \
-                 this verifier does not support NVIDIA GPU evidence yet"
+                "the policy requires GPU evidence (require_gpu_evidence), and this is CPU evidence alone; \
+                 verify a receipt or key document that carries it (gpus)"
                     .into(),
             );
         }
