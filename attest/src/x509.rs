@@ -33,6 +33,19 @@ impl Cert {
                 common_name(&cert.tbs_certificate.subject)
             )));
         }
+        // A BIT STRING's unused-bits count is not covered by anything: DER wants 0, and a
+        // signature or key read with another count would verify unchanged (found by flipping
+        // every bit of NVIDIA's OCSP responses).
+        let spki = &cert
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key;
+        if cert.signature.unused_bits() != 0 || spki.unused_bits() != 0 {
+            return Err(malformed(format!(
+                "certificate {}: a signature or key BIT STRING with unused bits",
+                common_name(&cert.tbs_certificate.subject)
+            )));
+        }
         Ok(Cert {
             cert,
             der: der.to_vec(),
@@ -110,6 +123,12 @@ impl Crl {
         if list.signature_algorithm != list.tbs_cert_list.signature {
             return Err(malformed(format!(
                 "CRL of {}: its signatureAlgorithm differs from the signature algorithm it signs",
+                common_name(&list.tbs_cert_list.issuer)
+            )));
+        }
+        if list.signature.unused_bits() != 0 {
+            return Err(malformed(format!(
+                "CRL of {}: the signature BIT STRING has unused bits",
                 common_name(&list.tbs_cert_list.issuer)
             )));
         }

@@ -225,3 +225,120 @@ fn ocsp_requests_name_the_certificates_the_responses_answer_for() {
         assert!(responses.iter().any(|r| r.covers(&chain[i], &chain[i + 1])));
     }
 }
+
+/// A small deterministic generator (xorshift64*), so that a failure names a reproducible flip.
+struct Flips(u64);
+
+impl Flips {
+    fn next(&mut self, below: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as usize % below
+    }
+    fn flip(&mut self, bytes: &[u8]) -> (Vec<u8>, usize) {
+        let mut b = bytes.to_vec();
+        let bit = self.next(b.len() * 8);
+        b[bit / 8] ^= 1 << (bit % 8);
+        (b, bit)
+    }
+}
+
+fn pem(ders: &[Vec<u8>]) -> String {
+    use base64::Engine;
+    ders.iter()
+        .map(|d| {
+            let b = base64::engine::general_purpose::STANDARD.encode(d);
+            let lines: Vec<&str> = b
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                lines.join("\n")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn no_bit_flip_is_accepted() {
+    const PER_TARGET: usize = 2000;
+    let mut rng = Flips(0x9e37_79b9_7f4a_7c15);
+    let at = at();
+    let policy = GpuPolicy::default();
+    let good = GpuCollateral::from_files(files());
+    let base = evidence();
+    assert_eq!(
+        verify_gpu(&base, &good, &policy, None, at).unwrap().verdict,
+        "ok"
+    );
+    let accepted = |e: &GpuEvidence, c: &GpuCollateral| {
+        verify_gpu(e, c, &policy, None, at).is_ok_and(|v| v.verdict == "ok")
+    };
+    let mut checked = 0;
+    // The report: every byte is signed or is the signature.
+    let report = base.report_bytes().unwrap();
+    for _ in 0..PER_TARGET {
+        let (r, bit) = rng.flip(&report);
+        let e = GpuEvidence::new(
+            Arch::Hopper,
+            base.nonce_bytes().unwrap(),
+            &r,
+            base.certificates.clone(),
+        );
+        assert!(!accepted(&e, &good), "report bit {bit}");
+        checked += 1;
+    }
+    // The device chain, one certificate's DER at a time.
+    let chain: Vec<Vec<u8>> = parse_certs(base.certificates.as_bytes())
+        .unwrap()
+        .into_iter()
+        .map(|c| c.der)
+        .collect();
+    for i in 0..PER_TARGET {
+        let which = i % chain.len();
+        let mut certs = chain.clone();
+        let (flipped, bit) = rng.flip(&chain[which]);
+        certs[which] = flipped;
+        let mut e = base.clone();
+        e.certificates = pem(&certs);
+        assert!(!accepted(&e, &good), "certificate {which} bit {bit}");
+        checked += 1;
+    }
+    // Each RIM and each OCSP response (as DER).
+    let all = files();
+    for (k, (name, bytes)) in all.iter().enumerate() {
+        let der = if k < 2 {
+            bytes.clone()
+        } else {
+            use base64::Engine;
+            let text: Vec<u8> = bytes
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap()
+        };
+        let n = if k < 2 { PER_TARGET } else { PER_TARGET / 4 };
+        for _ in 0..n {
+            let (flipped, bit) = rng.flip(&der);
+            // The good collateral (its memo of verified signatures included) with this one
+            // file replaced.
+            let mut c = good.clone();
+            let one = GpuCollateral::from_files(vec![(name.clone(), flipped)]);
+            if k < 2 {
+                c.rims[k] = one.rims.into_iter().next().unwrap();
+            } else {
+                c.ocsp[k - 2] = one.ocsp.into_iter().next().unwrap();
+            }
+            assert!(!accepted(&base, &c), "{name} bit {bit}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4 * PER_TARGET + 7 * PER_TARGET / 4);
+    eprintln!("{checked} bit flips, none accepted");
+}

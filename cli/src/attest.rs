@@ -11,13 +11,14 @@ use cocoon_attest::appraisal::{
     evidence_from_bytes, inspect, load_collateral, parse_rfc3339, unix_now, verify, Appraisal,
 };
 use cocoon_attest::input::{read_bounded, MAX_EVIDENCE_BYTES};
+use cocoon_attest::nvgpu::{self, evidence::gpu_evidence_from_bytes, GpuCollateral, GpuEvidence};
 use cocoon_attest::policy::Policy;
 
 /// `cocoon attest …`.
 #[derive(Subcommand)]
 pub enum AttestCommand {
-    /// Print the parsed fields of evidence (raw TDX quote, SNP report, dev, or a receipt's
-    /// evidence JSON); no verdict.
+    /// Print the parsed fields of evidence (raw TDX quote, SNP report, dev, a receipt's
+    /// evidence JSON, or NVIDIA GPU evidence JSON); no verdict.
     Inspect {
         /// The evidence file.
         evidence: PathBuf,
@@ -33,7 +34,8 @@ pub enum AttestCommand {
 #[derive(Args)]
 pub struct CheckArgs {
     /// TDX: DCAP collateral (dcap-qvl JSON, or a directory of PCS files); SNP: certificates and
-    /// AMD's CRL (a file, or a directory of *.pem/*.der/*.crt/*.cer/*.crl).
+    /// AMD's CRL (a file, or a directory of *.pem/*.der/*.crt/*.cer/*.crl); NVIDIA GPU: a
+    /// directory of driver and VBIOS RIMs (*.xml, *.swidtag) and OCSP responses.
     #[arg(long)]
     collateral: Option<PathBuf>,
     /// Check validity at this time (RFC 3339 UTC) instead of now.
@@ -75,6 +77,9 @@ pub struct VerifyArgs {
     /// Report data (128 hex) the evidence must carry.
     #[arg(long)]
     report_data: Option<String>,
+    /// GPU evidence: the nonce (64 hex) the report must carry.
+    #[arg(long)]
+    nonce: Option<String>,
     /// Accept dev evidence (it proves nothing).
     #[arg(long)]
     allow_dev: bool,
@@ -118,12 +123,26 @@ pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
     };
     match cmd {
         AttestCommand::Inspect { evidence, json } => {
-            let e = evidence_from_bytes(&read(evidence)?)?;
+            let bytes = read(evidence)?;
+            if let Some(gpu) = gpu_evidence_from_bytes(&bytes) {
+                print(&nvgpu::evidence::inspect(&gpu?)?, *json, out)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let e = evidence_from_bytes(&bytes)?;
             print(&inspect(&e)?, *json, out)?;
             Ok(ExitCode::SUCCESS)
         }
         AttestCommand::Verify(a) => {
-            let e = evidence_from_bytes(&read(&a.evidence)?)?;
+            let bytes = read(&a.evidence)?;
+            if let Some(gpu) = gpu_evidence_from_bytes(&bytes) {
+                return verify_gpu_evidence(&gpu?, a, out);
+            }
+            if a.nonce.is_some() {
+                anyhow::bail!(
+                    "--nonce is for NVIDIA GPU evidence; CPU evidence takes --report-data"
+                );
+            }
+            let e = evidence_from_bytes(&bytes)?;
             let report_data = match &a.report_data {
                 None => None,
                 Some(h) => {
@@ -156,4 +175,33 @@ pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// `attest verify` on NVIDIA GPU evidence (DESIGN §14).
+fn verify_gpu_evidence(e: &GpuEvidence, a: &VerifyArgs, out: &mut impl Write) -> Result<ExitCode> {
+    if a.report_data.is_some() || a.allow_dev || a.allow_debug {
+        anyhow::bail!(
+            "GPU evidence takes --nonce, not --report-data, --allow-dev or --allow-debug"
+        );
+    }
+    let nonce = match &a.nonce {
+        None => None,
+        Some(h) => {
+            let mut n = [0u8; 32];
+            hex::decode_to_slice(h, &mut n).context("--nonce: not 64 hexadecimal digits")?;
+            Some(n)
+        }
+    };
+    let collateral = match a.checks.collateral() {
+        Some(dir) => GpuCollateral::read(dir)?,
+        None => GpuCollateral::default(),
+    };
+    let policy = a.checks.policy()?.unwrap_or_default();
+    let v = nvgpu::verify_gpu(e, &collateral, &policy.nvgpu, nonce, a.checks.at()?)?;
+    print(&serde_json::to_value(&v)?, a.json, out)?;
+    Ok(if v.verdict == "ok" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -48,6 +48,9 @@ pub struct SealArgs {
     allow_dev: bool,
     #[command(flatten)]
     checks: crate::attest::CheckArgs,
+    /// NVIDIA GPU collateral (RIMs, OCSP responses) for a key carrying GPU evidence.
+    #[arg(long)]
+    gpu_collateral: Option<PathBuf>,
     /// Where to write the sealed request (JSON, to POST to /v1/cocoon/sealed).
     #[arg(long)]
     out: PathBuf,
@@ -110,6 +113,7 @@ pub fn seal(args: &SealArgs, out: &mut impl Write) -> Result<std::process::ExitC
         collateral: args.checks.collateral().map(Path::to_path_buf),
         policy: args.checks.policy()?,
         at: Some(args.checks.at()?),
+        gpu_collateral: args.gpu_collateral.clone(),
     };
     let key = match check_key(&read(&args.key)?, &check) {
         Ok(k) => k,

@@ -26,6 +26,10 @@ pub struct VerifyArgs {
     chain: Vec<PathBuf>,
     #[command(flatten)]
     checks: crate::attest::CheckArgs,
+    /// NVIDIA GPU collateral for the key's GPU evidence: a directory of driver and VBIOS RIMs
+    /// (*.xml, *.swidtag) and OCSP responses (docs/attestation.md).
+    #[arg(long)]
+    gpu_collateral: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -43,6 +47,7 @@ pub fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<ExitCode> {
         collateral: args.checks.collateral().map(Into::into),
         at: Some(args.checks.at()?),
         policy: args.checks.policy()?,
+        gpu_collateral: args.gpu_collateral.clone(),
     };
     let mut receipts = Vec::new();
     for path in std::iter::once(&args.receipt).chain(&args.chain) {

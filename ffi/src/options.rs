@@ -195,6 +195,7 @@ impl Checks {
 pub struct SealParams {
     pub allow_dev: bool,
     pub checks: Checks,
+    pub gpu_collateral: Option<std::path::PathBuf>,
 }
 
 impl SealParams {
@@ -202,11 +203,12 @@ impl SealParams {
         let o = object(
             json,
             "options_json",
-            &["allow_dev", "policy", "collateral", "at"],
+            &["allow_dev", "policy", "collateral", "gpu_collateral", "at"],
         )?;
         Ok(SealParams {
             allow_dev: boolean(&o, "allow_dev")?,
             checks: Checks::parse(&o)?,
+            gpu_collateral: string(&o, "gpu_collateral")?.map(Into::into),
         })
     }
 }
@@ -216,6 +218,7 @@ pub struct VerifyParams {
     pub allow_dev: bool,
     pub model: Option<String>,
     pub checks: Checks,
+    pub gpu_collateral: Option<std::path::PathBuf>,
 }
 
 impl VerifyParams {
@@ -223,12 +226,20 @@ impl VerifyParams {
         let o = object(
             json,
             "options_json",
-            &["allow_dev", "model", "policy", "collateral", "at"],
+            &[
+                "allow_dev",
+                "model",
+                "policy",
+                "collateral",
+                "gpu_collateral",
+                "at",
+            ],
         )?;
         Ok(VerifyParams {
             allow_dev: boolean(&o, "allow_dev")?,
             model: string(&o, "model")?,
             checks: Checks::parse(&o)?,
+            gpu_collateral: string(&o, "gpu_collateral")?.map(Into::into),
         })
     }
 }
@@ -237,6 +248,7 @@ impl VerifyParams {
 pub struct AttestParams {
     allow_dev: bool,
     report_data: Option<String>,
+    nonce: Option<String>,
     checks: Checks,
 }
 
@@ -245,11 +257,19 @@ impl AttestParams {
         let o = object(
             json,
             "options_json",
-            &["allow_dev", "report_data", "collateral", "at", "policy"],
+            &[
+                "allow_dev",
+                "report_data",
+                "nonce",
+                "collateral",
+                "at",
+                "policy",
+            ],
         )?;
         Ok(AttestParams {
             allow_dev: boolean(&o, "allow_dev")?,
             report_data: string(&o, "report_data")?,
+            nonce: string(&o, "nonce")?,
             checks: Checks::parse(&o)?,
         })
     }
@@ -257,6 +277,12 @@ impl AttestParams {
 
 /// The JSON report of `cocoon_attest_verify`.
 pub fn attest_report(bytes: &[u8], p: &AttestParams) -> Result<Value, String> {
+    if let Some(gpu) = cocoon_attest::nvgpu::evidence::gpu_evidence_from_bytes(bytes) {
+        return gpu_report(&gpu.map_err(|e| e.to_string())?, p);
+    }
+    if p.nonce.is_some() {
+        return Err("nonce: only for NVIDIA GPU evidence (CPU evidence takes report_data)".into());
+    }
     let evidence =
         cocoon_attest::appraisal::evidence_from_bytes(bytes).map_err(|e| e.to_string())?;
     let report_data = match &p.report_data {
@@ -284,4 +310,31 @@ pub fn attest_report(bytes: &[u8], p: &AttestParams) -> Result<Value, String> {
         policy: p.checks.policy.clone(),
     };
     cocoon_attest::appraisal::verify(&evidence, &appraisal).map_err(|e| e.to_string())
+}
+
+/// `cocoon_attest_verify` on NVIDIA GPU evidence: `collateral` is the directory of RIMs and
+/// OCSP responses, `nonce` the one expected.
+fn gpu_report(e: &cocoon_attest::nvgpu::GpuEvidence, p: &AttestParams) -> Result<Value, String> {
+    if p.report_data.is_some() || p.allow_dev {
+        return Err("GPU evidence takes nonce, not report_data or allow_dev".into());
+    }
+    let nonce = match &p.nonce {
+        None => None,
+        Some(h) => {
+            let mut n = [0u8; 32];
+            hex::decode_to_slice(h, &mut n)
+                .map_err(|_| "nonce: not 64 hexadecimal digits".to_owned())?;
+            Some(n)
+        }
+    };
+    let collateral = match &p.checks.collateral {
+        Some(dir) => cocoon_attest::nvgpu::GpuCollateral::read(dir)
+            .map_err(|e| format!("collateral: {e}"))?,
+        None => Default::default(),
+    };
+    let policy = p.checks.policy.clone().unwrap_or_default();
+    let at = p.checks.at.unwrap_or_else(unix_now);
+    let v = cocoon_attest::nvgpu::verify_gpu(e, &collateral, &policy.nvgpu, nonce, at)
+        .map_err(|e| e.to_string())?;
+    serde_json::to_value(&v).map_err(|e| e.to_string())
 }

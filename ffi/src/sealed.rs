@@ -158,6 +158,7 @@ pub unsafe extern "C" fn cocoon_seal(
                 collateral: check.checks.collateral,
                 policy: check.checks.policy,
                 at: check.checks.at,
+                gpu_collateral: check.gpu_collateral,
             },
         )
         .map_err(|e| match e {

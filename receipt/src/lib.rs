@@ -3,6 +3,7 @@
 //! `cocoon-attest` alone: no model loading, tokenizer or GPU code is compiled.
 #![deny(unsafe_code)]
 
+pub mod gpu;
 pub mod jcs;
 pub mod receipt;
 pub mod verify;

@@ -10,6 +10,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 
+use cocoon_attest::nvgpu::GpuEvidence;
 use cocoon_attest::{Evidence, Platform};
 
 use crate::jcs::canonicalize;
@@ -18,6 +19,8 @@ use crate::jcs::canonicalize;
 pub const RECEIPT_DOMAIN: &[u8] = b"cocoon-receipt-v1\0";
 /// Domain separation of attested keys.
 pub const KEY_DOMAIN: &[u8] = b"cocoon-key-v1\0";
+/// Domain separation of the nonce asked of each GPU for an attested key.
+pub const GPU_DOMAIN: &[u8] = b"cocoon-gpu-v1\0";
 
 /// A receipt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -161,6 +164,10 @@ pub struct EvidenceJson {
     /// A human note (dev evidence: that it proves nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// NVIDIA GPU evidence (DESIGN §14), attested-key mode only: each GPU's nonce and the CPU
+    /// report data bind the key and one another ([`gpu_nonce`], [`KeyJson::binding`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Vec<GpuEvidence>>,
 }
 
 /// The note carried by dev evidence.
@@ -176,6 +183,7 @@ impl EvidenceJson {
             certs: None,
             provider: None,
             note: None,
+            gpus: None,
         }
     }
 
@@ -188,6 +196,7 @@ impl EvidenceJson {
             certs: e.certs.as_deref().map(b64),
             provider: Some(e.provider.clone()),
             note: (e.platform == Platform::Dev).then(|| DEV_NOTE.to_owned()),
+            gpus: None,
         }
     }
 
@@ -248,9 +257,52 @@ impl ReceiptBody {
     }
 }
 
-/// The report data an attested key's evidence must carry.
+/// The report data an attested key's evidence must carry when it has no GPU evidence.
 pub fn key_binding(sign: &str, hpke: Option<&str>) -> Result<[u8; 64], String> {
     domain_hash(KEY_DOMAIN, &serde_json::json!({"hpke": hpke, "sign": sign}))
+}
+
+/// The report data an attested key's CPU evidence must carry with GPU evidence beside it:
+/// `SHA-512(b"cocoon-key-v1\0" || JCS({"gpus": [hex SHA-384 of each GPU report], "hpke",
+/// "sign"}))`; without GPUs, [`key_binding`].
+pub fn key_binding_with_gpus(
+    sign: &str,
+    hpke: Option<&str>,
+    gpus: &[GpuEvidence],
+) -> Result<[u8; 64], String> {
+    if gpus.is_empty() {
+        return key_binding(sign, hpke);
+    }
+    let digests = gpus
+        .iter()
+        .map(|g| g.report_sha384().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    domain_hash(
+        KEY_DOMAIN,
+        &serde_json::json!({"gpus": digests, "hpke": hpke, "sign": sign}),
+    )
+}
+
+/// The nonce each GPU is asked to sign for an attested key:
+/// `SHA-256(b"cocoon-gpu-v1\0" || JCS({"hpke", "sign"}))`.
+pub fn gpu_nonce(sign: &str, hpke: Option<&str>) -> Result<[u8; 32], String> {
+    let text = canonicalize(&serde_json::json!({"hpke": hpke, "sign": sign}))
+        .map_err(|e| e.to_string())?;
+    let mut h = Sha256::new();
+    h.update(GPU_DOMAIN);
+    h.update(text.as_bytes());
+    Ok(h.finalize().into())
+}
+
+impl KeyJson {
+    /// The report data this key's CPU evidence must carry (with its GPUs' reports, if any).
+    pub fn binding(&self) -> Result<[u8; 64], String> {
+        key_binding_with_gpus(
+            &self.sign,
+            self.hpke.as_deref(),
+            self.evidence.gpus.as_deref().unwrap_or_default(),
+        )
+    }
 }
 
 /// Hex SHA-256 of text.

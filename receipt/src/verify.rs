@@ -17,7 +17,8 @@ use cocoon_attest::dev::DevEvidence;
 use cocoon_attest::policy::Policy;
 use cocoon_attest::Platform;
 
-use crate::receipt::{key_binding, EvidenceJson, Receipt};
+use crate::gpu::check_gpus;
+use crate::receipt::{EvidenceJson, Receipt};
 
 /// How far a receipt's time may lie after the time of the check (clocks differ).
 pub const MAX_CLOCK_SKEW_S: u64 = 300;
@@ -33,8 +34,10 @@ pub struct VerifyOptions {
     pub collateral: Option<std::path::PathBuf>,
     /// Time of the check, Unix seconds (default: now).
     pub at: Option<u64>,
-    /// Allowed measurements, statuses, model pins, receipt age.
+    /// Allowed measurements, statuses, model pins, receipt age, GPU rules.
     pub policy: Option<Policy>,
+    /// NVIDIA GPU collateral: a directory of driver and VBIOS RIMs and OCSP responses.
+    pub gpu_collateral: Option<std::path::PathBuf>,
 }
 
 /// The verdict.
@@ -194,6 +197,16 @@ pub fn verify_receipt(r: &Receipt, opts: &VerifyOptions) -> VerifyReport {
 
     let mode = match (&r.key, &r.signature) {
         (None, None) => {
+            if r.evidence.gpus.is_some() {
+                reasons
+                    .push("evidence.gpus: GPU evidence is bound only in attested-key mode".into());
+            }
+            if opts.policy.as_ref().is_some_and(|p| p.require_gpu_evidence) {
+                reasons.push(
+                    "the policy requires GPU evidence (require_gpu_evidence), and a direct-mode receipt carries none"
+                        .into(),
+                );
+            }
             check_evidence(
                 &r.evidence,
                 &binding,
@@ -205,7 +218,7 @@ pub fn verify_receipt(r: &Receipt, opts: &VerifyOptions) -> VerifyReport {
             "direct"
         }
         (Some(key), Some(sig)) => {
-            match key_binding(&key.sign, key.hpke.as_deref()) {
+            match key.binding() {
                 Ok(kb) => check_evidence(
                     &key.evidence,
                     &kb,
@@ -216,6 +229,7 @@ pub fn verify_receipt(r: &Receipt, opts: &VerifyOptions) -> VerifyReport {
                 ),
                 Err(e) => reasons.push(format!("key cannot be canonicalized: {e}")),
             }
+            check_gpus(key, opts, &mut reasons, &mut notes);
             if r.evidence != key.evidence {
                 reasons.push("evidence differs from key.evidence".into());
             }
@@ -304,11 +318,6 @@ fn check_evidence(
                         p.platforms
                     ));
                 }
-                if p.require_gpu_evidence {
-                    reasons.push(format!(
-                        "{what}: the policy requires GPU evidence (require_gpu_evidence), and dev evidence has none"
-                    ));
-                }
             }
             if let Err(e) = DevEvidence::parse(&evidence.quote) {
                 reasons.push(format!("{what}: {e}"));
@@ -335,7 +344,11 @@ fn check_evidence(
                 at,
                 report_data: Some(*expected),
                 tdx,
-                policy: opts.policy.clone(),
+                // GPU evidence is checked beside the CPU's (`check_gpus`), not in it.
+                policy: opts.policy.clone().map(|mut p| {
+                    p.require_gpu_evidence = false;
+                    p
+                }),
                 ..Default::default()
             };
             match verify_evidence(&evidence, &appraisal) {

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use p384::ecdsa::signature::Signer;
 use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
 
+use cocoon_attest::nvgpu::GpuEvidence;
 use cocoon_attest::EvidenceProvider;
 use cocoon_sealed::HpkeKeyPair;
 
@@ -13,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::generate::Generation;
 use crate::pin::Pin;
 use crate::receipt::{
-    decimal, ids_sha256, key_binding, text_sha256, EvidenceJson, KeyJson, Metering, OutputTokens,
-    Params, Receipt, ReceiptBody, RuntimeInfo, Tokens,
+    decimal, gpu_nonce, ids_sha256, key_binding_with_gpus, text_sha256, EvidenceJson, KeyJson,
+    Metering, OutputTokens, Params, Receipt, ReceiptBody, RuntimeInfo, Tokens,
 };
 use crate::sampling::SamplingParams;
 
@@ -30,21 +31,36 @@ pub struct AttestedKey {
 impl AttestedKey {
     /// Makes both keys inside this process and one piece of evidence binding them.
     pub fn new(provider: &dyn EvidenceProvider) -> Result<Self> {
+        Self::with_gpus(provider, &|_| Ok(Vec::new()))
+    }
+
+    /// As [`AttestedKey::new`], with the evidence of the GPUs `gpus` returns for a nonce
+    /// (DESIGN §14): each GPU signs `SHA-256(b"cocoon-gpu-v1\0" || JCS({"hpke", "sign"}))`,
+    /// and the CPU evidence's report data covers the SHA-384 of every GPU report.
+    pub fn with_gpus(
+        provider: &dyn EvidenceProvider,
+        gpus: &dyn Fn([u8; 32]) -> std::result::Result<Vec<GpuEvidence>, String>,
+    ) -> Result<Self> {
         let key = SigningKey::random(&mut rand_core::OsRng);
         let hpke = HpkeKeyPair::generate();
         let sign = hex::encode(VerifyingKey::from(&key).to_encoded_point(false).as_bytes());
         let hpke_hex = hpke.public_hex();
-        let report_data = key_binding(&sign, Some(&hpke_hex)).map_err(Error::InvalidRequest)?;
+        let nonce = gpu_nonce(&sign, Some(&hpke_hex)).map_err(Error::InvalidRequest)?;
+        let gpus = gpus(nonce).map_err(|e| Error::Attestation(format!("GPU evidence: {e}")))?;
+        let report_data =
+            key_binding_with_gpus(&sign, Some(&hpke_hex), &gpus).map_err(Error::InvalidRequest)?;
         let evidence = provider
             .attest(&report_data)
             .map_err(|e| Error::Attestation(e.to_string()))?;
+        let mut evidence = EvidenceJson::from_evidence(&evidence);
+        evidence.gpus = (!gpus.is_empty()).then_some(gpus);
         Ok(AttestedKey {
             key,
             hpke,
             json: KeyJson {
                 sign,
                 hpke: Some(hpke_hex),
-                evidence: EvidenceJson::from_evidence(&evidence),
+                evidence,
             },
         })
     }

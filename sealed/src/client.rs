@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use cocoon_attest::appraisal::{load_collateral, unix_now, verify, Appraisal};
 use cocoon_attest::policy::Policy;
-use cocoon_receipt::receipt::{key_binding, KeyJson};
+use cocoon_receipt::receipt::KeyJson;
 use cocoon_receipt::verify::parse_receipt;
 
 use crate::envelope::Sealed;
@@ -31,6 +31,8 @@ pub struct KeyCheck {
     pub policy: Option<Policy>,
     /// Time of the check, Unix seconds (default: now).
     pub at: Option<u64>,
+    /// NVIDIA GPU collateral (RIMs, OCSP responses) for keys carrying GPU evidence.
+    pub gpu_collateral: Option<PathBuf>,
 }
 
 /// A worker key that passed [`check_key`].
@@ -60,7 +62,7 @@ pub fn check_key(doc: &[u8], check: &KeyCheck) -> Result<TrustedKey, SealError> 
         SealError::Untrusted("the key document has no HPKE key (`hpke` is null)".into())
     })?;
     let hpke = parse_public(hpke_hex)?;
-    let binding = key_binding(&key.sign, Some(hpke_hex)).map_err(SealError::Untrusted)?;
+    let binding = key.binding().map_err(SealError::Untrusted)?;
     let evidence = key
         .evidence
         .to_evidence()
@@ -70,7 +72,11 @@ pub fn check_key(doc: &[u8], check: &KeyCheck) -> Result<TrustedKey, SealError> 
         at: check.at.unwrap_or_else(unix_now),
         report_data: Some(binding),
         allow_dev: check.allow_dev,
-        policy: check.policy.clone(),
+        // GPU evidence is checked beside the CPU's (`check_gpus` below), not in it.
+        policy: check.policy.clone().map(|mut p| {
+            p.require_gpu_evidence = false;
+            p
+        }),
         ..Default::default()
     };
     if let Some(path) = &check.collateral {
@@ -80,10 +86,22 @@ pub fn check_key(doc: &[u8], check: &KeyCheck) -> Result<TrustedKey, SealError> 
         appraisal.tdx = tdx;
     }
     let report = verify(&evidence, &appraisal).map_err(|e| SealError::Untrusted(e.to_string()))?;
-    let reasons: Vec<&str> = report["reasons"]
+    let mut reasons: Vec<String> = report["reasons"]
         .as_array()
-        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
+    let gpu_opts = cocoon_receipt::verify::VerifyOptions {
+        at: check.at,
+        policy: check.policy.clone(),
+        gpu_collateral: check.gpu_collateral.clone(),
+        ..Default::default()
+    };
+    cocoon_receipt::gpu::check_gpus(&key, &gpu_opts, &mut reasons, &mut Vec::new());
     if report["verdict"] != "ok" || !reasons.is_empty() {
         return Err(SealError::Untrusted(if reasons.is_empty() {
             "the evidence was not accepted".into()

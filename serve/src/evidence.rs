@@ -9,7 +9,6 @@ use sha2::{Digest, Sha512};
 use cocoon_attest::appraisal::{load_collateral, unix_now, verify, Appraisal};
 use cocoon_attest::{Evidence, Platform};
 use cocoon_runtime::notary::Attestation;
-use cocoon_runtime::receipt::key_binding;
 use cocoon_runtime::Pin;
 
 /// What the server's evidence shows.
@@ -54,7 +53,7 @@ pub fn appraise(attestation: &Attestation, collateral: Option<&Path>, pin: &Pin)
                 .evidence
                 .to_evidence()
                 .and_then(|e| e.ok_or_else(|| "the key has no evidence".to_owned()))
-                .and_then(|e| key_binding(&json.sign, json.hpke.as_deref()).map(|b| (e, b)));
+                .and_then(|e| json.binding().map(|b| (e, b)));
             ("key", e)
         }
         Attestation::Direct(p) => {

@@ -3,7 +3,12 @@
 //! both ECDSA P-384 / SHA-384, both ending at a pinned root; and the FWID the device leaf
 //! carries.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use p384::ecdsa::signature::Verifier;
 use sha2::{Digest, Sha256};
+use x509_cert::der::Encode;
 
 use crate::error::{Error, Result};
 use crate::x509::{parse_certs, Cert, MAX_CERTS};
@@ -51,10 +56,91 @@ impl Root {
     }
 }
 
+/// Successful ECDSA P-384 verifications of certificates and OCSP responses, remembered so that
+/// collateral and the chains GPUs share are verified once (like DCAP collateral); only the
+/// inputs' hash is kept, and at most [`SigMemo::CAPACITY`] of them.
+#[derive(Debug, Default)]
+pub struct SigMemo(Mutex<HashSet<[u8; 32]>>);
+
+impl Clone for SigMemo {
+    fn clone(&self) -> Self {
+        SigMemo(Mutex::new(
+            self.0.lock().map(|s| s.clone()).unwrap_or_default(),
+        ))
+    }
+}
+
+impl SigMemo {
+    /// Most verifications remembered; the memo starts over when full.
+    pub const CAPACITY: usize = 4096;
+
+    /// Whether `signer`'s P-384 key signed `message` with `signature` (DER).
+    pub fn verify(&self, signer: &Cert, message: &[u8], signature: &[u8]) -> Result<()> {
+        let key = signer
+            .cert
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes();
+        let mut h = Sha256::new();
+        for part in [key, signature, message] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        let id: [u8; 32] = h.finalize().into();
+        if self.0.lock().is_ok_and(|m| m.contains(&id)) {
+            return Ok(());
+        }
+        let sig = p384::ecdsa::Signature::from_der(signature).map_err(|_| {
+            Error::BadSignature("a signature is not a DER ECDSA P-384 signature".into())
+        })?;
+        crate::x509::p384_key(signer)?
+            .verify(message, &sig)
+            .map_err(|_| {
+                Error::BadSignature(format!("not signed by {:?}", signer.common_name()))
+            })?;
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= Self::CAPACITY {
+                m.clear();
+            }
+            m.insert(id);
+        }
+        Ok(())
+    }
+
+    /// Whether `issuer` signed certificate `c` with ECDSA P-384 / SHA-384.
+    pub fn cert_signed_by(&self, c: &Cert, issuer: &Cert) -> Result<()> {
+        const ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
+        if c.cert.signature_algorithm.oid.to_string() != ECDSA_SHA384 {
+            return Err(Error::BadSignature(format!(
+                "{}: signature algorithm {} is not ECDSA with SHA-384",
+                c.common_name(),
+                c.cert.signature_algorithm.oid
+            )));
+        }
+        let tbs = c
+            .cert
+            .tbs_certificate
+            .to_der()
+            .map_err(|e| Error::Malformed {
+                platform: "x509",
+                message: format!("re-encoding: {e}"),
+            })?;
+        self.verify(issuer, &tbs, c.cert.signature.raw_bytes())
+            .map_err(|_| {
+                Error::BadSignature(format!(
+                    "{} is not signed by {}",
+                    c.common_name(),
+                    issuer.common_name()
+                ))
+            })
+    }
+}
+
 /// Checks a chain given leaf first: each certificate signed by the next (ECDSA P-384), each
 /// issuer named as the next's subject and marked a CA, every one valid at `at`, the last
 /// byte-identical to the pinned `root`. `what` names the chain in errors.
-pub fn verify_chain(what: &str, certs: &[Cert], root: Root, at: u64) -> Result<()> {
+pub fn verify_chain(what: &str, certs: &[Cert], root: Root, at: u64, memo: &SigMemo) -> Result<()> {
     if certs.is_empty() || certs.len() > MAX_CERTS {
         return Err(Error::BadSignature(format!(
             "{what}: {} certificates, 1 to {MAX_CERTS} expected",
@@ -89,7 +175,7 @@ pub fn verify_chain(what: &str, certs: &[Cert], root: Root, at: u64) -> Result<(
                 issuer.common_name()
             )));
         }
-        c.check_signed_by_p384(issuer)
+        memo.cert_signed_by(c, issuer)
             .map_err(|e| Error::BadSignature(format!("{what}: {e}")))?;
     }
     Ok(())
@@ -191,14 +277,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(certs.len(), 5);
-        verify_chain("device", &certs, Root::Device, 1_760_000_000).unwrap();
-        let e = verify_chain("device", &certs, Root::Rim, 1_760_000_000).unwrap_err();
+        verify_chain(
+            "device",
+            &certs,
+            Root::Device,
+            1_760_000_000,
+            &SigMemo::default(),
+        )
+        .unwrap();
+        let e = verify_chain(
+            "device",
+            &certs,
+            Root::Rim,
+            1_760_000_000,
+            &SigMemo::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("not the pinned NVIDIA CoRIM"), "{e}");
-        let e = verify_chain("device", &certs[..4], Root::Device, 1_760_000_000).unwrap_err();
+        let e = verify_chain(
+            "device",
+            &certs[..4],
+            Root::Device,
+            1_760_000_000,
+            &SigMemo::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("chain ends at"), "{e}");
         let mut swapped = certs.clone();
         swapped.swap(1, 2);
-        assert!(verify_chain("device", &swapped, Root::Device, 1_760_000_000).is_err());
+        assert!(verify_chain(
+            "device",
+            &swapped,
+            Root::Device,
+            1_760_000_000,
+            &SigMemo::default()
+        )
+        .is_err());
         assert_eq!(
             hex::encode(leaf_fwid(&certs[0]).unwrap()),
             "f5c384aebb579217a2c66b17ed0f28e6a9b8d639041acd7b4721cec004f7275494ba94bb5cdfdb3055ee051762b1f75d"

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use super::chain::SigMemo;
 use super::ocsp::Ocsp;
 use super::rim::Rim;
 use crate::error::{Error, Result};
@@ -20,6 +21,8 @@ pub struct GpuCollateral {
     pub rims: Vec<(String, std::result::Result<Rim, String>)>,
     /// OCSP responses, or why a file is not one, by file name.
     pub ocsp: Vec<(String, std::result::Result<Ocsp, String>)>,
+    /// Signatures already verified for this collateral and the chains checked with it.
+    pub memo: SigMemo,
 }
 
 impl GpuCollateral {

@@ -85,3 +85,33 @@ impl GpuEvidence {
         Ok(hex::encode(Sha384::digest(self.report_bytes()?)))
     }
 }
+
+/// GPU evidence in `bytes`, if they are a JSON object whose `platform` is `nvgpu`; `None` for
+/// anything else (CPU evidence, receipts), so that callers can fall back to those.
+pub fn gpu_evidence_from_bytes(bytes: &[u8]) -> Option<Result<GpuEvidence>> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    (v.get("platform").and_then(serde_json::Value::as_str) == Some("nvgpu"))
+        .then(|| GpuEvidence::from_json(&v))
+}
+
+/// The parsed fields of GPU evidence, no verdict (`attest inspect`).
+pub fn inspect(e: &GpuEvidence) -> Result<serde_json::Value> {
+    use super::spdm::{field, GpuReport};
+    let r = GpuReport::parse(&e.report_bytes()?)?;
+    let certs = crate::x509::parse_certs(e.certificates.as_bytes())?;
+    Ok(serde_json::json!({
+        "platform": "nvgpu",
+        "arch": e.arch,
+        "nonce": hex::encode(r.nonce),
+        "driver_version": r.driver_version,
+        "vbios_version": r.vbios_version,
+        "fwid": hex::encode(&r.fwid),
+        "project": r.ascii_field(field::PROJECT),
+        "project_sku": r.ascii_field(field::PROJECT_SKU),
+        "chip_sku": r.ascii_field(field::CHIP_SKU),
+        "measurements": r.measurements.len(),
+        "device": certs.first().map(|c| c.common_name()),
+        "certificates": certs.len(),
+        "report_sha384": e.report_sha384()?,
+    }))
+}

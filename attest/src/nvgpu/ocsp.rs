@@ -21,8 +21,9 @@ use x509_ocsp::{
     ResponderId, TbsRequest, Version,
 };
 
+use super::chain::SigMemo;
 use crate::error::{Error, Result};
-use crate::x509::{p384_key, Cert};
+use crate::x509::Cert;
 
 const OCSP_BASIC: &str = "1.3.6.1.5.5.7.48.1.1";
 const OCSP_SIGNING: &str = "1.3.6.1.5.5.7.3.9";
@@ -96,6 +97,11 @@ impl Ocsp {
         }
         let basic = BasicOcspResponse::from_der(body.response.as_bytes())
             .map_err(|e| bad(format!("basic response: {e}")))?;
+        if basic.signature.unused_bits() != 0 {
+            return Err(bad(
+                "the signature BIT STRING has unused bits (DER wants none)".into(),
+            ));
+        }
         let responders = basic
             .certs
             .iter()
@@ -131,6 +137,7 @@ impl Ocsp {
         issuer: &Cert,
         at: u64,
         max_age_s: u64,
+        memo: &SigMemo,
     ) -> Result<OcspGood> {
         let name = subject.common_name();
         let reject = |why: String| Error::BadSignature(format!("OCSP for {name:?}: {why}"));
@@ -141,7 +148,7 @@ impl Ocsp {
         let produced = data.produced_at.0.to_unix_duration().as_secs();
         // The signer: the issuer itself, or a responder it certified, named by the response.
         let signer = self
-            .signer(issuer, produced)
+            .signer(issuer, produced, memo)
             .map_err(|e| reject(e.to_string()))?;
         if self.basic.signature_algorithm.oid.to_string() != ECDSA_SHA384 {
             return Err(reject(format!(
@@ -152,11 +159,7 @@ impl Ocsp {
         let tbs = data
             .to_der()
             .map_err(|e| reject(format!("re-encoding: {e}")))?;
-        let sig = p384::ecdsa::Signature::from_der(self.basic.signature.raw_bytes())
-            .map_err(|_| reject("signature is not an ECDSA P-384 signature".into()))?;
-        use p384::ecdsa::signature::Verifier;
-        p384_key(signer)?
-            .verify(&tbs, &sig)
+        memo.verify(signer, &tbs, self.basic.signature.raw_bytes())
             .map_err(|_| reject(format!("not signed by {:?}", signer.common_name())))?;
         match &single.cert_status {
             CertStatus::Good(_) => {}
@@ -203,7 +206,7 @@ impl Ocsp {
     /// The certificate whose key must have signed: `issuer` when the response names it,
     /// otherwise a certificate in the response that `issuer` signed for OCSP signing and that
     /// is valid at `produced`.
-    fn signer<'a>(&'a self, issuer: &'a Cert, produced: u64) -> Result<&'a Cert> {
+    fn signer<'a>(&'a self, issuer: &'a Cert, produced: u64, memo: &SigMemo) -> Result<&'a Cert> {
         let named = |c: &Cert| match &self.basic.tbs_response_data.responder_id {
             ResponderId::ByName(n) => *n == c.cert.tbs_certificate.subject,
             ResponderId::ByKey(h) => h.as_bytes() == Sha1::digest(subject_key(c)).as_slice(),
@@ -222,7 +225,7 @@ impl Ocsp {
                 issuer.common_name()
             )));
         }
-        responder.check_signed_by_p384(issuer)?;
+        memo.cert_signed_by(responder, issuer)?;
         let eku = responder
             .extension(EXTENDED_KEY_USAGE)
             .and_then(|v| x509_cert::ext::pkix::ExtendedKeyUsage::from_der(v).ok());

@@ -13,7 +13,7 @@ use roxmltree::{Document, Node, ParsingOptions};
 use sha2::{Digest, Sha384};
 
 use super::c14n::canonicalize;
-use super::chain::{verify_chain, Root};
+use super::chain::{verify_chain, Root, SigMemo};
 use crate::error::{Error, Result};
 use crate::x509::{p384_key, Cert, MAX_CERTS};
 
@@ -344,12 +344,13 @@ impl Rim {
     }
 
     /// Checks the signer's chain to the pinned NVIDIA RIM root at `at`.
-    pub fn check_chain(&self, at: u64) -> Result<()> {
+    pub fn check_chain(&self, at: u64, memo: &SigMemo) -> Result<()> {
         verify_chain(
             &format!("{} RIM {}", self.kind.as_str(), self.version),
             &self.certs,
             Root::Rim,
             at,
+            memo,
         )
     }
 }
@@ -376,18 +377,21 @@ mod tests {
         let d = Rim::parse(&vector(DRIVER)).unwrap();
         assert_eq!((d.kind, d.version.as_str()), (RimKind::Driver, "550.90.07"));
         assert_eq!(d.measurements.len(), 64);
-        d.check_chain(at).unwrap();
+        d.check_chain(at, &SigMemo::default()).unwrap();
         let v = Rim::parse(&vector(VBIOS)).unwrap();
         assert_eq!(
             (v.kind, v.version.as_str()),
             (RimKind::Vbios, "96.00.9F.00.01")
         );
-        v.check_chain(at).unwrap();
+        v.check_chain(at, &SigMemo::default()).unwrap();
         let active = |r: &Rim| r.measurements.iter().filter(|m| m.active).count();
         assert_eq!(active(&d) + active(&v), 33);
         // The driver RIM's signer expired on 2026-06-01.
         let later = crate::appraisal::parse_rfc3339("2026-06-02T00:00:00Z").unwrap();
-        let e = d.check_chain(later).unwrap_err().to_string();
+        let e = d
+            .check_chain(later, &SigMemo::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("HCC RIM L4 Signer") && e.contains("not valid"),
             "{e}"

@@ -120,7 +120,7 @@ pub fn verify_gpu(
             ));
         }
     }
-    if let Err(e) = verify_chain("device chain", &certs, Root::Device, at) {
+    if let Err(e) = verify_chain("device chain", &certs, Root::Device, at, &collateral.memo) {
         reasons.push(e.to_string());
     }
     check_signature(&report, &certs[0], &mut reasons);
@@ -176,7 +176,7 @@ pub fn verify_gpu(
     }
     let rims: Vec<&Rim> = driver.into_iter().chain(vbios).collect();
     for rim in &rims {
-        if let Err(e) = rim.check_chain(at) {
+        if let Err(e) = rim.check_chain(at, &collateral.memo) {
             reasons.push(e.to_string());
         }
     }
@@ -318,7 +318,7 @@ fn check_ocsp(
     for (subject, issuer) in pairs {
         match responses.iter().find(|r| r.covers(subject, issuer)) {
             Some(r) => {
-                if let Err(e) = r.check(subject, issuer, at, policy.ocsp_max_age_s) {
+                if let Err(e) = r.check(subject, issuer, at, policy.ocsp_max_age_s, &c.memo) {
                     reasons.push(e.to_string());
                 }
             }
