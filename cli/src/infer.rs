@@ -144,6 +144,10 @@ pub struct RunArgs {
     /// Bind receipts through an attested ephemeral P-384 key instead of one evidence each.
     #[arg(long)]
     attest_key: bool,
+    /// With --attest-key: bind every NVIDIA GPU's confidential-computing evidence into the key
+    /// (NVML; fails when a GPU cannot give it).
+    #[arg(long)]
+    gpu_evidence: bool,
     /// The client's nonce (hex), bound into the receipt.
     #[arg(long)]
     nonce: Option<String>,
@@ -180,11 +184,18 @@ fn attestation(args: &RunArgs) -> Result<Option<Attestation>> {
     else {
         return Ok(None);
     };
-    make_attestation(kind, args.attest_key).map(Some)
+    make_attestation(kind, args.attest_key, args.gpu_evidence).map(Some)
 }
 
 /// How receipts will be bound: `kind` of evidence, through an attested key or directly.
-pub fn make_attestation(kind: AttestArg, attest_key: bool) -> Result<Attestation> {
+pub fn make_attestation(
+    kind: AttestArg,
+    attest_key: bool,
+    gpu_evidence: bool,
+) -> Result<Attestation> {
+    if gpu_evidence && !attest_key {
+        anyhow::bail!("--gpu-evidence binds GPUs into an attested key: it needs --attest-key");
+    }
     let name = match kind {
         AttestArg::None => return Ok(Attestation::None),
         AttestArg::Dev => {
@@ -200,7 +211,18 @@ pub fn make_attestation(kind: AttestArg, attest_key: bool) -> Result<Attestation
         eprintln!("attestation: {} evidence", provider.platform());
     }
     Ok(if attest_key {
-        Attestation::Key(Box::new(AttestedKey::new(provider.as_ref())?))
+        let gpus = |nonce| {
+            if gpu_evidence {
+                cocoon_attest::nvgpu::collect::collect(nonce)
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let key = AttestedKey::with_gpus(provider.as_ref(), &gpus)?;
+        if let Some(g) = &key.json().evidence.gpus {
+            eprintln!("attestation: {} GPU evidence bound into the key", g.len());
+        }
+        Attestation::Key(Box::new(key))
     } else {
         Attestation::Direct(provider)
     })

@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// (recommended for servers: a quote per answer is slow).
     #[arg(long)]
     attest_key: bool,
+    /// With --attest-key: bind every NVIDIA GPU's confidential-computing evidence into the key
+    /// (NVML; fails when a GPU cannot give it).
+    #[arg(long)]
+    gpu_evidence: bool,
     /// The model's name in /v1/models and requests (default: the model directory's name).
     #[arg(long)]
     model_name: Option<String>,
@@ -131,7 +135,7 @@ pub fn serve(args: &ServeArgs, quiet: bool, out: &mut impl Write) -> Result<()> 
         None => Vec::new(),
     };
     // Attestation first: `--attest auto` without a TEE fails before the model is loaded.
-    let attestation = make_attestation(args.attest, args.attest_key)?;
+    let attestation = make_attestation(args.attest, args.attest_key, args.gpu_evidence)?;
     let opened = open_model(&args.model, &args.backend, quiet)?;
     let engine = Arc::new(Engine::from_opened(
         opened,

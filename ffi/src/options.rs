@@ -75,6 +75,7 @@ pub struct ModelOptions {
     pub threads: usize,
     attest: String,
     attest_key: bool,
+    gpu_evidence: bool,
 }
 
 impl ModelOptions {
@@ -82,7 +83,14 @@ impl ModelOptions {
         let o = object(
             json,
             "options_json",
-            &["backend", "device", "threads", "attest", "attest_key"],
+            &[
+                "backend",
+                "device",
+                "threads",
+                "attest",
+                "attest_key",
+                "gpu_evidence",
+            ],
         )?;
         let backend = match string(&o, "backend")? {
             None => BackendChoice::Auto,
@@ -100,6 +108,7 @@ impl ModelOptions {
             threads: integer(&o, "threads", 1024)?.unwrap_or(0) as usize,
             attest,
             attest_key: boolean(&o, "attest_key")?,
+            gpu_evidence: boolean(&o, "gpu_evidence")?,
         })
     }
 
@@ -109,9 +118,21 @@ impl ModelOptions {
             return Ok(Attestation::None);
         }
         let provider = cocoon_attest::provider::select(&self.attest).map_err(|e| e.to_string())?;
+        if self.gpu_evidence && !self.attest_key {
+            return Err(
+                "gpu_evidence: GPU evidence is bound into an attested key; set attest_key".into(),
+            );
+        }
         if self.attest_key {
+            let gpus = |nonce| {
+                if self.gpu_evidence {
+                    cocoon_attest::nvgpu::collect::collect(nonce)
+                } else {
+                    Ok(Vec::new())
+                }
+            };
             Ok(Attestation::Key(Box::new(
-                AttestedKey::new(provider.as_ref()).map_err(|e| e.to_string())?,
+                AttestedKey::with_gpus(provider.as_ref(), &gpus).map_err(|e| e.to_string())?,
             )))
         } else {
             Ok(Attestation::Direct(provider))

@@ -12,6 +12,7 @@
 pub mod c14n;
 pub mod chain;
 pub mod collateral;
+pub mod collect;
 pub mod evidence;
 pub mod ocsp;
 pub mod rim;

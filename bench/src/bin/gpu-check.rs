@@ -724,6 +724,39 @@ fn batch_invariance(dir: &Path) -> (Value, bool) {
     (v, same == prompts.len())
 }
 
+/// What NVML says about confidential computing here, and GPU evidence for a fixed nonce when
+/// the GPU gives it, verified offline as far as the machine allows (no RIMs or OCSP responses
+/// travel with the check: their absence is among the reasons). Passes when NVML loads.
+fn nvgpu_evidence() -> (serde_json::Value, bool) {
+    use cocoon_attest::nvgpu::{collect, verify_gpu, GpuCollateral};
+    let status = collect::status();
+    let loaded = status["nvml"] == "loaded";
+    let nonce = [0x42; 32];
+    let evidence = match collect::collect(nonce) {
+        Err(e) => json!({"collected": false, "error": e}),
+        Ok(gpus) => {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let verdicts: Vec<_> = gpus
+                .iter()
+                .map(|g| {
+                    verify_gpu(
+                        g,
+                        &GpuCollateral::default(),
+                        &Default::default(),
+                        Some(nonce),
+                        at,
+                    )
+                    .map_or_else(|e| json!({"error": e.to_string()}), |v| json!(v))
+                })
+                .collect();
+            json!({"collected": true, "gpus": gpus, "verdicts": verdicts})
+        }
+    };
+    (json!({"status": status, "evidence": evidence}), loaded)
+}
+
 fn main() {
     // Paths are taken from where the command runs (the checkout's root), never compiled in.
     let root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
@@ -818,6 +851,7 @@ fn main() {
         long_decode(&m, m.backend().gpu(), 600)
     });
     phases.run("prefill", || (prefill(g), true));
+    phases.run("nvgpu_evidence", nvgpu_evidence);
 
     let failed = phases.failed.clone();
     let d = &phases
