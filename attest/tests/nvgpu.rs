@@ -342,3 +342,37 @@ fn no_bit_flip_is_accepted() {
     assert!(checked >= 4 * PER_TARGET + 7 * PER_TARGET / 4);
     eprintln!("{checked} bit flips, none accepted");
 }
+
+#[test]
+fn the_collateral_plan_asks_for_exactly_what_the_set_holds() {
+    let c = GpuCollateral::from_files(files().into_iter().take(2).collect());
+    let p = cocoon_attest::nvgpu::plan::plan(&evidence(), &c).unwrap();
+    // The RIM ids are the names the set's RIM files carry.
+    assert_eq!(
+        p.rims,
+        [
+            "NV_GPU_DRIVER_GH100_550.90.07",
+            "NV_GPU_VBIOS_1010_0200_882_96009F0001"
+        ]
+    );
+    // Three device certificates, three of the driver RIM's chain, the VBIOS RIM's signer: each
+    // request answered by one of the seven captured responses, byte for byte in its CertID.
+    assert_eq!(p.ocsp.len(), 7);
+    let responses: Vec<Ocsp> = files()
+        .into_iter()
+        .skip(2)
+        .map(|(_, b)| Ocsp::parse(&b).unwrap())
+        .collect();
+    for f in &p.ocsp {
+        assert!(f.url.starts_with("http"), "{}", f.url);
+        let answered = responses
+            .iter()
+            .flat_map(|r| r.basic.tbs_response_data.responses.iter())
+            .map(|s| x509_cert::der::Encode::to_der(&s.cert_id).unwrap())
+            .any(|id| f.request.windows(id.len()).any(|w| w == id.as_slice()));
+        assert!(answered, "{} {}", f.subject, f.serial);
+    }
+    // Without RIMs yet, only the device chain's three.
+    let p = cocoon_attest::nvgpu::plan::plan(&evidence(), &GpuCollateral::default()).unwrap();
+    assert_eq!(p.ocsp.len(), 3);
+}

@@ -5,6 +5,7 @@
 
 mod attest;
 mod audit;
+mod collateral;
 mod infer;
 mod progress;
 mod replay;
@@ -90,6 +91,9 @@ enum Command {
     Attest(attest::AttestCommand),
     /// Verify a receipt (exit 0 accepted, 1 rejected, 2 malformed).
     Verify(verify::VerifyArgs),
+    /// Plan the collateral GPU evidence needs offline: RIM ids, OCSP requests (written to
+    /// DIR/requests/) and the commands that fetch them.
+    Collateral(collateral::CollateralArgs),
     /// Re-execute a receipt's work: is the answer this model's with these parameters? (exit 0
     /// consistent, 1 inconsistent, 2 bad input)
     Replay(replay::ReplayArgs),
@@ -233,6 +237,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Replay(args) => return replay::run(&args, cli.quiet, &mut out),
         Command::Audit(args) => return audit::run(&args, cli.quiet, &mut out),
         Command::Attest(cmd) => return attest::run(&cmd, &mut out),
+        Command::Collateral(args) => collateral::run(&args, &mut out)?,
         Command::ImportGguf {
             input,
             out_dir,

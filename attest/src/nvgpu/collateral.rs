@@ -1,5 +1,5 @@
 //! GPU collateral: a directory of RIMs (`*.xml`, `*.swidtag`) and OCSP responses (any other
-//! file: DER, or base64 of DER), read once and checked once (RIM signatures), then used for
+//! file but `*.req` requests: DER, or base64 of DER), read once and checked once (RIM signatures), then used for
 //! any number of reports.
 
 use std::path::Path;
@@ -59,9 +59,12 @@ impl GpuCollateral {
                     .unwrap_or(&p)
                     .to_string_lossy()
                     .into_owned();
-                if p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                {
+                // Hidden entries, and the OCSP requests `cocoon collateral` writes, are not
+                // collateral.
+                if p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with('.') || n.ends_with(".req")
+                }) {
                     continue;
                 }
                 if p.is_dir() {

@@ -15,6 +15,7 @@ pub mod collateral;
 pub mod collect;
 pub mod evidence;
 pub mod ocsp;
+pub mod plan;
 pub mod rim;
 pub mod spdm;
 pub mod verify;
