@@ -184,7 +184,7 @@ impl Policy {
             }
         }
         for pl in &p.platforms {
-            if !["tdx", "snp", "dev", "nvgpu"].contains(&pl.as_str()) {
+            if !["tdx", "snp", "dev"].contains(&pl.as_str()) {
                 return Err(bad(format!("unknown platform {pl:?}")));
             }
         }
@@ -302,7 +302,7 @@ impl Policy {
                 }
             }
         }
-        if self.require_gpu_evidence && !["nvgpu", "dev"].contains(&platform) {
+        if self.require_gpu_evidence && platform != "dev" {
             out.push(
                 "the policy requires GPU evidence (require_gpu_evidence), and this is CPU evidence alone; \
                  verify a receipt or key document that carries it (gpus)"
@@ -354,6 +354,11 @@ mod tests {
         let p = Policy::parse(&doc[start..start + len]).unwrap();
         assert_eq!(p.platforms, ["tdx", "snp"]);
         assert!(!p.require_gpu_evidence && p.snp.min_tcb.is_some());
+        assert_eq!(p.nvgpu.driver_versions, ["550.90.07"]);
+        assert!(p.nvgpu.require_ocsp && p.nvgpu.ocsp_max_age_s == 90 * 86400);
+        // Defaults when the section is absent; unknown keys refused.
+        assert_eq!(Policy::parse("").unwrap().nvgpu, GpuPolicy::default());
+        assert!(Policy::parse("[nvgpu]\nrequire_oscp = false").is_err());
     }
 
     #[test]

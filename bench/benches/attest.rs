@@ -1,7 +1,8 @@
 //! Verification of the real vectors next to the independent verifiers, in one run: a TDX quote
 //! with DCAP collateral (ours: checked once and reused, cold and warm platform memory, and from
 //! raw bytes; `dcap-qvl` with ring and with RustCrypto, collateral parsed and from raw bytes),
-//! and an SNP report with its AMD chain (ours and the `sev` crate).
+//! an SNP report with its AMD chain (ours and the `sev` crate), and NVIDIA GPU evidence with its
+//! RIMs and OCSP responses (collateral checked once, and read and checked on every call).
 //!
 //! ```sh
 //! cargo bench -p cocoon-bench --bench attest
@@ -9,6 +10,9 @@
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function
 
 use cocoon_attest::appraisal::parse_rfc3339;
+use cocoon_attest::nvgpu::evidence::{Arch, GpuEvidence};
+use cocoon_attest::nvgpu::{verify_gpu, GpuCollateral};
+use cocoon_attest::policy::GpuPolicy;
 use cocoon_attest::snp::verify::verify_snp_bytes;
 use cocoon_attest::tdx::checked::CheckedCollateral;
 use cocoon_attest::tdx::collateral::Collateral;
@@ -94,6 +98,48 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let r = sev::firmware::guest::AttestationReport::from_bytes(&report).unwrap();
             (&chain, &r).verify().unwrap()
+        })
+    });
+    g.finish();
+
+    // NVIDIA GPU evidence: the real Hopper set (report, chain, both RIMs, 7 OCSP responses).
+    let nv = vectors().join("nvgpu/go-nvattest-tools-h100");
+    let mut nonce = [0u8; 32];
+    hex::decode_to_slice(
+        "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb",
+        &mut nonce,
+    )
+    .unwrap();
+    let gpu = GpuEvidence::new(
+        Arch::Hopper,
+        nonce,
+        &std::fs::read(nv.join("test_raw_gpu_attestation_report.dat")).unwrap(),
+        std::fs::read_to_string(nv.join("test_gpu_attestation_certificate_chain.dat")).unwrap(),
+    );
+    let mut files = Vec::new();
+    for name in [
+        "NV_GPU_DRIVER_GH100_550.90.07.xml",
+        "NV_GPU_VBIOS_1010_0200_882_96009F0001.xml",
+    ] {
+        files.push((name.to_owned(), std::fs::read(nv.join(name)).unwrap()));
+    }
+    for e in std::fs::read_dir(nv.join("ocsp")).unwrap() {
+        let p = e.unwrap().path();
+        files.push((p.display().to_string(), std::fs::read(p).unwrap()));
+    }
+    let gpu_at = parse_rfc3339("2025-10-24T12:00:00Z").unwrap();
+    let policy = GpuPolicy::default();
+    let warm = GpuCollateral::from_files(files.clone());
+    let ok = |v: cocoon_attest::nvgpu::GpuVerdict| assert_eq!(v.verdict, "ok", "{:?}", v.reasons);
+    ok(verify_gpu(&gpu, &warm, &policy, Some(nonce), gpu_at).unwrap());
+    let mut g = c.benchmark_group("nvgpu");
+    g.bench_function("ours_collateral_checked_once", |b| {
+        b.iter(|| ok(verify_gpu(&gpu, &warm, &policy, Some(nonce), gpu_at).unwrap()))
+    });
+    g.bench_function("ours_collateral_read_each_time", |b| {
+        b.iter(|| {
+            let c = GpuCollateral::from_files(files.clone());
+            ok(verify_gpu(&gpu, &c, &policy, Some(nonce), gpu_at).unwrap())
         })
     });
     g.finish();

@@ -209,7 +209,7 @@ impl Ocsp {
     fn signer<'a>(&'a self, issuer: &'a Cert, produced: u64, memo: &SigMemo) -> Result<&'a Cert> {
         let named = |c: &Cert| match &self.basic.tbs_response_data.responder_id {
             ResponderId::ByName(n) => *n == c.cert.tbs_certificate.subject,
-            ResponderId::ByKey(h) => h.as_bytes() == Sha1::digest(subject_key(c)).as_slice(),
+            ResponderId::ByKey(h) => h.as_bytes() == &Sha1::digest(subject_key(c))[..],
         };
         if named(issuer) {
             return Ok(issuer);

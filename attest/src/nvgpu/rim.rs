@@ -243,7 +243,7 @@ impl Rim {
             .collect::<Result<Vec<_>>>()?;
 
         let document = canonicalize(root, Some(signature.id()))?;
-        if Sha384::digest(document.as_bytes()).as_slice() != digest.as_slice() {
+        if Sha384::digest(document.as_bytes())[..] != digest[..] {
             return Err(Error::BadSignature(
                 "RIM: the document's SHA-384 is not the signed DigestValue (the RIM was changed)"
                     .into(),
