@@ -65,8 +65,8 @@ static unsigned char *read_file(const char *path, size_t *len) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: %s MODEL_DIR TDX_QUOTE TDX_COLLATERAL\n", argv[0]);
+  if (argc != 6) {
+    fprintf(stderr, "usage: %s MODEL_DIR TDX_QUOTE TDX_COLLATERAL GPU_EVIDENCE_JSON GPU_COLLATERAL_DIR\n", argv[0]);
     return 2;
   }
   dir = argv[1];
@@ -176,6 +176,33 @@ int main(int argc, char **argv) {
     report = NULL;
     CHECK(cocoon_attest_verify(quote, qlen, "{\"at\": \"yesterday\"}", &report) == COCOON_ERR_INVALID_ARGUMENT, "bad time");
     free(quote);
+  }
+  /* NVIDIA GPU evidence (the real Hopper set): ok with its RIMs and OCSP responses at their
+     time and its nonce; rejected with another nonce; without collateral, rejected by name. */
+  size_t glen = 0;
+  unsigned char *gpu = read_file(argv[4], &glen);
+  CHECK(gpu != NULL, "read %s", argv[4]);
+  if (gpu) {
+    char opts[2048];
+    snprintf(opts, sizeof opts,
+             "{\"collateral\": \"%s\", \"at\": \"2025-10-24T12:00:00Z\", \"nonce\": "
+             "\"931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb\"}",
+             argv[5]);
+    CHECK(cocoon_attest_verify(gpu, glen, opts, &report) == COCOON_OK, "GPU evidence: %s", report ? report : "");
+    CHECK(report && strstr(report, "\"matched\":33") && strstr(report, "\"ocsp\":\"checked\""), "GPU report: %s", report ? report : "");
+    cocoon_string_free(report);
+    report = NULL;
+    snprintf(opts, sizeof opts, "{\"collateral\": \"%s\", \"at\": \"2025-10-24T12:00:00Z\", \"nonce\": \"%064d\"}", argv[5], 0);
+    CHECK(cocoon_attest_verify(gpu, glen, opts, &report) == COCOON_ERR_REJECTED, "GPU evidence, another nonce");
+    CHECK(report && strstr(report, "is not the expected"), "GPU nonce reason: %s", report ? report : "");
+    cocoon_string_free(report);
+    report = NULL;
+    CHECK(cocoon_attest_verify(gpu, glen, NULL, &report) == COCOON_ERR_REJECTED, "GPU evidence without collateral");
+    CHECK(report && strstr(report, "no driver RIM"), "GPU reason: %s", report ? report : "");
+    cocoon_string_free(report);
+    report = NULL;
+    CHECK(cocoon_attest_verify(gpu, glen, "{\"report_data\": \"00\"}", &report) == COCOON_ERR_INVALID_ARGUMENT, "report_data on GPU evidence");
+    free(gpu);
   }
   CHECK(cocoon_attest_verify(NULL, 10, NULL, &report) == COCOON_ERR_INVALID_ARGUMENT, "NULL evidence");
   CHECK(cocoon_attest_verify(junk, sizeof junk, NULL, NULL) == COCOON_ERR_INVALID_ARGUMENT, "NULL report");
