@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod kernel_check;
+
 /// The model directory a bench uses: `$COCOON_BENCH_MODEL`, else `default`, relative to the
 /// current directory or to the workspace (cargo runs benches in the package directory).
 pub fn model_dir(default: &str) -> PathBuf {

@@ -4,7 +4,6 @@
 
 use cocoon_attest::appraisal::unix_now;
 use cocoon_attest::nvgpu::{verify_gpu, GpuCollateral};
-use cocoon_attest::policy::GpuPolicy;
 
 use crate::receipt::{gpu_nonce, KeyJson};
 use crate::verify::VerifyOptions;
@@ -50,7 +49,7 @@ pub fn check_gpus(
         .policy
         .as_ref()
         .map(|p| p.nvgpu.clone())
-        .unwrap_or_else(GpuPolicy::default);
+        .unwrap_or_default();
     let at = opts.at.unwrap_or_else(unix_now);
     for (i, g) in gpus.iter().enumerate() {
         let what = format!("key.evidence.gpus[{i}]");

@@ -45,7 +45,7 @@ impl Root {
             .and_then(|mut c| c.pop())
             .filter(|c| hex::encode(Sha256::digest(&c.der)) == sha)
             // A compile-time constant checked by `the_pinned_roots_are_nvidias`; never reached.
-            .expect("the pinned NVIDIA root parses and has its pinned hash")
+            .unwrap_or_else(|| unreachable!("the embedded NVIDIA root is corrupt"))
     }
 
     fn name(self) -> &'static str {

@@ -200,7 +200,7 @@ mod tests {
             .unwrap()
             .0
             + 25;
-        let completed = chain_text(text[..cut].as_bytes()).unwrap();
+        let completed = chain_text(&text.as_bytes()[..cut]).unwrap();
         let certs = crate::x509::parse_certs(completed.as_bytes()).unwrap();
         assert_eq!(certs.len(), 5);
         assert_eq!(certs[4].der, full[4].der);

@@ -11,11 +11,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use cocoon_bench::kernel_check::{act, encode, random, read, staged, weight, Report};
 use cocoon_kernels::gpu::Gpu;
 use cocoon_runtime::backend::cpu::CpuBackend;
 use cocoon_runtime::backend::cuda::CudaBackend;
 use cocoon_runtime::backend::{
-    blocks_for, AttentionShape, Backend, Batch, HostTensor, Logits as BatchLogits, RowKind,
+    blocks_for, AttentionShape, Backend, Batch, Logits as BatchLogits, RowKind,
 };
 use cocoon_runtime::model::llama::{Llama, Logits};
 use cocoon_runtime::model::weights::DType;
@@ -24,96 +25,6 @@ use cocoon_runtime::sampling::argmax;
 use cocoon_runtime::{CheckedModel, PinnedModel};
 use cocoon_tests::Rng;
 use serde_json::{json, Value};
-
-/// `n` values uniform in [-scale/2, scale/2).
-fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| 0.5 * scale * rng.next_f32()).collect()
-}
-fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
-    match dtype {
-        DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DType::BF16 => values
-            .iter()
-            .flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes())
-            .collect(),
-        DType::F16 => values
-            .iter()
-            .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes())
-            .collect(),
-    }
-}
-
-fn weight<B: Backend>(be: &B, dtype: DType, shape: &[usize], values: &[f32]) -> B::Weight {
-    be.upload(HostTensor {
-        dtype,
-        shape,
-        bytes: &encode(dtype, values),
-    })
-    .unwrap()
-}
-
-/// A scratch pool whose staged rows are `ids` (one sequence at positions 0..).
-fn staged<B: Backend>(be: &B, ids: &[u32]) -> B::Pool {
-    let shape = AttentionShape {
-        heads: 1,
-        kv_heads: 1,
-        head_dim: 2,
-    };
-    let blocks = blocks_for(ids.len());
-    let mut pool = be.new_pool(1, blocks, shape).unwrap();
-    let table: Vec<u32> = (0..blocks as u32).collect();
-    let mut batch = Batch::new();
-    batch
-        .push(&table, 0, ids, RowKind::Prompt, BatchLogits::None)
-        .unwrap();
-    be.stage(&mut pool, &batch).unwrap();
-    pool
-}
-
-/// An activation buffer holding `values` (`rows × width`): uploaded as an f32 table and
-/// gathered with `embed`, the one way the Backend trait takes host activations.
-fn act<B: Backend>(be: &B, rows: usize, width: usize, values: &[f32]) -> B::Buf {
-    let table = weight(be, DType::F32, &[rows, width], values);
-    let mut out = be.alloc(rows * width).unwrap();
-    let ids: Vec<u32> = (0..rows as u32).collect();
-    be.embed(&table, &staged(be, &ids), &mut out).unwrap();
-    out
-}
-
-fn read<B: Backend>(be: &B, x: &B::Buf, len: usize) -> Vec<f32> {
-    be.read_rows(x, len, 0, 1).unwrap()
-}
-
-#[derive(Default)]
-struct Report {
-    kernels: Vec<Value>,
-    failures: usize,
-}
-
-impl Report {
-    fn compare(&mut self, name: String, got: &[f32], want: &[f32], tol: f32) {
-        let mut max_abs = 0f32;
-        let (mut diff2, mut ref2) = (0f64, 0f64);
-        let mut finite = got.len() == want.len();
-        for (g, w) in got.iter().zip(want) {
-            finite &= g.is_finite();
-            max_abs = max_abs.max((g - w).abs());
-            diff2 += f64::from(g - w).powi(2);
-            ref2 += f64::from(*w).powi(2);
-        }
-        let rel = (diff2 / ref2.max(1e-30)).sqrt() as f32;
-        let pass = finite && rel <= tol;
-        if !pass {
-            self.failures += 1;
-        }
-        println!(
-            "{:<58} rel {rel:.2e} max_abs {max_abs:.2e} tol {tol:.0e} {}",
-            name,
-            if pass { "ok" } else { "FAIL" }
-        );
-        self.kernels.push(json!({"name": name, "max_abs_err": max_abs, "rel_err": rel, "tolerance": tol, "pass": pass}));
-    }
-}
 
 fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
     let mut rng = Rng(0x5eed);

@@ -1,0 +1,1019 @@
+//! `cuda-emu` (run by `ci/cuda-emu`, docs/cuda.md): every kernel of `kernels/cuda/` (or of
+//! `$COCOON_EMU_KERNELS`) compiled unchanged by the host C++ compiler over the emulation of the
+//! CUDA execution model in `kernels/emu/` (one host thread per CUDA thread, real barriers,
+//! warp shuffles and `mma.sync` from the PTX ISA), launched with the grids and arguments of
+//! the launch wrappers (`kernels/src/ops.rs`), and compared with the CPU backend over many
+//! shapes; then the same on a ThreadSanitizer build for the smaller shapes. Ends with
+//! `cuda-emu: N passed, M failed`; exit 1 when any failed. `COCOON_EMU_SHAPES=small`: the
+//! small shapes only.
+//!
+//! Inline PTX is rewritten into calls of the emulator (`asm(...)` → `emu::ptx(...)` with the
+//! addresses and sizes of its operands); nothing else in the sources is touched.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use cocoon_bench::kernel_check::{act, encode, random, read, weight, Report};
+use cocoon_kernels::shapes::{split_grid_chunks, ATT_WARPS, GEMM_TILE, GEMV_WARPS};
+use cocoon_runtime::backend::cpu::CpuBackend;
+use cocoon_runtime::backend::{AttentionShape, Backend, Batch, Logits, RowKind, KV_BLOCK};
+use cocoon_runtime::model::weights::DType;
+use cocoon_runtime::sampling::argmax;
+use cocoon_tests::Rng;
+
+/// Every `extern "C"` kernel the launch wrappers call.
+const KERNELS: &[&str] = &[
+    "embed_f32",
+    "embed_bf16",
+    "embed_f16",
+    "gather_rows",
+    "rms_norm_f32",
+    "rms_norm_bf16",
+    "rms_norm_f16",
+    "add_rms_norm_f32",
+    "add_rms_norm_bf16",
+    "add_rms_norm_f16",
+    "gemv_f32",
+    "gemv_bf16",
+    "gemv_f16",
+    "gemm_bf16",
+    "gemm_f16",
+    "rope_cache",
+    "attn_split",
+    "attn_combine",
+    "swiglu",
+    "add",
+    "argmax_rows",
+];
+
+/// How long one launch may take before the emulator is taken to be stuck (a deadlock).
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------
+// Building the emulated kernels.
+
+/// The sources with every `asm [volatile] ( "template" : outputs : inputs [: clobbers] );`
+/// replaced by a call of `emu::ptx` with the operands' addresses and sizes.
+fn rewrite_asm(src: &str) -> Result<String, String> {
+    let b = src.as_bytes();
+    let mut out = String::with_capacity(src.len());
+    let mut i = 0;
+    let word = |at: usize, w: &str| {
+        src[at..].starts_with(w)
+            && (at == 0 || !(b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_'))
+            && b.get(at + w.len())
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+    };
+    while i < b.len() {
+        // Comments and strings are copied as they are.
+        if src[i..].starts_with("//") {
+            let end = src[i..].find('\n').map_or(b.len(), |n| i + n);
+            out.push_str(&src[i..end]);
+            i = end;
+            continue;
+        }
+        if !word(i, "asm") {
+            let c = src[i..].chars().next().unwrap_or(' ');
+            out.push(c);
+            i += c.len_utf8();
+            continue;
+        }
+        let mut j = i + 3;
+        let skip_ws = |j: &mut usize| {
+            while *j < b.len() && b[*j].is_ascii_whitespace() {
+                *j += 1;
+            }
+        };
+        skip_ws(&mut j);
+        if word(j, "volatile") {
+            j += "volatile".len();
+            skip_ws(&mut j);
+        }
+        if b.get(j) != Some(&b'(') {
+            return Err(format!("`asm` without `(` at byte {i}"));
+        }
+        // The matching parenthesis, strings skipped.
+        let (start, mut depth, mut k) = (j + 1, 0i32, j);
+        loop {
+            match b.get(k) {
+                None => return Err(format!("unterminated asm at byte {i}")),
+                Some(b'"') => {
+                    k += 1;
+                    while k < b.len() && b[k] != b'"' {
+                        k += if b[k] == b'\\' { 2 } else { 1 };
+                    }
+                }
+                Some(b'(') => depth += 1,
+                Some(b')') => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            k += 1;
+        }
+        let body = &src[start..k];
+        let sections = split_top(body, b':');
+        let template: String = string_literals(sections.first().copied().unwrap_or(""))?;
+        let operands = |s: Option<&&str>| -> Result<Vec<String>, String> {
+            let Some(s) = s else { return Ok(Vec::new()) };
+            split_top(s, b',')
+                .into_iter()
+                .filter(|o| !o.trim().is_empty())
+                .map(|o| {
+                    let o = o.trim();
+                    let open = o
+                        .find('(')
+                        .ok_or_else(|| format!("asm operand without an expression: {o}"))?;
+                    Ok(o[open + 1..o.len() - 1].to_owned())
+                })
+                .collect()
+        };
+        let outs = operands(sections.get(1))?;
+        let ins = operands(sections.get(2))?;
+        let mut call = String::from("{ ");
+        for (n, e) in ins.iter().enumerate() {
+            call += &format!("auto emu_in{n} = ({e}); ");
+        }
+        let list = |v: Vec<String>| {
+            if v.is_empty() {
+                "nullptr".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        call += &format!(
+            "void* emu_o[] = {{{}}}; int emu_os[] = {{{}}}; void* emu_i[] = {{{}}}; int emu_is[] = {{{}}}; ",
+            list(outs.iter().map(|e| format!("(void*)&({e})")).collect()),
+            list(outs.iter().map(|e| format!("(int)sizeof({e})")).collect()),
+            list((0..ins.len()).map(|n| format!("(void*)&emu_in{n}")).collect()),
+            list((0..ins.len()).map(|n| format!("(int)sizeof(emu_in{n})")).collect()),
+        );
+        call += &format!(
+            "emu::ptx({template:?}, emu_o, emu_os, {}, emu_i, emu_is, {}); }}",
+            outs.len(),
+            ins.len()
+        );
+        out.push_str(&call);
+        // Past the closing parenthesis and its semicolon; the line breaks of the statement are
+        // kept, so that line numbers (in compiler and ThreadSanitizer messages) stay the source's.
+        let from = i;
+        i = k + 1;
+        while i < b.len() && b[i].is_ascii_whitespace() && b[i] != b'\n' {
+            i += 1;
+        }
+        if b.get(i) == Some(&b';') {
+            i += 1;
+        }
+        out.push_str(&"\n".repeat(src[from..i].matches('\n').count()));
+    }
+    Ok(out)
+}
+
+/// `s` split at `sep` where no parenthesis, brace or string is open.
+fn split_top(s: &str, sep: u8) -> Vec<&str> {
+    let b = s.as_bytes();
+    let (mut parts, mut depth, mut from, mut i) = (Vec::new(), 0i32, 0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            c if c == sep && depth == 0 => {
+                parts.push(&s[from..i]);
+                from = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(&s[from..]);
+    parts
+}
+
+/// The concatenation of the string literals in `s` (escapes kept as written are only `\"`,
+/// `\\`, `\n`, `\t`, which PTX templates use).
+fn string_literals(s: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => loop {
+                match chars.next() {
+                    None => return Err("unterminated string in asm".into()),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some('n') => out.push('\n'),
+                        Some('t') => out.push('\t'),
+                        Some(o) => out.push(o),
+                        None => return Err("unterminated escape in asm".into()),
+                    },
+                    Some(o) => out.push(o),
+                }
+            },
+            c if c.is_whitespace() => {}
+            other => return Err(format!("unexpected {other:?} in an asm template")),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the translation unit (emulation header, common.cuh, every .cu file with its asm
+/// rewritten, the kernel table) and compiles it with the runtime; `tsan` adds
+/// ThreadSanitizer. The executable's path, or the compiler's complaint.
+fn build(kernels: &Path, emu: &Path, out: &Path, tsan: bool) -> Result<PathBuf, String> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut tu = String::from("#include \"emu.h\"\n#include \"launch.h\"\n");
+    let common = kernels.join("common.cuh");
+    tu += &format!("#line 1 {:?}\n", common.display().to_string());
+    tu += &rewrite_asm(&read(&common)?).map_err(|e| format!("common.cuh: {e}"))?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(kernels)
+        .map_err(|e| format!("{}: {e}", kernels.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+        .collect();
+    files.sort();
+    for f in &files {
+        tu += &format!("\n#line 1 {:?}\n", f.display().to_string());
+        tu += &rewrite_asm(&read(f)?).map_err(|e| format!("{}: {e}", f.display()))?;
+    }
+    tu += "\n#line 1 \"kernel table\"\nstatic const emu::Entry ENTRIES[] = {\n";
+    for k in KERNELS {
+        tu += &format!("    EMU_ENTRY({k}),\n");
+    }
+    tu += "};\nextern const emu::Entry* emu_entries;\nconst emu::Entry* emu_entries = ENTRIES;\n\
+           extern int emu_entry_count;\nint emu_entry_count = sizeof ENTRIES / sizeof ENTRIES[0];\n";
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let src = out.join("kernels.cpp");
+    std::fs::write(&src, tu).map_err(|e| e.to_string())?;
+    let exe = out.join(if tsan { "emu-tsan" } else { "emu" });
+    let mut cmd = Command::new(std::env::var("CXX").unwrap_or_else(|_| "g++".into()));
+    cmd.args(["-std=c++20", "-pthread", "-w", "-I"])
+        .arg(emu)
+        .arg(&src)
+        .arg(emu.join("runtime.cpp"))
+        .arg("-o")
+        .arg(&exe);
+    if tsan {
+        cmd.args(["-O1", "-g", "-fsanitize=thread"]);
+    } else {
+        cmd.args(["-O2"]);
+    }
+    let o = cmd
+        .output()
+        .map_err(|e| format!("running the C++ compiler: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "the kernels do not compile under the emulation:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+                .chars()
+                .take(4000)
+                .collect::<String>()
+        ));
+    }
+    Ok(exe)
+}
+
+// ---------------------------------------------------------------------------------------
+// Talking to the emulator.
+
+enum Arg {
+    Buf(Vec<u8>),
+    Scalar(Vec<u8>),
+}
+
+fn f32s(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+fn i32s(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+fn u32s(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+fn to_f32(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+fn int(v: i32) -> Arg {
+    Arg::Scalar(v.to_le_bytes().to_vec())
+}
+fn float(v: f32) -> Arg {
+    Arg::Scalar(v.to_le_bytes().to_vec())
+}
+impl Arg {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Arg::Buf(b) | Arg::Scalar(b) => b,
+        }
+    }
+}
+
+struct Proc {
+    child: Arc<Mutex<Child>>,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+}
+
+/// The emulator process, started again after it died (a ThreadSanitizer report ends it).
+struct Emu {
+    exe: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Emu {
+    fn start(&mut self) -> Result<&mut Proc, String> {
+        if self.proc.is_none() {
+            let mut child = Command::new(&self.exe)
+                .env("TSAN_OPTIONS", "halt_on_error=1 exitcode=66")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("starting {}: {e}", self.exe.display()))?;
+            let (stdin, stdout) = (
+                child.stdin.take().ok_or("no stdin")?,
+                child.stdout.take().ok_or("no stdout")?,
+            );
+            self.proc = Some(Proc {
+                child: Arc::new(Mutex::new(child)),
+                stdin,
+                stdout,
+            });
+        }
+        self.proc.as_mut().ok_or_else(|| "no emulator".into())
+    }
+
+    /// Runs `name` on `grid` blocks of `block` threads; buffer arguments come back changed.
+    fn launch(
+        &mut self,
+        name: &str,
+        grid: [u32; 3],
+        block: u32,
+        args: &mut [Arg],
+    ) -> Result<(), String> {
+        let r = self.try_launch(name, grid, block, args);
+        if r.is_err() {
+            if let Some(p) = self.proc.take() {
+                let mut c = p.child.lock().map_err(|_| "poisoned")?;
+                let _ = c.kill();
+                let status = c.wait().map(|s| s.to_string()).unwrap_or_default();
+                return r.map_err(|e| format!("{e} (emulator: {status})"));
+            }
+        }
+        r
+    }
+
+    fn try_launch(
+        &mut self,
+        name: &str,
+        grid: [u32; 3],
+        block: u32,
+        args: &mut [Arg],
+    ) -> Result<(), String> {
+        let p = self.start()?;
+        let mut req = Vec::new();
+        req.extend((name.len() as u32).to_le_bytes());
+        req.extend(name.as_bytes());
+        for d in [grid[0], grid[1], grid[2], block, 1, 1] {
+            req.extend(d.to_le_bytes());
+        }
+        req.extend((args.len() as u32).to_le_bytes());
+        for a in args.iter() {
+            req.push(matches!(a, Arg::Scalar(_)) as u8);
+            req.extend((a.bytes().len() as u64).to_le_bytes());
+            req.extend(a.bytes());
+        }
+        p.stdin
+            .write_all(&req)
+            .map_err(|e| format!("{name}: {e}"))?;
+        p.stdin.flush().map_err(|e| format!("{name}: {e}"))?;
+        // A watchdog ends a launch that never answers (a deadlock in the kernel).
+        let (done, wait) = mpsc::channel::<()>();
+        let child = p.child.clone();
+        let watchdog = std::thread::spawn(move || {
+            if wait.recv_timeout(LAUNCH_TIMEOUT).is_err() {
+                if let Ok(mut c) = child.lock() {
+                    let _ = c.kill();
+                }
+            }
+        });
+        let answer = (|| -> Result<(), String> {
+            let mut status = [0u8; 1];
+            p.stdout
+                .read_exact(&mut status)
+                .map_err(|_| format!("{name}: the emulator ended without answering (crash, ThreadSanitizer report, or no answer in {} s)", LAUNCH_TIMEOUT.as_secs()))?;
+            let mut len = [0u8; 8];
+            if status[0] != 0 {
+                p.stdout.read_exact(&mut len).map_err(|e| e.to_string())?;
+                let mut msg = vec![0u8; u64::from_le_bytes(len) as usize];
+                p.stdout.read_exact(&mut msg).map_err(|e| e.to_string())?;
+                return Err(format!("{name}: {}", String::from_utf8_lossy(&msg)));
+            }
+            for a in args.iter_mut() {
+                if let Arg::Buf(b) = a {
+                    p.stdout.read_exact(&mut len).map_err(|e| e.to_string())?;
+                    if u64::from_le_bytes(len) as usize != b.len() {
+                        return Err(format!("{name}: a buffer came back with another length"));
+                    }
+                    p.stdout.read_exact(b).map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        })();
+        let _ = done.send(());
+        let _ = watchdog.join();
+        answer
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks: the launch wrappers' geometry, the CPU backend's results.
+
+fn gpu_type(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+    }
+}
+
+struct Checks<'a> {
+    cpu: &'a CpuBackend,
+    emu: &'a mut Emu,
+    report: &'a mut Report,
+    rng: Rng,
+    label: &'static str,
+}
+
+impl Checks<'_> {
+    fn compare(&mut self, name: String, got: Result<Vec<f32>, String>, want: &[f32], tol: f32) {
+        let name = format!("{} {name}", self.label);
+        match got {
+            Ok(g) => self.report.compare(name, &g, want, tol),
+            Err(e) => {
+                println!("{name:<58} FAIL: {e}");
+                self.report.failures += 1;
+                self.report
+                    .kernels
+                    .push(serde_json::json!({"name": name, "pass": false, "error": e}));
+            }
+        }
+    }
+
+    fn matmul(&mut self, rows: usize, n: usize, k: usize, dtype: DType, prompt: bool) {
+        let x = random(&mut self.rng, rows * k, 2.0);
+        let w = random(&mut self.rng, n * k, 0.2);
+        let cpu = self.cpu;
+        let (xa, wa) = (act(cpu, rows, k, &x), weight(cpu, dtype, &[n, k], &w));
+        let mut o = cpu.alloc(rows * n).unwrap();
+        let prompt_rows = if prompt { rows } else { 0 };
+        cpu.matmul(&xa, &wa, rows, prompt_rows, &mut o).unwrap();
+        let want = read(cpu, &o, rows * n);
+        let gemm = prompt && dtype != DType::F32;
+        let mut args = vec![
+            Arg::Buf(if gemm { f32s(&x) } else { encode(dtype, &w) }),
+            Arg::Buf(if gemm { encode(dtype, &w) } else { f32s(&x) }),
+            Arg::Buf(vec![0; rows * n * 4]),
+        ];
+        let got = if gemm {
+            args.extend([int(rows as i32), int(n as i32), int(k as i32)]);
+            let grid = [
+                n.div_ceil(GEMM_TILE) as u32,
+                rows.div_ceil(GEMM_TILE) as u32,
+                1,
+            ];
+            self.emu
+                .launch(&format!("gemm_{}", gpu_type(dtype)), grid, 128, &mut args)
+        } else {
+            args.extend([int(n as i32), int(k as i32)]);
+            let grid = [n.div_ceil(GEMV_WARPS) as u32, rows as u32, 1];
+            self.emu.launch(
+                &format!("gemv_{}", gpu_type(dtype)),
+                grid,
+                32 * GEMV_WARPS as u32,
+                &mut args,
+            )
+        };
+        let tol = match (gemm, dtype) {
+            (false, _) => 1e-5,
+            (true, DType::BF16) => 1e-2,
+            _ => 2e-3,
+        };
+        self.compare(
+            format!(
+                "{} {dtype:?} rows={rows} n={n} k={k}",
+                if gemm { "gemm" } else { "gemv" }
+            ),
+            got.map(|()| to_f32(args[2].bytes())),
+            &want,
+            tol,
+        );
+    }
+
+    fn norm(&mut self, rows: usize, width: usize, dtype: DType) {
+        let x = random(&mut self.rng, rows * width, 4.0);
+        let y = random(&mut self.rng, rows * width, 4.0);
+        let w = random(&mut self.rng, width, 1.0);
+        let cpu = self.cpu;
+        let (mut xa, ya, wa) = (
+            act(cpu, rows, width, &x),
+            act(cpu, rows, width, &y),
+            weight(cpu, dtype, &[width], &w),
+        );
+        let mut o = cpu.alloc(rows * width).unwrap();
+        cpu.rms_norm(&xa, &wa, 1e-5, rows, &mut o).unwrap();
+        let plain = read(cpu, &o, rows * width);
+        cpu.add_rms_norm(&mut xa, &ya, &wa, 1e-5, rows, width, &mut o)
+            .unwrap();
+        let (fused, summed) = (read(cpu, &o, rows * width), read(cpu, &xa, rows * width));
+        let s = gpu_type(dtype);
+        let mut args = vec![
+            Arg::Buf(f32s(&x)),
+            Arg::Buf(encode(dtype, &w)),
+            Arg::Buf(vec![0; rows * width * 4]),
+            int(rows as i32),
+            int(width as i32),
+            float(1e-5),
+        ];
+        let got = self.emu.launch(
+            &format!("rms_norm_{s}"),
+            [rows as u32, 1, 1],
+            256,
+            &mut args,
+        );
+        self.compare(
+            format!("rms_norm {dtype:?} {rows}x{width}"),
+            got.map(|()| to_f32(args[2].bytes())),
+            &plain,
+            1e-5,
+        );
+        let mut args = vec![
+            Arg::Buf(f32s(&x)),
+            Arg::Buf(f32s(&y)),
+            Arg::Buf(encode(dtype, &w)),
+            Arg::Buf(vec![0; rows * width * 4]),
+            int(rows as i32),
+            int(width as i32),
+            float(1e-5),
+        ];
+        let got = self.emu.launch(
+            &format!("add_rms_norm_{s}"),
+            [rows as u32, 1, 1],
+            256,
+            &mut args,
+        );
+        let both = got.map(|()| [to_f32(args[3].bytes()), to_f32(args[0].bytes())].concat());
+        self.compare(
+            format!("add_rms_norm {dtype:?} {rows}x{width}"),
+            both,
+            &[fused, summed].concat(),
+            1e-5,
+        );
+    }
+
+    fn embed(&mut self, vocab: usize, width: usize, dtype: DType) {
+        let table = random(&mut self.rng, vocab * width, 2.0);
+        let ids: Vec<u32> = (0..17).map(|i| (i * 7919 % vocab) as u32).collect();
+        let t = weight(self.cpu, dtype, &[vocab, width], &table);
+        let mut o = self.cpu.alloc(ids.len() * width).unwrap();
+        self.cpu
+            .embed(
+                &t,
+                &cocoon_bench::kernel_check::staged(self.cpu, &ids),
+                &mut o,
+            )
+            .unwrap();
+        let want = read(self.cpu, &o, ids.len() * width);
+        let mut args = vec![
+            Arg::Buf(encode(dtype, &table)),
+            Arg::Buf(u32s(&ids)),
+            Arg::Buf(vec![0; ids.len() * width * 4]),
+            int(ids.len() as i32),
+            int(width as i32),
+            int(vocab as i32),
+        ];
+        let got = self.emu.launch(
+            &format!("embed_{}", gpu_type(dtype)),
+            [ids.len() as u32, 1, 1],
+            256,
+            &mut args,
+        );
+        self.compare(
+            format!("embed {dtype:?} vocab={vocab} width={width}"),
+            got.map(|()| to_f32(args[2].bytes())),
+            &want,
+            0.0,
+        );
+    }
+
+    fn elementwise(&mut self, len: usize) {
+        let (g, u) = (
+            random(&mut self.rng, len, 8.0),
+            random(&mut self.rng, len, 8.0),
+        );
+        let cpu = self.cpu;
+        for kernel in ["swiglu", "add"] {
+            let (mut ga, ua) = (act(cpu, 1, len, &g), act(cpu, 1, len, &u));
+            if kernel == "swiglu" {
+                cpu.swiglu(&mut ga, &ua, len).unwrap();
+            } else {
+                cpu.add(&mut ga, &ua, len).unwrap();
+            }
+            let want = read(cpu, &ga, len);
+            let mut args = vec![
+                Arg::Buf(f32s(&g)),
+                Arg::Buf(f32s(&u)),
+                Arg::Scalar((len as i64).to_le_bytes().to_vec()),
+            ];
+            let blocks = len.div_ceil(256).clamp(1, 65_535) as u32;
+            let got = self.emu.launch(kernel, [blocks, 1, 1], 256, &mut args);
+            self.compare(
+                format!("{kernel} len={len}"),
+                got.map(|()| to_f32(args[0].bytes())),
+                &want,
+                1e-6,
+            );
+        }
+    }
+
+    fn argmax(&mut self, rows: usize, width: usize) {
+        let mut logits = random(&mut self.rng, rows * width, 10.0);
+        // Ties (the first wins), NaN (never wins), a row of NaN (0).
+        if width > 8 {
+            logits[3] = 100.0;
+            logits[7] = 100.0;
+            logits[1] = f32::NAN;
+        }
+        if rows > 1 {
+            logits[width..2 * width]
+                .iter_mut()
+                .for_each(|v| *v = f32::NAN);
+        }
+        let want: Vec<f32> = logits.chunks(width).map(|r| argmax(r) as f32).collect();
+        let mut args = vec![
+            Arg::Buf(f32s(&logits)),
+            Arg::Buf(vec![0; rows * 4]),
+            int(rows as i32),
+            int(width as i32),
+        ];
+        let got = self
+            .emu
+            .launch("argmax_rows", [rows as u32, 1, 1], 256, &mut args);
+        let got = got.map(|()| {
+            args[1]
+                .bytes()
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+                .collect()
+        });
+        self.compare(format!("argmax rows={rows} width={width}"), got, &want, 0.0);
+    }
+
+    fn gather(&mut self, rows: usize, width: usize) {
+        let x = random(&mut self.rng, rows * width, 2.0);
+        let pick: Vec<i32> = (0..rows as i32).rev().step_by(2).collect();
+        let want: Vec<f32> = pick
+            .iter()
+            .flat_map(|r| x[*r as usize * width..(*r as usize + 1) * width].to_vec())
+            .collect();
+        let mut args = vec![
+            Arg::Buf(f32s(&x)),
+            Arg::Buf(i32s(&pick)),
+            Arg::Buf(vec![0; pick.len() * width * 4]),
+            int(pick.len() as i32),
+            int(width as i32),
+        ];
+        let got = self
+            .emu
+            .launch("gather_rows", [pick.len() as u32, 1, 1], 256, &mut args);
+        self.compare(
+            format!("gather_rows {}/{rows} width={width}", pick.len()),
+            got.map(|()| to_f32(args[2].bytes())),
+            &want,
+            0.0,
+        );
+    }
+
+    /// Two passes over sequences given as (positions already cached, new positions): the
+    /// first only caches (RoPE) the old positions, the second caches and attends the new.
+    fn attention(&mut self, shape: AttentionShape, seqs: &[(usize, usize)]) {
+        let (q_dim, kv_dim, d) = (shape.q_dim(), shape.kv_dim(), shape.head_dim);
+        let inv_freq: Vec<f32> = (0..d / 2)
+            .map(|i| 10000f32.powf(-2.0 * i as f32 / d as f32))
+            .collect();
+        // Tables: each sequence gets its own blocks, interleaved so that tables matter.
+        let blocks: Vec<usize> = seqs
+            .iter()
+            .map(|(o, n)| (o + n).div_ceil(KV_BLOCK))
+            .collect();
+        let total_blocks: usize = blocks.iter().sum();
+        let mut tables: Vec<Vec<u32>> = vec![Vec::new(); seqs.len()];
+        let mut next = 0u32;
+        for b in 0..*blocks.iter().max().unwrap_or(&0) {
+            for (s, t) in tables.iter_mut().enumerate() {
+                if b < blocks[s] {
+                    t.push(total_blocks as u32 - 1 - next);
+                    next += 1;
+                }
+            }
+        }
+        let cpu = self.cpu;
+        let mut pool = cpu.new_pool(1, total_blocks, shape).unwrap();
+        let slots = total_blocks * KV_BLOCK;
+        let mut k_pool = vec![0u8; slots * kv_dim * 4];
+        let mut v_pool = vec![0u8; slots * kv_dim * 4];
+        let mut freq = [0f32; 256];
+        freq[..inv_freq.len()].copy_from_slice(&inv_freq);
+        let mut results = Vec::new();
+        for pass in 0..2 {
+            let rows_of = |s: usize| if pass == 0 { seqs[s].0 } else { seqs[s].1 };
+            let first_of = |s: usize| if pass == 0 { 0 } else { seqs[s].0 };
+            let mut batch = Batch::new();
+            let (mut positions, mut row_table, mut flat) = (Vec::new(), Vec::new(), Vec::new());
+            for (s, t) in tables.iter().enumerate() {
+                let n = rows_of(s);
+                if n == 0 {
+                    continue;
+                }
+                let kind = if pass == 1 && n == 1 {
+                    RowKind::Decode
+                } else {
+                    RowKind::Prompt
+                };
+                if kind == RowKind::Prompt && batch.rows() > batch.prompt_rows() {
+                    continue; // prompt rows first: this layout is built so that it never happens
+                }
+                batch
+                    .push(t, first_of(s), &vec![0; n], kind, Logits::None)
+                    .unwrap();
+                let start = flat.len() as i32;
+                flat.extend(t.iter().map(|b| *b as i32));
+                for j in 0..n {
+                    positions.push((first_of(s) + j) as i32);
+                    row_table.push(start);
+                }
+            }
+            let rows = positions.len();
+            if rows == 0 {
+                continue;
+            }
+            cpu.stage(&mut pool, &batch).unwrap();
+            let q = random(&mut self.rng, rows * q_dim, 2.0);
+            let k = random(&mut self.rng, rows * kv_dim, 2.0);
+            let v = random(&mut self.rng, rows * kv_dim, 2.0);
+            let (mut qa, ka, va) = (
+                act(cpu, rows, q_dim, &q),
+                act(cpu, rows, kv_dim, &k),
+                act(cpu, rows, kv_dim, &v),
+            );
+            cpu.rope_and_cache(&mut qa, &ka, &va, &mut pool, 0, shape, &inv_freq)
+                .unwrap();
+            let mut args = vec![
+                Arg::Buf(f32s(&q)),
+                Arg::Buf(f32s(&k)),
+                Arg::Buf(f32s(&v)),
+                Arg::Buf(std::mem::take(&mut k_pool)),
+                Arg::Buf(std::mem::take(&mut v_pool)),
+                int(rows as i32),
+                Arg::Buf(i32s(&positions)),
+                Arg::Buf(i32s(&row_table)),
+                Arg::Buf(i32s(&flat)),
+                int(shape.heads as i32),
+                int(shape.kv_heads as i32),
+                int(d as i32),
+                Arg::Scalar(f32s(&freq)),
+            ];
+            let rope = self
+                .emu
+                .launch("rope_cache", [rows as u32, 1, 1], 128, &mut args);
+            let mut args = args.into_iter();
+            let q_rot = args.next().map(|a| to_f32(a.bytes())).unwrap_or_default();
+            let _ = (args.next(), args.next());
+            k_pool = args.next().map(|a| a.bytes().to_vec()).unwrap_or_default();
+            v_pool = args.next().map(|a| a.bytes().to_vec()).unwrap_or_default();
+            if let Err(e) = rope {
+                results.push((format!("rope_cache rows={rows}"), Err(e), Vec::new(), 1e-5));
+                break;
+            }
+            let want_q = read(cpu, &qa, rows * q_dim);
+            results.push((
+                format!("rope_cache {shape:?} rows={rows}"),
+                Ok(q_rot.clone()),
+                want_q,
+                1e-5,
+            ));
+            if pass == 0 {
+                continue;
+            }
+            let mut out = cpu.alloc(rows * q_dim).unwrap();
+            cpu.attention(&qa, &mut pool, 0, shape, &mut out).unwrap();
+            let want = read(cpu, &out, rows * q_dim);
+            let max_pos = *positions.iter().max().unwrap_or(&0) as usize;
+            let chunks = split_grid_chunks(max_pos, slots);
+            let mut split = vec![
+                Arg::Buf(f32s(&q_rot)),
+                Arg::Buf(std::mem::take(&mut k_pool)),
+                Arg::Buf(std::mem::take(&mut v_pool)),
+                Arg::Buf(vec![0; rows * shape.heads * chunks * (d + 2) * 4]),
+                Arg::Buf(i32s(&positions)),
+                Arg::Buf(i32s(&row_table)),
+                Arg::Buf(i32s(&flat)),
+                int(shape.heads as i32),
+                int(shape.kv_heads as i32),
+                int(d as i32),
+                float(1.0 / (d as f32).sqrt()),
+            ];
+            let grid = [shape.heads as u32, chunks as u32, rows as u32];
+            let got = self
+                .emu
+                .launch("attn_split", grid, 32 * ATT_WARPS as u32, &mut split)
+                .and_then(|()| {
+                    let mut comb = vec![
+                        Arg::Buf(split[3].bytes().to_vec()),
+                        Arg::Buf(vec![0; rows * q_dim * 4]),
+                        int(chunks as i32),
+                        int(d as i32),
+                    ];
+                    self.emu
+                        .launch(
+                            "attn_combine",
+                            [shape.heads as u32, rows as u32, 1],
+                            128,
+                            &mut comb,
+                        )
+                        .map(|()| to_f32(comb[1].bytes()))
+                });
+            results.push((
+                format!("attention {shape:?} rows={rows} chunks={chunks}"),
+                got,
+                want,
+                1e-4,
+            ));
+        }
+        for (name, got, want, tol) in results {
+            self.compare(name, got, &want, tol);
+        }
+    }
+
+    fn all(&mut self, small: bool) {
+        let shapes: &[(usize, usize, usize)] = if small {
+            &[(1, 37, 33), (3, 64, 40), (70, 72, 48)]
+        } else {
+            &[
+                (1, 576, 576),
+                (1, 37, 33),
+                (3, 100, 40),
+                (5, 1537, 577),
+                (64, 576, 192),
+                (130, 200, 96),
+                (17, 130, 33),
+            ]
+        };
+        for &(rows, n, k) in shapes {
+            for dtype in [DType::F32, DType::BF16, DType::F16] {
+                self.matmul(rows, n, k, dtype, false);
+                if dtype != DType::F32 && rows > 1 {
+                    self.matmul(rows, n, k, dtype, true);
+                }
+            }
+        }
+        let norms: &[(usize, usize)] = if small {
+            &[(2, 77)]
+        } else {
+            &[(1, 576), (3, 2048), (5, 77)]
+        };
+        for &(rows, width) in norms {
+            for dtype in [DType::F32, DType::BF16, DType::F16] {
+                self.norm(rows, width, dtype);
+            }
+        }
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            self.embed(
+                if small { 50 } else { 1000 },
+                if small { 24 } else { 576 },
+                dtype,
+            );
+        }
+        for len in if small {
+            vec![300]
+        } else {
+            vec![1, 255, 70_000]
+        } {
+            self.elementwise(len);
+        }
+        for (rows, width) in if small {
+            vec![(3, 300)]
+        } else {
+            vec![(1, 49_152), (4, 1000), (2, 33)]
+        } {
+            self.argmax(rows, width);
+        }
+        self.gather(if small { 5 } else { 9 }, if small { 40 } else { 576 });
+        let attn: Vec<(AttentionShape, Vec<(usize, usize)>)> = if small {
+            vec![(
+                AttentionShape {
+                    heads: 2,
+                    kv_heads: 1,
+                    head_dim: 16,
+                },
+                vec![(3, 5), (0, 4)],
+            )]
+        } else {
+            vec![
+                (
+                    AttentionShape {
+                        heads: 4,
+                        kv_heads: 2,
+                        head_dim: 64,
+                    },
+                    vec![(0, 37), (20, 1)],
+                ),
+                (
+                    AttentionShape {
+                        heads: 3,
+                        kv_heads: 1,
+                        head_dim: 64,
+                    },
+                    vec![(290, 3), (5, 1)],
+                ),
+                (
+                    AttentionShape {
+                        heads: 2,
+                        kv_heads: 2,
+                        head_dim: 256,
+                    },
+                    vec![(0, 9)],
+                ),
+                (
+                    AttentionShape {
+                        heads: 4,
+                        kv_heads: 4,
+                        head_dim: 6,
+                    },
+                    vec![(600, 1), (16, 1)],
+                ),
+            ]
+        };
+        for (shape, seqs) in attn {
+            self.attention(shape, &seqs);
+        }
+    }
+}
+
+fn main() {
+    let root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let kernels = std::env::var_os("COCOON_EMU_KERNELS")
+        .map_or_else(|| root.join("kernels/cuda"), PathBuf::from);
+    let emu_dir = root.join("kernels/emu");
+    let out = root.join("target/cuda-emu");
+    println!("cuda-emu: kernels from {}", kernels.display());
+    let cpu = CpuBackend::new(1).unwrap_or_else(|e| {
+        println!("cuda-emu: {e}");
+        std::process::exit(2)
+    });
+    // COCOON_EMU_SHAPES=small: the small shapes only, on both builds (a quick look at a
+    // changed or deliberately broken kernel).
+    let quick = std::env::var("COCOON_EMU_SHAPES").is_ok_and(|v| v == "small");
+    let mut report = Report::default();
+    let mut passed_builds = 0;
+    for (tsan, label) in [(false, "emu"), (true, "emu+tsan")] {
+        match build(&kernels, &emu_dir, &out, tsan) {
+            Err(e) => {
+                println!("{label}: {e}");
+                report.failures += 1;
+            }
+            Ok(exe) => {
+                passed_builds += 1;
+                let mut emu = Emu { exe, proc: None };
+                let mut checks = Checks {
+                    cpu: &cpu,
+                    emu: &mut emu,
+                    report: &mut report,
+                    rng: Rng(0x5eed),
+                    label,
+                };
+                checks.all(tsan || quick);
+            }
+        }
+    }
+    let total = report.kernels.len() + (2 - passed_builds);
+    let failed = report.failures;
+    println!(
+        "cuda-emu: {} passed, {failed} failed",
+        total.saturating_sub(failed)
+    );
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,105 @@
+// emu.h — the CUDA execution model on the CPU, for ci/cuda-emu (docs/cuda.md, "CPU emulation").
+//
+// The kernels of kernels/cuda/ are compiled unchanged by a host C++ compiler after this header:
+//   * one host thread per CUDA thread; the blocks of a launch run one after another, all the
+//     threads of a block at once;
+//   * `__shared__` variables are `static`: one copy, used by one block at a time;
+//   * `__syncthreads()` is a real barrier over the block's threads; a thread that has returned
+//     from the kernel leaves the block's barriers (as on the hardware, where exited threads no
+//     longer count);
+//   * warp shuffles exchange values through the warp's slots between two barriers of its 32
+//     threads; a shuffle that reads a lane that has exited, or with another mask than all 32
+//     lanes, is reported as an error (the hardware's result would be undefined);
+//   * inline PTX (`asm`) is rewritten by the driver (bench/src/bin/cuda-emu.rs) into calls of
+//     `emu_ptx`, which implements the instructions the kernels use from the PTX ISA: `cvt` to
+//     and from f16/bf16 and `mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32`
+//     with its fragment layouts. Any other instruction is an error naming it.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __restrict__ __restrict
+#define __shared__ static
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+typedef dim3 uint3;
+
+extern thread_local uint3 threadIdx;
+extern thread_local uint3 blockIdx;
+extern dim3 blockDim;
+extern dim3 gridDim;
+
+struct alignas(8) float2 { float x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) uint2 { unsigned x, y; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(8) int2 { int x, y; };
+struct alignas(16) int4 { int x, y, z, w; };
+
+namespace emu {
+void syncthreads();
+void warp_sync();
+uint32_t shuffle(uint32_t mask, uint32_t bits, int src_lane);
+[[noreturn]] void fail(const std::string& why);
+void ptx(const char* text, void** outs, const int* out_sizes, int n_out, void** ins,
+         const int* in_sizes, int n_in);
+}  // namespace emu
+
+inline void __syncthreads() { emu::syncthreads(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_sync(); }
+
+template <typename T>
+inline uint32_t emu_bits(T v) {
+    static_assert(sizeof(T) == 4, "32-bit shuffles only");
+    uint32_t b;
+    std::memcpy(&b, &v, 4);
+    return b;
+}
+template <typename T>
+inline T emu_from_bits(uint32_t b) {
+    T v;
+    std::memcpy(&v, &b, 4);
+    return v;
+}
+
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int = 32) {
+    const int lane = (int)(threadIdx.x % 32);
+    return emu_from_bits<T>(emu::shuffle(mask, emu_bits(v), lane ^ lane_mask));
+}
+template <typename T>
+inline T __shfl_sync(unsigned mask, T v, int src, int = 32) {
+    return emu_from_bits<T>(emu::shuffle(mask, emu_bits(v), src & 31));
+}
+template <typename T>
+inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int = 32) {
+    const int lane = (int)(threadIdx.x % 32);
+    const int src = lane + (int)delta;
+    return emu_from_bits<T>(emu::shuffle(mask, emu_bits(v), src < 32 ? src : lane));
+}
+
+inline float __int_as_float(int i) { return emu_from_bits<float>((uint32_t)i); }
+inline float __uint_as_float(unsigned u) { return emu_from_bits<float>(u); }
+inline int __float_as_int(float f) { return (int)emu_bits(f); }
+inline unsigned __float_as_uint(float f) { return emu_bits(f); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+// expf, fmaf, fmaxf, fminf, sqrtf and sincosf are the C library's (<math.h>, GNU).
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }

@@ -1,0 +1,437 @@
+// runtime.cpp — the emulator's threads, barriers, shuffles and PTX instructions, and the
+// launch server the driver (bench/src/bin/cuda-emu.rs) talks to over stdin/stdout:
+//
+//   request:  u32 name length, name, u32 grid[3], u32 block[3], u32 argument count, then per
+//             argument u8 kind (0 buffer, 1 scalar), u64 length, bytes
+//   response: u8 status (0 ok, 1 error), then either every buffer argument back in order
+//             (u64 length, bytes), or u64 message length and the message
+//
+// A kernel error (an unknown instruction, a shuffle reading an exited lane, a bad argument
+// list) answers status 1 and the server goes on with the next launch.
+#include <array>
+#include <barrier>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "emu.h"
+#include "launch.h"
+
+extern const emu::Entry* emu_entries;
+extern int emu_entry_count;
+
+thread_local uint3 threadIdx;
+thread_local uint3 blockIdx;
+dim3 blockDim;
+dim3 gridDim;
+
+namespace {
+
+// A barrier whose number of participants shrinks as threads leave (return from the kernel).
+struct Barrier {
+    std::mutex m;
+    std::condition_variable cv;
+    int expected = 0, arrived = 0;
+    unsigned long generation = 0;
+
+    void reset(int n) {
+        std::lock_guard<std::mutex> l(m);
+        expected = n;
+        arrived = 0;
+    }
+    void arrive_and_wait() {
+        std::unique_lock<std::mutex> l(m);
+        const unsigned long g = generation;
+        if (++arrived >= expected) {
+            arrived = 0;
+            generation++;
+            cv.notify_all();
+        } else {
+            cv.wait(l, [&] { return generation != g; });
+        }
+    }
+    void leave() {
+        std::lock_guard<std::mutex> l(m);
+        expected--;
+        if (arrived > 0 && arrived >= expected) {
+            arrived = 0;
+            generation++;
+            cv.notify_all();
+        }
+    }
+};
+
+struct Warp {
+    Barrier barrier;
+    std::array<uint32_t, 32> slots{};
+    std::array<bool, 32> alive{};
+    std::array<uint32_t, 32 * 10> mma{};  // a[4], b[2], c[4] of each lane
+};
+
+struct Launch {
+    int threads = 0;
+    Barrier block;
+    std::vector<std::unique_ptr<Warp>> warps;
+    std::mutex error_m;
+    std::string error;
+};
+
+Launch* current = nullptr;
+thread_local int tid = 0;
+
+struct KernelError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+Warp& my_warp() { return *current->warps[tid / 32]; }
+
+float bf16_to_f32(uint16_t h) {
+    uint32_t b = (uint32_t)h << 16;
+    float f;
+    std::memcpy(&f, &b, 4);
+    return f;
+}
+
+uint16_t f32_to_bf16(float f) {  // round to nearest even; NaN stays NaN
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+float f16_to_f32(uint16_t h) {
+    _Float16 v;
+    std::memcpy(&v, &h, 2);
+    return (float)v;
+}
+
+uint16_t f32_to_f16(float f) {  // the compiler's conversion: round to nearest even
+    _Float16 v = (_Float16)f;
+    uint16_t h;
+    std::memcpy(&h, &v, 2);
+    return h;
+}
+
+}  // namespace
+
+namespace emu {
+
+void fail(const std::string& why) { throw KernelError(why); }
+
+void syncthreads() { current->block.arrive_and_wait(); }
+
+void warp_sync() { my_warp().barrier.arrive_and_wait(); }
+
+uint32_t shuffle(uint32_t mask, uint32_t bits, int src) {
+    if (mask != 0xffffffffu) fail("a shuffle with a mask other than all 32 lanes is not emulated");
+    Warp& w = my_warp();
+    const int lane = tid % 32;
+    w.slots[lane] = bits;
+    w.barrier.arrive_and_wait();
+    if (src < 0 || src > 31 || !w.alive[src]) {
+        std::ostringstream s;
+        s << "lane " << lane << " of warp " << tid / 32 << " shuffles from lane " << src
+          << ", which is not running (exited or beyond the block)";
+        fail(s.str());
+    }
+    const uint32_t r = w.slots[src];
+    w.barrier.arrive_and_wait();
+    return r;
+}
+
+}  // namespace emu
+
+namespace {
+
+// "{%0, %1}" or "%3" → operand numbers.
+std::vector<std::vector<int>> operands(const std::string& text, std::string& mnemonic) {
+    std::string t;
+    for (char c : text)
+        if (!(c == ' ' && (!t.empty() && t.back() == ' '))) t += (c == '\t' || c == '\n') ? ' ' : c;
+    while (!t.empty() && (t.back() == ' ' || t.back() == ';')) t.pop_back();
+    const size_t sp = t.find(' ');
+    mnemonic = t.substr(0, sp);
+    std::vector<std::vector<int>> ops;
+    std::vector<int> group;
+    bool in_group = false;
+    for (size_t i = sp == std::string::npos ? t.size() : sp; i < t.size(); i++) {
+        const char c = t[i];
+        if (c == '{') in_group = true, group.clear();
+        else if (c == '}') in_group = false, ops.push_back(group);
+        else if (c == '%') {
+            int n = 0;
+            while (i + 1 < t.size() && isdigit((unsigned char)t[i + 1])) n = n * 10 + (t[++i] - '0');
+            if (in_group) group.push_back(n);
+            else ops.push_back({n});
+        } else if (c != ',' && c != ' ') {
+            emu::fail("PTX operand syntax not emulated: " + text);
+        }
+    }
+    return ops;
+}
+
+struct Operands {
+    void** outs;
+    const int* out_sizes;
+    int n_out;
+    void** ins;
+    const int* in_sizes;
+    int n_in;
+
+    void* ptr(int n, int size, const std::string& what) const {
+        void* p;
+        int s;
+        if (n < n_out) p = outs[n], s = out_sizes[n];
+        else if (n - n_out < n_in) p = ins[n - n_out], s = in_sizes[n - n_out];
+        else emu::fail(what + ": operand %" + std::to_string(n) + " does not exist");
+        if (s != size)
+            emu::fail(what + ": operand %" + std::to_string(n) + " has " + std::to_string(s) +
+                      " bytes, " + std::to_string(size) + " expected");
+        return p;
+    }
+    template <typename T>
+    T get(int n, const std::string& what) const {
+        T v;
+        std::memcpy(&v, ptr(n, sizeof(T), what), sizeof(T));
+        return v;
+    }
+    template <typename T>
+    void set(int n, T v, const std::string& what) const {
+        if (n >= n_out) emu::fail(what + ": destination %" + std::to_string(n) + " is an input");
+        std::memcpy(ptr(n, sizeof(T), what), &v, sizeof(T));
+    }
+};
+
+// mma.sync.aligned.m16n8k16.row.col.f32.X.X.f32 D, A, B, C (PTX ISA, "Matrix Fragments for
+// mma.m16n8k16 with floating point type"), g = lane / 4, t = lane % 4:
+//   A: a0 = A[g][2t..2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..], a3 = A[g+8][2t+8..]
+//   B: b0 = B[2t..2t+1][g], b1 = B[2t+8..2t+9][g]
+//   C, D: c0, c1 = C[g][2t..2t+1], c2, c3 = C[g+8][2t..2t+1]
+// The low 16 bits of a register hold the lower column (A) or row (B) index.
+void mma(const Operands& o, const std::vector<std::vector<int>>& ops, bool bf16,
+         const std::string& what) {
+    if (ops.size() != 4 || ops[0].size() != 4 || ops[1].size() != 4 || ops[2].size() != 2 ||
+        ops[3].size() != 4)
+        emu::fail(what + ": expected {d0..d3}, {a0..a3}, {b0, b1}, {c0..c3}");
+    Warp& w = my_warp();
+    const int lane = tid % 32;
+    uint32_t* mine = &w.mma[lane * 10];
+    for (int i = 0; i < 4; i++) mine[i] = o.get<uint32_t>(ops[1][i], what);
+    for (int i = 0; i < 2; i++) mine[4 + i] = o.get<uint32_t>(ops[2][i], what);
+    for (int i = 0; i < 4; i++) {
+        const float c = o.get<float>(ops[3][i], what);
+        std::memcpy(&mine[6 + i], &c, 4);
+    }
+    w.barrier.arrive_and_wait();
+    for (int l = 0; l < 32; l++)
+        if (!w.alive[l]) emu::fail(what + ": a lane of the warp is not running (mma.sync needs all 32)");
+    auto half = [&](uint32_t reg, int hi) {
+        const uint16_t h = (uint16_t)(hi ? reg >> 16 : reg & 0xffff);
+        return bf16 ? bf16_to_f32(h) : f16_to_f32(h);
+    };
+    float A[16][16], B[16][8], C[16][8];
+    for (int l = 0; l < 32; l++) {
+        const uint32_t* r = &w.mma[l * 10];
+        const int g = l / 4, t = l % 4;
+        for (int e = 0; e < 2; e++) {
+            A[g][2 * t + e] = half(r[0], e);
+            A[g + 8][2 * t + e] = half(r[1], e);
+            A[g][2 * t + 8 + e] = half(r[2], e);
+            A[g + 8][2 * t + 8 + e] = half(r[3], e);
+            B[2 * t + e][g] = half(r[4], e);
+            B[2 * t + 8 + e][g] = half(r[5], e);
+        }
+        float c[4];
+        std::memcpy(c, &r[6], 16);
+        C[g][2 * t] = c[0];
+        C[g][2 * t + 1] = c[1];
+        C[g + 8][2 * t] = c[2];
+        C[g + 8][2 * t + 1] = c[3];
+    }
+    w.barrier.arrive_and_wait();  // every lane has read the warp's fragments
+    const int g = lane / 4, t = lane % 4;
+    const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
+    for (int e = 0; e < 4; e++) {
+        float acc = 0.0f;
+        for (int k = 0; k < 16; k++) acc += A[rows[e]][k] * B[k][cols[e]];  // products exact in f32
+        o.set<float>(ops[0][e], C[rows[e]][cols[e]] + acc, what);
+    }
+}
+
+}  // namespace
+
+namespace emu {
+
+void ptx(const char* text, void** outs, const int* out_sizes, int n_out, void** ins,
+         const int* in_sizes, int n_in) {
+    std::string mnemonic;
+    const auto ops = operands(text, mnemonic);
+    const Operands o{outs, out_sizes, n_out, ins, in_sizes, n_in};
+    const std::string what = "PTX `" + std::string(text) + "`";
+    auto scalar = [&](size_t n) {
+        if (ops.size() != n) fail(what + ": " + std::to_string(n) + " operands expected");
+        for (const auto& g : ops)
+            if (g.size() != 1) fail(what + ": a vector operand where a register is expected");
+    };
+    if (mnemonic == "cvt.f32.f16") {
+        scalar(2);
+        o.set<float>(ops[0][0], f16_to_f32(o.get<uint16_t>(ops[1][0], what)), what);
+    } else if (mnemonic == "cvt.f32.bf16") {
+        scalar(2);
+        o.set<float>(ops[0][0], bf16_to_f32(o.get<uint16_t>(ops[1][0], what)), what);
+    } else if (mnemonic == "cvt.rn.bf16x2.f32" || mnemonic == "cvt.rn.f16x2.f32") {
+        // d = {cvt(a) in the upper half, cvt(b) in the lower half}
+        scalar(3);
+        const bool bf = mnemonic == "cvt.rn.bf16x2.f32";
+        const float a = o.get<float>(ops[1][0], what), b = o.get<float>(ops[2][0], what);
+        const uint32_t hi = bf ? f32_to_bf16(a) : f32_to_f16(a);
+        const uint32_t lo = bf ? f32_to_bf16(b) : f32_to_f16(b);
+        o.set<uint32_t>(ops[0][0], hi << 16 | lo, what);
+    } else if (mnemonic == "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32") {
+        mma(o, ops, true, what);
+    } else if (mnemonic == "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") {
+        mma(o, ops, false, what);
+    } else {
+        fail("PTX instruction not emulated: " + mnemonic);
+    }
+}
+
+}  // namespace emu
+
+namespace {
+
+constexpr unsigned char GUARD = 0xA5;
+
+bool read_exact(void* p, size_t n) { return std::fread(p, 1, n, stdin) == n; }
+void write_all(const void* p, size_t n) { std::fwrite(p, 1, n, stdout); }
+
+// Runs one launch: every thread of a block at once, block after block.
+std::string run(const emu::Entry& e, dim3 grid, dim3 block, void** args) {
+    Launch launch;
+    launch.threads = (int)(block.x * block.y * block.z);
+    const int nwarps = (launch.threads + 31) / 32;
+    for (int i = 0; i < nwarps; i++) launch.warps.push_back(std::make_unique<Warp>());
+    current = &launch;
+    gridDim = grid;
+    blockDim = block;
+    const long blocks = (long)grid.x * grid.y * grid.z;
+    auto start = [&]() noexcept {
+        launch.block.reset(launch.threads);
+        for (int i = 0; i < nwarps; i++) {
+            const int n = std::min(32, launch.threads - 32 * i);
+            launch.warps[i]->barrier.reset(n);
+            for (int l = 0; l < 32; l++) launch.warps[i]->alive[l] = l < n;
+        }
+    };
+    std::barrier rendezvous(launch.threads, start);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < launch.threads; t++) {
+        threads.emplace_back([&, t] {
+            tid = t;
+            threadIdx = {(unsigned)t % block.x, ((unsigned)t / block.x) % block.y,
+                         (unsigned)t / (block.x * block.y)};
+            for (long b = 0; b < blocks; b++) {
+                blockIdx = {(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y),
+                            (unsigned)(b / ((long)grid.x * grid.y))};
+                rendezvous.arrive_and_wait();
+                try {
+                    e.call(args);
+                } catch (const KernelError& err) {
+                    std::lock_guard<std::mutex> l(launch.error_m);
+                    if (launch.error.empty()) launch.error = err.what();
+                }
+                Warp& w = my_warp();
+                {
+                    std::lock_guard<std::mutex> l(w.barrier.m);
+                    w.alive[t % 32] = false;
+                }
+                w.barrier.leave();
+                launch.block.leave();
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    current = nullptr;
+    return launch.error;
+}
+
+}  // namespace
+
+int main() {
+    std::setvbuf(stdout, nullptr, _IOFBF, 1 << 20);
+    for (;;) {
+        uint32_t name_len;
+        if (!read_exact(&name_len, 4)) return 0;
+        std::string name(name_len, '\0');
+        uint32_t dims[6], nargs;
+        if (!read_exact(name.data(), name_len) || !read_exact(dims, 24) || !read_exact(&nargs, 4))
+            return 2;
+        std::vector<std::vector<unsigned char>> storage(nargs);
+        std::vector<unsigned char> kinds(nargs);
+        std::vector<void*> pointers(nargs);  // buffer arguments: the buffer's address
+        std::vector<void*> args(nargs);
+        std::vector<uint64_t> lens;
+        for (uint32_t i = 0; i < nargs; i++) {
+            uint64_t len;
+            if (!read_exact(&kinds[i], 1) || !read_exact(&len, 8)) return 2;
+            // Buffers start 256-byte aligned, as cudaMalloc's do, between two 256-byte guards
+            // whose pattern is checked after the launch: a write outside is an error.
+            storage[i].assign(len + 768, GUARD);
+            unsigned char* p = storage[i].data() + 256;
+            p += (256 - ((uintptr_t)p % 256)) % 256;
+            if (!read_exact(p, len)) return 2;
+            lens.push_back(len);
+            pointers[i] = p;
+            args[i] = kinds[i] == 0 ? (void*)&pointers[i] : (void*)p;
+        }
+        std::string error;
+        const emu::Entry* entry = nullptr;
+        for (int i = 0; i < emu_entry_count; i++)
+            if (name == emu_entries[i].name) entry = &emu_entries[i];
+        if (!entry) error = "no kernel named " + name;
+        else if ((uint32_t)entry->nargs != nargs)
+            error = name + " takes " + std::to_string(entry->nargs) + " arguments, " +
+                    std::to_string(nargs) + " given";
+        for (uint32_t i = 0; entry && error.empty() && i < nargs; i++) {
+            const size_t want = (size_t)entry->sizes[i];
+            const size_t have = kinds[i] == 0 ? sizeof(void*) : lens[i];
+            if (want != have)
+                error = name + ": argument " + std::to_string(i) + " has " + std::to_string(have) +
+                        " bytes, the kernel's parameter " + std::to_string(want);
+        }
+        if (error.empty())
+            error = run(*entry, dim3{dims[0], dims[1], dims[2]}, dim3{dims[3], dims[4], dims[5]},
+                        args.data());
+        for (uint32_t i = 0; error.empty() && i < nargs; i++) {
+            const unsigned char* p = (const unsigned char*)pointers[i];
+            for (int g = 1; g <= 256 && error.empty(); g++)
+                if (p[-g] != GUARD || p[lens[i] + g - 1] != GUARD)
+                    error = name + " wrote outside its argument " + std::to_string(i) + " (" +
+                            std::to_string(lens[i]) + " bytes)";
+        }
+        const unsigned char status = error.empty() ? 0 : 1;
+        write_all(&status, 1);
+        if (status) {
+            const uint64_t len = error.size();
+            write_all(&len, 8);
+            write_all(error.data(), len);
+        } else {
+            for (uint32_t i = 0; i < nargs; i++) {
+                if (kinds[i] != 0) continue;
+                const uint64_t len = lens[i];
+                write_all(&len, 8);
+                write_all(pointers[i], len);
+            }
+        }
+        std::fflush(stdout);
+    }
+}
