@@ -6,7 +6,7 @@
 //   * `__shared__` variables are `static`: one copy, used by one block at a time;
 //   * `__syncthreads()` is a real barrier over the block's threads; a thread that has returned
 //     from the kernel leaves the block's barriers (as on the hardware, where exited threads no
-//     longer count);
+//     longer count); threads waiting at different `__syncthreads()` calls are an error;
 //   * warp shuffles exchange values through the warp's slots between two barriers of its 32
 //     threads; a shuffle that reads a lane that has exited, or with another mask than all 32
 //     lanes, is reported as an error (the hardware's result would be undefined);
@@ -47,7 +47,7 @@ struct alignas(8) int2 { int x, y; };
 struct alignas(16) int4 { int x, y, z, w; };
 
 namespace emu {
-void syncthreads();
+void syncthreads(const char* file, int line);
 void warp_sync();
 uint32_t shuffle(uint32_t mask, uint32_t bits, int src_lane);
 [[noreturn]] void fail(const std::string& why);
@@ -55,7 +55,9 @@ void ptx(const char* text, void** outs, const int* out_sizes, int n_out, void** 
          const int* in_sizes, int n_in);
 }  // namespace emu
 
-inline void __syncthreads() { emu::syncthreads(); }
+// A macro, so that the barrier knows where each thread waits: threads of one block waiting at
+// different `__syncthreads()` (a divergent barrier) are an error.
+#define __syncthreads() emu::syncthreads(__FILE__, __LINE__)
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_sync(); }
 
 template <typename T>
@@ -87,6 +89,16 @@ inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int = 32) {
     const int src = lane + (int)delta;
     return emu_from_bits<T>(emu::shuffle(mask, emu_bits(v), src < 32 ? src : lane));
 }
+
+// Warp votes: each lane's predicate through the warp's slots, as a shuffle does.
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+    const uint32_t mine = pred ? 1u : 0u;
+    unsigned r = 0;
+    for (int l = 0; l < 32; l++) r |= emu::shuffle(mask, mine, l) << l;
+    return r;
+}
+inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
+inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == 0xffffffffu; }
 
 inline float __int_as_float(int i) { return emu_from_bits<float>((uint32_t)i); }
 inline float __uint_as_float(unsigned u) { return emu_from_bits<float>(u); }

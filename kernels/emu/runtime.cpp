@@ -35,20 +35,37 @@ dim3 gridDim;
 
 namespace {
 
+struct KernelError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 // A barrier whose number of participants shrinks as threads leave (return from the kernel).
 struct Barrier {
     std::mutex m;
     std::condition_variable cv;
     int expected = 0, arrived = 0;
     unsigned long generation = 0;
+    const char* site_file = nullptr;  // where the threads of this generation wait
+    int site_line = 0;
 
     void reset(int n) {
         std::lock_guard<std::mutex> l(m);
         expected = n;
         arrived = 0;
     }
-    void arrive_and_wait() {
+    // Waits for the other participants; with a site, every thread of a generation must wait at
+    // the same one.
+    void arrive_and_wait(const char* file = nullptr, int line = 0) {
         std::unique_lock<std::mutex> l(m);
+        if (file) {
+            if (arrived == 0) site_file = file, site_line = line;
+            else if (line != site_line || std::strcmp(file, site_file) != 0) {
+                std::ostringstream s;
+                s << "divergent __syncthreads(): threads of one block wait at " << site_file << ":"
+                  << site_line << " and at " << file << ":" << line;
+                throw KernelError(s.str());
+            }
+        }
         const unsigned long g = generation;
         if (++arrived >= expected) {
             arrived = 0;
@@ -87,10 +104,6 @@ struct Launch {
 Launch* current = nullptr;
 thread_local int tid = 0;
 
-struct KernelError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
 Warp& my_warp() { return *current->warps[tid / 32]; }
 
 float bf16_to_f32(uint16_t h) {
@@ -127,7 +140,7 @@ namespace emu {
 
 void fail(const std::string& why) { throw KernelError(why); }
 
-void syncthreads() { current->block.arrive_and_wait(); }
+void syncthreads(const char* file, int line) { current->block.arrive_and_wait(file, line); }
 
 void warp_sync() { my_warp().barrier.arrive_and_wait(); }
 
@@ -375,6 +388,11 @@ int main() {
         uint32_t dims[6], nargs;
         if (!read_exact(name.data(), name_len) || !read_exact(dims, 24) || !read_exact(&nargs, 4))
             return 2;
+        // EMU_EXACT_BUFFERS (the AddressSanitizer build): each buffer its own allocation of
+        // exactly its length, so that any access past it is a report; otherwise guards.
+        static const bool exact = std::getenv("EMU_EXACT_BUFFERS") != nullptr &&
+                                  std::getenv("EMU_EXACT_BUFFERS")[0] == '1';
+        std::vector<std::unique_ptr<unsigned char, decltype(&std::free)>> owned;
         std::vector<std::vector<unsigned char>> storage(nargs);
         std::vector<unsigned char> kinds(nargs);
         std::vector<void*> pointers(nargs);  // buffer arguments: the buffer's address
@@ -385,9 +403,15 @@ int main() {
             if (!read_exact(&kinds[i], 1) || !read_exact(&len, 8)) return 2;
             // Buffers start 256-byte aligned, as cudaMalloc's do, between two 256-byte guards
             // whose pattern is checked after the launch: a write outside is an error.
-            storage[i].assign(len + 768, GUARD);
-            unsigned char* p = storage[i].data() + 256;
-            p += (256 - ((uintptr_t)p % 256)) % 256;
+            unsigned char* p;
+            if (exact) {
+                owned.emplace_back((unsigned char*)std::malloc(len ? len : 1), &std::free);
+                p = owned.back().get();
+            } else {
+                storage[i].assign(len + 768, GUARD);
+                p = storage[i].data() + 256;
+                p += (256 - ((uintptr_t)p % 256)) % 256;
+            }
             if (!read_exact(p, len)) return 2;
             lens.push_back(len);
             pointers[i] = p;
@@ -411,7 +435,7 @@ int main() {
         if (error.empty())
             error = run(*entry, dim3{dims[0], dims[1], dims[2]}, dim3{dims[3], dims[4], dims[5]},
                         args.data());
-        for (uint32_t i = 0; error.empty() && i < nargs; i++) {
+        for (uint32_t i = 0; !exact && error.empty() && i < nargs; i++) {
             const unsigned char* p = (const unsigned char*)pointers[i];
             for (int g = 1; g <= 256 && error.empty(); g++)
                 if (p[-g] != GUARD || p[lens[i] + g - 1] != GUARD)

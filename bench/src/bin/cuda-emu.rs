@@ -3,7 +3,8 @@
 //! CUDA execution model in `kernels/emu/` (one host thread per CUDA thread, real barriers,
 //! warp shuffles and `mma.sync` from the PTX ISA), launched with the grids and arguments of
 //! the launch wrappers (`kernels/src/ops.rs`), and compared with the CPU backend over many
-//! shapes; then the same on a ThreadSanitizer build for the smaller shapes. Ends with
+//! shapes; then the same on a ThreadSanitizer build and on an AddressSanitizer + UBSan build
+//! (every buffer its own exact allocation) for the smaller shapes. Ends with
 //! `cuda-emu: N passed, M failed`; exit 1 when any failed. `COCOON_EMU_SHAPES=small`: the
 //! small shapes only.
 //!
@@ -231,7 +232,19 @@ fn string_literals(s: &str) -> Result<String, String> {
 /// Writes the translation unit (emulation header, common.cuh, every .cu file with its asm
 /// rewritten, the kernel table) and compiles it with the runtime; `tsan` adds
 /// ThreadSanitizer. The executable's path, or the compiler's complaint.
-fn build(kernels: &Path, emu: &Path, out: &Path, tsan: bool) -> Result<PathBuf, String> {
+/// How the emulated kernels are built.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Build {
+    /// Optimised, every shape.
+    Plain,
+    /// ThreadSanitizer: a missing barrier is a data race.
+    Tsan,
+    /// AddressSanitizer and UBSan, each buffer its own exact allocation: any access outside a
+    /// buffer, any undefined behaviour, is a report.
+    Asan,
+}
+
+fn build(kernels: &Path, emu: &Path, out: &Path, kind: Build) -> Result<PathBuf, String> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let mut tu = String::from("#include \"emu.h\"\n#include \"launch.h\"\n");
     let common = kernels.join("common.cuh");
@@ -256,7 +269,11 @@ fn build(kernels: &Path, emu: &Path, out: &Path, tsan: bool) -> Result<PathBuf, 
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
     let src = out.join("kernels.cpp");
     std::fs::write(&src, tu).map_err(|e| e.to_string())?;
-    let exe = out.join(if tsan { "emu-tsan" } else { "emu" });
+    let exe = out.join(match kind {
+        Build::Plain => "emu",
+        Build::Tsan => "emu-tsan",
+        Build::Asan => "emu-asan",
+    });
     let mut cmd = Command::new(std::env::var("CXX").unwrap_or_else(|_| "g++".into()));
     cmd.args(["-std=c++20", "-pthread", "-w", "-I"])
         .arg(emu)
@@ -264,11 +281,16 @@ fn build(kernels: &Path, emu: &Path, out: &Path, tsan: bool) -> Result<PathBuf, 
         .arg(emu.join("runtime.cpp"))
         .arg("-o")
         .arg(&exe);
-    if tsan {
-        cmd.args(["-O1", "-g", "-fsanitize=thread"]);
-    } else {
-        cmd.args(["-O2"]);
-    }
+    match kind {
+        Build::Plain => cmd.args(["-O2"]),
+        Build::Tsan => cmd.args(["-O1", "-g", "-fsanitize=thread"]),
+        Build::Asan => cmd.args([
+            "-O1",
+            "-g",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+        ]),
+    };
     let o = cmd
         .output()
         .map_err(|e| format!("running the C++ compiler: {e}"))?;
@@ -330,6 +352,8 @@ struct Proc {
 struct Emu {
     exe: PathBuf,
     proc: Option<Proc>,
+    /// Each buffer its own exact allocation (the AddressSanitizer build).
+    exact: bool,
 }
 
 impl Emu {
@@ -337,6 +361,9 @@ impl Emu {
         if self.proc.is_none() {
             let mut child = Command::new(&self.exe)
                 .env("TSAN_OPTIONS", "halt_on_error=1 exitcode=66")
+                .env("ASAN_OPTIONS", "detect_leaks=0:halt_on_error=1")
+                .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
+                .env("EMU_EXACT_BUFFERS", if self.exact { "1" } else { "" })
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -987,15 +1014,25 @@ fn main() {
     let quick = std::env::var("COCOON_EMU_SHAPES").is_ok_and(|v| v == "small");
     let mut report = Report::default();
     let mut passed_builds = 0;
-    for (tsan, label) in [(false, "emu"), (true, "emu+tsan")] {
-        match build(&kernels, &emu_dir, &out, tsan) {
+    let started = std::time::Instant::now();
+    let builds = [
+        (Build::Plain, "emu"),
+        (Build::Tsan, "emu+tsan"),
+        (Build::Asan, "emu+asan"),
+    ];
+    for (kind, label) in builds {
+        match build(&kernels, &emu_dir, &out, kind) {
             Err(e) => {
                 println!("{label}: {e}");
                 report.failures += 1;
             }
             Ok(exe) => {
                 passed_builds += 1;
-                let mut emu = Emu { exe, proc: None };
+                let mut emu = Emu {
+                    exe,
+                    proc: None,
+                    exact: kind == Build::Asan,
+                };
                 let mut checks = Checks {
                     cpu: &cpu,
                     emu: &mut emu,
@@ -1003,12 +1040,16 @@ fn main() {
                     rng: Rng(0x5eed),
                     label,
                 };
-                checks.all(tsan || quick);
+                checks.all(kind != Build::Plain || quick);
             }
         }
     }
-    let total = report.kernels.len() + (2 - passed_builds);
+    let total = report.kernels.len() + (builds.len() - passed_builds);
     let failed = report.failures;
+    println!(
+        "cuda-emu: wall time {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     println!(
         "cuda-emu: {} passed, {failed} failed",
         total.saturating_sub(failed)
