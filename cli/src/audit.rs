@@ -16,7 +16,8 @@ use cocoon_runtime::verify::parse_receipt;
 use cocoon_runtime::{with_runtime, Runtime};
 
 use crate::infer::{open_model, BackendArgs, ModelArgs};
-use crate::replay::{read_text, receipt_time, replay_on, Answer, Facts};
+use crate::replay::{read_answer, read_text};
+use cocoon_engine::replay_job::{receipt_time, replay_job, ReplayJob};
 
 /// Arguments of `cocoon audit`.
 #[derive(Args)]
@@ -78,17 +79,18 @@ fn one<B: cocoon_runtime::backend::Backend>(
     .map_err(anyhow::Error::msg)?;
     let prompt = read_text(&dir.join(format!("{name}.prompt.txt")), "the prompt")?;
     let params = receipt_params(&receipt)?;
-    let facts = Facts {
+    let answer = read_answer(Some(&dir.join(format!("{name}.answer.json"))), None)?;
+    let job = ReplayJob {
         prompt: &prompt,
         raw: !receipt.body.params.chat_template,
-        answer: Answer::Ids(dir.join(format!("{name}.answer.json"))),
+        answer,
         finish: None,
         mode,
         receipt: Some(&receipt),
         params: &params,
         when: receipt_time(&receipt)?,
     };
-    replay_on(rt, &facts)
+    Ok(replay_job(rt, &job)?)
 }
 
 /// `cocoon audit`: exit 0 every picked answer consistent, 1 one inconsistent, 2 a triple

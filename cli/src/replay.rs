@@ -10,12 +10,11 @@ use clap::Args;
 use serde_json::Value;
 
 use cocoon_attest::input::{read_bounded, MAX_RECEIPT_BYTES};
-use cocoon_engine::replay::{
-    receipt_disagreements, receipt_params, replay, ReplayMode, ReplayReport, Replayed,
-};
+use cocoon_engine::replay::{receipt_params, ReplayMode};
+use cocoon_engine::replay_job::{receipt_time, replay_job, Answer, ReplayJob};
 use cocoon_runtime::clock::UtcTime;
 use cocoon_runtime::verify::parse_receipt;
-use cocoon_runtime::{with_runtime, Runtime, SamplingParams};
+use cocoon_runtime::{with_runtime, SamplingParams};
 
 use crate::infer::{open_model, BackendArgs, ModelArgs, PromptArgs};
 
@@ -117,12 +116,8 @@ pub fn run(args: &ReplayArgs, quiet: bool, out: &mut impl Write) -> Result<ExitC
         Some(r) => receipt_time(r)?,
         None => UtcTime::now(),
     };
-    let answer = match (&args.output_ids, &args.output_file) {
-        (Some(p), _) => Answer::Ids(p.clone()),
-        (None, Some(p)) => Answer::Text(p.clone()),
-        (None, None) => bail!("give --output-ids or --output-file"),
-    };
-    let facts = Facts {
+    let answer = read_answer(args.output_ids.as_deref(), args.output_file.as_deref())?;
+    let job = ReplayJob {
         prompt: &prompt,
         raw: args.raw,
         answer,
@@ -132,7 +127,7 @@ pub fn run(args: &ReplayArgs, quiet: bool, out: &mut impl Write) -> Result<ExitC
         params: &params,
         when,
     };
-    let mut report = with_runtime!(opened, |rt| replay_on(&rt, &facts))?;
+    let mut report = with_runtime!(opened, |rt| replay_job(&rt, &job))?;
     if !reasons.is_empty() {
         report.reasons.splice(0..0, reasons);
         report.verdict = "inconsistent";
@@ -161,104 +156,23 @@ pub fn run(args: &ReplayArgs, quiet: bool, out: &mut impl Write) -> Result<ExitC
     })
 }
 
-/// Where the answer is: its ids (a JSON array or `cocoon run --json`'s object), or its text.
-pub(crate) enum Answer {
-    Ids(PathBuf),
-    Text(PathBuf),
-}
-
-/// What a replay is given.
-pub(crate) struct Facts<'a> {
-    pub prompt: &'a str,
-    pub raw: bool,
-    pub answer: Answer,
-    pub finish: Option<String>,
-    pub mode: ReplayMode,
-    pub receipt: Option<&'a cocoon_runtime::receipt::Receipt>,
-    pub params: &'a SamplingParams,
-    pub when: UtcTime,
-}
-
-/// The time a receipt was made, for rendering its prompt's chat template.
-pub(crate) fn receipt_time(r: &cocoon_runtime::receipt::Receipt) -> Result<UtcTime> {
-    let secs =
-        cocoon_attest::appraisal::parse_rfc3339(&r.body.time).context("the receipt's time")?;
-    Ok(UtcTime::from_system(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-    ))
-}
-
-/// The replay on an opened runtime: the answer's ids (from a file, or its text tokenized), the
-/// prompt's ids rendered at the receipt's time, the receipt's agreement, then the pass.
-pub(crate) fn replay_on<B: cocoon_runtime::backend::Backend>(
-    rt: &Runtime<B>,
-    f: &Facts<'_>,
-) -> Result<ReplayReport> {
-    let tok = rt.tokenizer();
-    let mut file_finish = None;
-    let output_ids: Vec<u32> = match &f.answer {
-        Answer::Ids(p) => {
+/// The answer read from `--output-ids` (a JSON array, or `cocoon run --json`'s object with
+/// `output_ids` and `finish`) or `--output-file` (text, tokenized again).
+pub(crate) fn read_answer(
+    ids: Option<&std::path::Path>,
+    text: Option<&std::path::Path>,
+) -> Result<Answer> {
+    match (ids, text) {
+        (Some(p), _) => {
             let v: Value = serde_json::from_str(&read_text(p, "the ids file")?)
                 .context("--output-ids is not JSON")?;
+            let finish = v.get("finish").and_then(Value::as_str).map(str::to_owned);
             let ids = v.get("output_ids").unwrap_or(&v);
-            file_finish = v.get("finish").and_then(Value::as_str).map(str::to_owned);
-            serde_json::from_value(ids.clone())
-                .context("--output-ids: expected a JSON array of token ids")?
+            let ids = serde_json::from_value(ids.clone())
+                .context("--output-ids: expected a JSON array of token ids")?;
+            Ok(Answer::Ids { ids, finish })
         }
-        Answer::Text(p) => tok.encode(&read_text(p, "the answer file")?, false)?,
-    };
-    let input_ids = if f.raw {
-        tok.encode(f.prompt, true)?
-    } else {
-        tok.encode(&tok.render_chat_at(f.prompt, f.when)?, false)?
-    };
-    let ends_on_eos = output_ids
-        .last()
-        .is_some_and(|id| tok.eos_ids().contains(id));
-    let finish = f
-        .finish
-        .clone()
-        .or_else(|| f.receipt.map(|r| r.body.output.finish.clone()))
-        .or(file_finish)
-        .unwrap_or_else(|| if ends_on_eos { "stop" } else { "length" }.into());
-    let shown = if ends_on_eos && finish == "stop" {
-        &output_ids[..output_ids.len() - 1]
-    } else {
-        &output_ids[..]
-    };
-    let text = tok.decode(shown)?;
-    let mut reasons = Vec::new();
-    if let Some(r) = f.receipt {
-        reasons.extend(receipt_disagreements(
-            r,
-            &rt.pin(),
-            f.prompt,
-            !f.raw,
-            &input_ids,
-            &output_ids,
-            &text,
-            f.params,
-        ));
-        if r.body.output.finish != finish {
-            reasons.push(format!(
-                "the receipt's output.finish is {}, --finish says {finish}",
-                r.body.output.finish
-            ));
-        }
+        (None, Some(p)) => Ok(Answer::Text(read_text(p, "the answer file")?)),
+        (None, None) => bail!("give --output-ids or --output-file"),
     }
-    let mut report = replay(
-        rt,
-        &Replayed {
-            input_ids: &input_ids,
-            output_ids: &output_ids,
-            params: f.params,
-            finish: &finish,
-        },
-        f.mode,
-    )?;
-    if !reasons.is_empty() {
-        report.reasons.splice(0..0, reasons);
-        report.verdict = "inconsistent";
-    }
-    Ok(report)
 }

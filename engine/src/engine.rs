@@ -6,6 +6,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::replay::ReplayReport;
+use crate::replay_job::{replay_job, ReplayJob};
 use cocoon_runtime::backend::{blocks_for, Backend};
 use cocoon_runtime::generate::Generation;
 use cocoon_runtime::model::config::LlamaConfig;
@@ -166,6 +168,9 @@ pub trait Loaded: Send + Sync {
         attestation: &Attestation,
         request: &ReceiptRequest,
     ) -> Result<Receipt, Error>;
+    /// Replays an answer ([`crate::replay_job::replay_job`]): one teacher-forced pass on this
+    /// model, beside whatever the scheduler runs.
+    fn replay(&self, job: &ReplayJob<'_>) -> Result<ReplayReport, Error>;
 }
 
 impl<B: Backend> Loaded for Runtime<B> {
@@ -205,6 +210,9 @@ impl<B: Backend> Loaded for Runtime<B> {
             attestation,
             request,
         )
+    }
+    fn replay(&self, job: &ReplayJob<'_>) -> Result<ReplayReport, Error> {
+        replay_job(self, job)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod blocks;
 pub mod engine;
 pub mod input;
 pub mod replay;
+pub mod replay_job;
 pub mod request;
 mod scheduler;
 pub mod sealed;

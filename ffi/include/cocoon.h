@@ -163,6 +163,21 @@ cocoon_status cocoon_attest_verify(const uint8_t *evidence,
 void cocoon_string_free(char *s);
 
 /**
+ * Replays an answer on `model`. `job_json`: `{"prompt": text as given, "raw": false,
+ * "output_ids": [ids] | "output": text, "finish": "stop" | "length" (optional), "params":
+ * {sampling parameters} (optional; with a receipt they must equal its own), "receipt": {the
+ * receipt} (optional)}; `options_json` (NULL for defaults): `mode` (`exact`, default, or
+ * `tolerant`). `*report_json_out` (required) receives `{"verdict", "tokens_checked",
+ * "first_divergence", "worst_margin", "reasons"}` (free with cocoon_string_free). Returns
+ * COCOON_OK when consistent, COCOON_ERR_REJECTED when inconsistent, COCOON_ERR_INVALID_ARGUMENT
+ * for a malformed job (no report then). Safe to call from several threads on one handle.
+ */
+cocoon_status cocoon_replay(const cocoon_model *model,
+                            const char *job_json,
+                            const char *options_json,
+                            char **report_json_out);
+
+/**
  * Writes the model's attested key document `{"sign", "hpke", "evidence"}` (what a client
  * checks before sealing) to `*key_json_out` (free with cocoon_string_free). The model must have
  * been opened with `"attest_key": true`; otherwise COCOON_ERR_INVALID_ARGUMENT.

@@ -10,6 +10,8 @@
 #![allow(clippy::missing_safety_doc)] // the safety contract of each function is in the header
 
 mod options;
+mod replay;
+pub use replay::cocoon_replay;
 mod sealed;
 
 use std::cell::RefCell;

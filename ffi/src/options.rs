@@ -166,22 +166,107 @@ impl GenerateParams {
                 "prev",
             ],
         )?;
-        let d = SamplingParams::default();
-        let sampling = SamplingParams {
-            max_tokens: integer(&o, "max_tokens", u64::from(u32::MAX))?
-                .map_or(d.max_tokens, |v| v as u32),
-            temperature: number(&o, "temperature")?.map_or(d.temperature, |v| v as f32),
-            top_p: number(&o, "top_p")?.map_or(d.top_p, |v| v as f32),
-            top_k: integer(&o, "top_k", u64::from(u32::MAX))?.map_or(d.top_k, |v| v as u32),
-            seed: integer(&o, "seed", cocoon_runtime::sampling::MAX_SEED)?.unwrap_or(d.seed),
-        };
-        sampling.validate().map_err(|e| e.to_string())?;
         Ok(GenerateParams {
-            sampling,
+            sampling: sampling(&o)?,
             raw: boolean(&o, "raw")?,
             nonce: string(&o, "nonce")?,
             job_id: string(&o, "job_id")?,
             prev: string(&o, "prev")?,
+        })
+    }
+}
+
+/// Sampling parameters from an object's `max_tokens`, `temperature`, `top_p`, `top_k`, `seed`
+/// (defaults for the absent ones), validated.
+fn sampling(o: &Obj) -> Result<SamplingParams, String> {
+    let d = SamplingParams::default();
+    let sampling = SamplingParams {
+        max_tokens: integer(o, "max_tokens", u64::from(u32::MAX))?
+            .map_or(d.max_tokens, |v| v as u32),
+        temperature: number(o, "temperature")?.map_or(d.temperature, |v| v as f32),
+        top_p: number(o, "top_p")?.map_or(d.top_p, |v| v as f32),
+        top_k: integer(o, "top_k", u64::from(u32::MAX))?.map_or(d.top_k, |v| v as u32),
+        seed: integer(o, "seed", cocoon_runtime::sampling::MAX_SEED)?.unwrap_or(d.seed),
+    };
+    sampling.validate().map_err(|e| e.to_string())?;
+    Ok(sampling)
+}
+
+/// A replay job (`cocoon_replay`): `prompt` (required), `raw`, `output_ids` (array) or
+/// `output` (text), `finish`, `params` (sampling keys), `receipt` (object); options: `mode`.
+pub struct ReplayParams {
+    pub prompt: String,
+    pub raw: bool,
+    pub answer: cocoon_engine::replay_job::Answer,
+    pub finish: Option<String>,
+    pub params: Option<SamplingParams>,
+    pub receipt: Option<cocoon_runtime::receipt::Receipt>,
+    pub mode: cocoon_engine::replay::ReplayMode,
+}
+
+impl ReplayParams {
+    pub fn parse(job: &str, options: Option<&str>) -> Result<Self, String> {
+        use cocoon_engine::replay::ReplayMode;
+        use cocoon_engine::replay_job::Answer;
+        let o = object(
+            Some(job),
+            "job_json",
+            &[
+                "prompt",
+                "raw",
+                "output_ids",
+                "output",
+                "finish",
+                "params",
+                "receipt",
+            ],
+        )?;
+        let prompt = string(&o, "prompt")?.ok_or("prompt: required")?;
+        let answer = match (o.get("output_ids"), string(&o, "output")?) {
+            (Some(ids), None) => Answer::Ids {
+                ids: serde_json::from_value(ids.clone())
+                    .map_err(|_| "output_ids: expected an array of token ids".to_owned())?,
+                finish: None,
+            },
+            (None, Some(text)) => Answer::Text(text),
+            _ => return Err("give exactly one of output_ids and output".into()),
+        };
+        let finish = string(&o, "finish")?;
+        if let Some(f) = finish
+            .as_deref()
+            .filter(|f| !["stop", "length"].contains(f))
+        {
+            return Err(format!("finish: {f:?} is not stop or length"));
+        }
+        let params = match o.get("params") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(p)) => {
+                let allowed = ["max_tokens", "temperature", "top_p", "top_k", "seed"];
+                if let Some(k) = p.keys().find(|k| !allowed.contains(&k.as_str())) {
+                    return Err(format!("params: unknown key {k:?}"));
+                }
+                Some(sampling(p).map_err(|e| format!("params: {e}"))?)
+            }
+            Some(v) => return Err(format!("params: expected an object, got {v}")),
+        };
+        let receipt = match o.get("receipt") {
+            None | Some(Value::Null) => None,
+            Some(r) => Some(cocoon_runtime::verify::parse_receipt(&r.to_string())?),
+        };
+        let opts = object(options, "options_json", &["mode"])?;
+        let mode = match string(&opts, "mode")?.as_deref() {
+            None | Some("exact") => ReplayMode::Exact,
+            Some("tolerant") => ReplayMode::Tolerant,
+            Some(m) => return Err(format!("mode: {m:?} is not exact or tolerant")),
+        };
+        Ok(ReplayParams {
+            prompt,
+            raw: boolean(&o, "raw")?,
+            answer,
+            finish,
+            params,
+            receipt,
+            mode,
         })
     }
 }

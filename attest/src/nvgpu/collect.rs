@@ -109,6 +109,13 @@ fn collect_inner(nonce: [u8; 32]) -> Result<Vec<GpuEvidence>, String> {
             .map_err(|e| format!("GPU {i}: {e}"))?;
         let name = d.name().map_err(|e| format!("GPU {i} name: {e}"))?;
         let arch = arch_of(&name)?;
+        // A GPU outside confidential-computing mode does not protect the work it is given:
+        // refused here rather than bound into a key.
+        if let Ok(false) = d.is_cc_enabled() {
+            return Err(format!(
+                "GPU {i} ({name}): confidential computing is off (see nvidia-smi conf-compute)"
+            ));
+        }
         let report = d
             .confidential_compute_gpu_attestation_report(nonce)
             .map_err(|e| format!("GPU {i} ({name}): attestation report: {e} (is the GPU in confidential-computing mode?)"))?;

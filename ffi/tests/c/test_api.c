@@ -31,6 +31,20 @@ static int count_pieces(void *user, const char *piece, size_t len) {
   return 0;
 }
 
+/* Collects the generated text, JSON-escaped, into a fixed buffer. */
+struct text_buf { char s[8192]; size_t n; };
+static int collect_json(void *user, const char *piece, size_t len) {
+  struct text_buf *b = user;
+  for (size_t i = 0; i < len && b->n + 8 < sizeof b->s; i++) {
+    unsigned char c = (unsigned char)piece[i];
+    if (c == '"' || c == '\\') { b->s[b->n++] = '\\'; b->s[b->n++] = (char)c; }
+    else if (c < 0x20) b->n += (size_t)snprintf(b->s + b->n, 8, "\\u%04x", c);
+    else b->s[b->n++] = (char)c;
+  }
+  b->s[b->n] = 0;
+  return 0;
+}
+
 static int stop_after_first(void *user, const char *piece, size_t len) {
   (void)piece;
   (void)len;
@@ -147,6 +161,34 @@ int main(int argc, char **argv) {
   CHECK(calls == 1 && receipt && strstr(receipt, "\"finish\":\"cancelled\""), "cancelled receipt");
   cocoon_string_free(receipt);
   receipt = NULL;
+
+  /* Spot-check replay from C: an answer's text and its receipt give a report (whether the tiny
+     model's text tokenizes back to the same ids is not assured: the exact path, with output
+     ids, is tested in ffi/tests/replay.rs); a changed answer is inconsistent; malformed jobs
+     and NULLs are refused without a report. */
+  {
+    struct text_buf text = {{0}, 0};
+    char *r = NULL, *rep = NULL;
+    CHECK(cocoon_generate(model, "Hello", "{\"max_tokens\": 10, \"raw\": true, \"seed\": 3}", collect_json, &text, &r) == COCOON_OK, "generate for replay");
+    size_t jl = strlen(r) + text.n + 256;
+    char *job = malloc(jl);
+    snprintf(job, jl, "{\"prompt\": \"Hello\", \"raw\": true, \"output\": \"%s\", \"receipt\": %s}", text.s, r);
+    cocoon_status rs = cocoon_replay(model, job, NULL, &rep);
+    CHECK((rs == COCOON_OK || rs == COCOON_ERR_REJECTED) && rep && strstr(rep, "\"verdict\":"), "replay report: %s", rep ? rep : cocoon_last_error());
+    cocoon_string_free(rep);
+    rep = NULL;
+    snprintf(job, jl, "{\"prompt\": \"Hello\", \"raw\": true, \"output\": \"%sX\", \"receipt\": %s}", text.s, r);
+    CHECK(cocoon_replay(model, job, "{\"mode\": \"tolerant\"}", &rep) == COCOON_ERR_REJECTED, "changed answer rejected");
+    CHECK(rep && strstr(rep, "\"verdict\":\"inconsistent\""), "inconsistent report: %s", rep ? rep : "");
+    cocoon_string_free(rep);
+    rep = NULL;
+    CHECK(cocoon_replay(model, "{\"prompt\": \"Hello\"}", NULL, &rep) == COCOON_ERR_INVALID_ARGUMENT && rep == NULL, "no answer");
+    CHECK(cocoon_replay(model, "{\"prompt\": \"Hello\", \"output\": \"x\"}", "{\"mode\": \"loose\"}", &rep) == COCOON_ERR_INVALID_ARGUMENT, "bad mode");
+    CHECK(cocoon_replay(NULL, "{}", NULL, &rep) == COCOON_ERR_INVALID_ARGUMENT, "NULL model");
+    CHECK(cocoon_replay(model, "{\"prompt\": \"Hello\", \"output\": \"x\"}", NULL, NULL) == COCOON_ERR_INVALID_ARGUMENT, "NULL report");
+    free(job);
+    cocoon_string_free(r);
+  }
 
   /* generate argument checks */
   CHECK(cocoon_generate(NULL, "x", NULL, NULL, NULL, NULL) == COCOON_ERR_INVALID_ARGUMENT, "NULL model");
