@@ -260,33 +260,6 @@ impl Cert {
 }
 
 impl Cert {
-    /// Verifies that `issuer` signed this certificate with ECDSA P-384 / SHA-384 (NVIDIA's
-    /// device and RIM chains).
-    pub fn check_signed_by_p384(&self, issuer: &Cert) -> Result<()> {
-        const ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
-        if self.cert.signature_algorithm.oid.to_string() != ECDSA_SHA384 {
-            return Err(Error::BadSignature(format!(
-                "{}: signature algorithm {} is not ECDSA with SHA-384",
-                self.common_name(),
-                self.cert.signature_algorithm.oid
-            )));
-        }
-        let tbs = self
-            .cert
-            .tbs_certificate
-            .to_der()
-            .map_err(|e| malformed(format!("re-encoding: {e}")))?;
-        let sig = p384::ecdsa::Signature::from_der(self.cert.signature.raw_bytes())
-            .map_err(|e| malformed(format!("signature: {e}")))?;
-        p384_key(issuer)?.verify(&tbs, &sig).map_err(|_| {
-            Error::BadSignature(format!(
-                "{} is not signed by {}",
-                self.common_name(),
-                issuer.common_name()
-            ))
-        })
-    }
-
     /// Whether the basicConstraints extension marks this certificate as a CA.
     pub fn is_ca(&self) -> bool {
         use x509_cert::ext::pkix::BasicConstraints;

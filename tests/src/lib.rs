@@ -301,3 +301,30 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .map(|x| x.as_u64().expect("id") as u32)
         .collect()
 }
+
+/// A receipt for a short generation on the tiny golden model `tiny-gqa` ("hello", raw, 8 greedy
+/// tokens), bound by `att` with `request`.
+pub fn tiny_receipt(
+    att: &cocoon_runtime::notary::Attestation,
+    request: &cocoon_runtime::notary::ReceiptRequest,
+) -> cocoon_runtime::receipt::Receipt {
+    use cocoon_runtime::notary::{body, issue, Facts};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden/tiny-gqa");
+    let pin = cocoon_runtime::manifest_of(&dir, None).expect("pin").pin();
+    let rt = cocoon_runtime::Runtime::open_cpu(&dir, &pin, 1, None).expect("open");
+    let params = cocoon_runtime::SamplingParams {
+        max_tokens: 8,
+        ..Default::default()
+    };
+    let ids = rt.prompt_ids("hello", true).expect("prompt");
+    let generation = rt.generate(&ids, &params, &mut |_| true).expect("generate");
+    let facts = Facts {
+        pin,
+        backend: "cpu".into(),
+        params: &params,
+        chat_template: false,
+        prompt: "hello",
+        generation: &generation,
+    };
+    issue(body(&facts, request).expect("body"), att).expect("issue")
+}

@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 use cocoon_attest::dev::DevProvider;
 use cocoon_attest::nvgpu::evidence::{Arch, GpuEvidence};
 use cocoon_attest::policy::Policy;
-use cocoon_runtime::notary::{body, issue, Attestation, AttestedKey, Facts, ReceiptRequest};
+use cocoon_runtime::notary::{Attestation, AttestedKey, ReceiptRequest};
 use cocoon_runtime::receipt::{gpu_nonce, Receipt};
 use cocoon_runtime::verify::{verify_receipt, VerifyOptions};
-use cocoon_runtime::{manifest_of, Runtime, SamplingParams};
 
 fn vectors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors/nvgpu/go-nvattest-tools-h100")
@@ -51,28 +50,7 @@ fn collateral() -> tempfile::TempDir {
 }
 
 fn receipt(key: AttestedKey) -> Receipt {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden/tiny-gqa");
-    let pin = manifest_of(&dir, None).unwrap().pin();
-    let rt = Runtime::open_cpu(&dir, &pin, 1, None).unwrap();
-    let params = SamplingParams {
-        max_tokens: 4,
-        ..Default::default()
-    };
-    let ids = rt.prompt_ids("hello", true).unwrap();
-    let generation = rt.generate(&ids, &params, &mut |_| true).unwrap();
-    let facts = Facts {
-        pin,
-        backend: "cpu".into(),
-        params: &params,
-        chat_template: false,
-        prompt: "hello",
-        generation: &generation,
-    };
-    issue(
-        body(&facts, &ReceiptRequest::default()).unwrap(),
-        &Attestation::Key(Box::new(key)),
-    )
-    .unwrap()
+    cocoon_tests::tiny_receipt(&Attestation::Key(Box::new(key)), &ReceiptRequest::default())
 }
 
 fn options(dir: &Path) -> VerifyOptions {

@@ -4,38 +4,20 @@
 use std::path::Path;
 
 use cocoon_attest::dev::DevProvider;
-use cocoon_runtime::notary::{body, issue, Attestation, AttestedKey, Facts, ReceiptRequest};
+use cocoon_runtime::notary::{Attestation, AttestedKey, ReceiptRequest};
 use cocoon_runtime::receipt::{Receipt, ReceiptBody};
 use cocoon_runtime::verify::{parse_receipt, verify_chain, verify_receipt, VerifyOptions};
-use cocoon_runtime::{manifest_of, Runtime, SamplingParams};
 use cocoon_tests::cocoon;
 use serde_json::Value;
 
 fn make(att: &Attestation, prev: Option<String>) -> Receipt {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden/tiny-gqa");
-    let pin = manifest_of(&dir, None).unwrap().pin();
-    let rt = Runtime::open_cpu(&dir, &pin, 1, None).unwrap();
-    let params = SamplingParams {
-        max_tokens: 8,
-        ..Default::default()
-    };
-    let ids = rt.prompt_ids("hello", true).unwrap();
-    let generation = rt.generate(&ids, &params, &mut |_| true).unwrap();
-    let facts = Facts {
-        pin,
-        backend: "cpu".into(),
-        params: &params,
-        chat_template: false,
-        prompt: "hello",
-        generation: &generation,
-    };
     let request = ReceiptRequest {
         nonce: Some("c0ffee".into()),
         job_id: Some("job-1".into()),
         prev,
         sealed_request_sha256: None,
     };
-    issue(body(&facts, &request).unwrap(), att).unwrap()
+    cocoon_tests::tiny_receipt(att, &request)
 }
 
 fn dev_ok() -> VerifyOptions {

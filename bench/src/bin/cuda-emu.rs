@@ -19,36 +19,12 @@ use std::time::Duration;
 
 use cocoon_bench::kernel_check::{act, encode, random, read, weight, Report};
 use cocoon_kernels::shapes::{split_grid_chunks, ATT_WARPS, GEMM_TILE, GEMV_WARPS};
+use cocoon_kernels::source::SOURCES;
 use cocoon_runtime::backend::cpu::CpuBackend;
 use cocoon_runtime::backend::{AttentionShape, Backend, Batch, Logits, RowKind, KV_BLOCK};
 use cocoon_runtime::model::weights::DType;
 use cocoon_runtime::sampling::argmax;
 use cocoon_tests::Rng;
-
-/// Every `extern "C"` kernel the launch wrappers call.
-const KERNELS: &[&str] = &[
-    "embed_f32",
-    "embed_bf16",
-    "embed_f16",
-    "gather_rows",
-    "rms_norm_f32",
-    "rms_norm_bf16",
-    "rms_norm_f16",
-    "add_rms_norm_f32",
-    "add_rms_norm_bf16",
-    "add_rms_norm_f16",
-    "gemv_f32",
-    "gemv_bf16",
-    "gemv_f16",
-    "gemm_bf16",
-    "gemm_f16",
-    "rope_cache",
-    "attn_split",
-    "attn_combine",
-    "swiglu",
-    "add",
-    "argmax_rows",
-];
 
 /// How long one launch may take before the emulator is taken to be stuck (a deadlock).
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -261,7 +237,8 @@ fn build(kernels: &Path, emu: &Path, out: &Path, kind: Build) -> Result<PathBuf,
         tu += &rewrite_asm(&read(f)?).map_err(|e| format!("{}: {e}", f.display()))?;
     }
     tu += "\n#line 1 \"kernel table\"\nstatic const emu::Entry ENTRIES[] = {\n";
-    for k in KERNELS {
+    // Every kernel the runtime compiles (`kernels/src/source.rs`).
+    for k in SOURCES.iter().flat_map(|s| s.kernels) {
         tu += &format!("    EMU_ENTRY({k}),\n");
     }
     tu += "};\nextern const emu::Entry* emu_entries;\nconst emu::Entry* emu_entries = ENTRIES;\n\
