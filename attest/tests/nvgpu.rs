@@ -139,6 +139,22 @@ fn the_complete_set_is_ok() {
     let v = verify_gpu(&evidence(), &c, &pinned, None, at()).unwrap();
     assert_eq!(v.reasons.len(), 1, "{:?}", v.reasons);
     assert!(v.reasons[0].contains("driver 550.90.07 is not among"));
+    // The same report called Blackwell: not supported, and the RIMs are for another product.
+    let mut other = evidence();
+    other.arch = Arch::Blackwell;
+    let v = verify_gpu(&other, &c, &GpuPolicy::default(), None, at()).unwrap();
+    assert!(
+        v.reasons[0].contains("Blackwell evidence is not supported"),
+        "{:?}",
+        v.reasons
+    );
+    assert!(
+        v.reasons
+            .iter()
+            .any(|r| r.contains("is for product \"GH100\", the GPU is a GB100")),
+        "{:?}",
+        v.reasons
+    );
 }
 
 #[test]

@@ -179,6 +179,15 @@ pub fn verify_gpu(
         if let Err(e) = rim.check_chain(at, &collateral.memo) {
             reasons.push(e.to_string());
         }
+        if rim.product != product(e.arch) {
+            reasons.push(format!(
+                "the {} RIM {} is for product {:?}, the GPU is a {}",
+                rim.kind.as_str(),
+                rim.version,
+                rim.product,
+                product(e.arch)
+            ));
+        }
     }
     let measurements = compare(&report, &rims, &mut reasons);
     let ocsp = check_ocsp(&certs, &rims, collateral, policy, at, &mut reasons);
