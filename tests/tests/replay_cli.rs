@@ -158,3 +158,87 @@ fn audit_replays_a_seeded_fraction_and_names_the_departures() {
     let missing = audit("1");
     assert_eq!(missing.code, 2, "{}", missing.stdout);
 }
+
+#[test]
+fn audit_replays_a_receipt_chain_as_a_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    write_tiny_model(&model, &TinySpec::default());
+    let pin = pin_of(&model);
+    let m = model.to_str().unwrap();
+    let jobs = tmp.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    // Three answers chained by --prev-receipt, named so that their sorted order is not the
+    // chain's.
+    let mut prev: Option<String> = None;
+    for (name, prompt) in [
+        ("z-first", "one"),
+        ("a-second", "two"),
+        ("m-third", "three"),
+    ] {
+        let receipt = jobs
+            .join(format!("{name}.receipt.json"))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let mut args = vec![
+            "run",
+            "--model",
+            m,
+            "--pin",
+            &pin,
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            "8",
+            "--json",
+            "--attest",
+            "dev",
+            "--receipt",
+            &receipt,
+        ];
+        if let Some(p) = &prev {
+            args.extend(["--prev-receipt", p.as_str()]);
+        }
+        let run = cocoon(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        std::fs::write(jobs.join(format!("{name}.prompt.txt")), prompt).unwrap();
+        std::fs::write(jobs.join(format!("{name}.answer.json")), &run.stdout).unwrap();
+        prev = Some(receipt);
+    }
+    let audit = || {
+        cocoon([
+            "audit",
+            jobs.to_str().unwrap(),
+            "--model",
+            m,
+            "--pin",
+            &pin,
+            "--chain",
+            "--json",
+        ])
+    };
+    let ok = audit();
+    assert_eq!(ok.code, 0, "{}{}", ok.stdout, ok.stderr);
+    let v: serde_json::Value = serde_json::from_str(&ok.stdout).unwrap();
+    assert_eq!(v["chain"]["links"], "ok", "{v}");
+    assert_eq!(
+        (v["chain"]["length"].as_u64(), v["consistent"].as_u64()),
+        (Some(3), Some(3))
+    );
+    // The middle receipt removed: two heads, the chain is broken (exit 1).
+    for ext in ["receipt.json", "prompt.txt", "answer.json"] {
+        std::fs::remove_file(jobs.join(format!("a-second.{ext}"))).unwrap();
+    }
+    let broken = audit();
+    assert_eq!(broken.code, 1, "{}", broken.stdout);
+    let v: serde_json::Value = serde_json::from_str(&broken.stdout).unwrap();
+    assert_eq!(v["chain"]["links"], "broken");
+    assert!(
+        v["chain"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("2 heads"),
+        "{v}"
+    );
+}
