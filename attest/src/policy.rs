@@ -302,7 +302,7 @@ impl Policy {
                 }
             }
         }
-        if self.require_gpu_evidence && platform != "dev" {
+        if self.require_gpu_evidence {
             out.push(
                 "the policy requires GPU evidence (require_gpu_evidence), and this is CPU evidence alone; \
                  verify a receipt or key document that carries it (gpus)"
