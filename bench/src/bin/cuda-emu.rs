@@ -6,7 +6,7 @@
 //! shapes; then the same on a ThreadSanitizer build and on an AddressSanitizer + UBSan build
 //! (every buffer its own exact allocation) for the smaller shapes. Ends with
 //! `cuda-emu: N passed, M failed`; exit 1 when any failed. `COCOON_EMU_SHAPES=small`: the
-//! small shapes only.
+//! small shapes only; `COCOON_EMU_BUILDS=plain,tsan,asan` (default all): which builds run.
 //!
 //! Inline PTX is rewritten into calls of the emulator (`asm(...)` → `emu::ptx(...)` with the
 //! addresses and sizes of its operands); nothing else in the sources is touched.
@@ -997,7 +997,24 @@ fn main() {
         (Build::Tsan, "emu+tsan"),
         (Build::Asan, "emu+asan"),
     ];
-    for (kind, label) in builds {
+    // COCOON_EMU_BUILDS=plain,tsan,asan (default all): which builds run.
+    let wanted = std::env::var("COCOON_EMU_BUILDS").unwrap_or_else(|_| "plain,tsan,asan".into());
+    let builds: Vec<(Build, &str)> = builds
+        .into_iter()
+        .filter(|(kind, _)| {
+            let name = match kind {
+                Build::Plain => "plain",
+                Build::Tsan => "tsan",
+                Build::Asan => "asan",
+            };
+            wanted.split(',').any(|w| w.trim() == name)
+        })
+        .collect();
+    if builds.is_empty() {
+        println!("cuda-emu: COCOON_EMU_BUILDS={wanted:?} names no build (plain, tsan, asan)");
+        std::process::exit(2);
+    }
+    for &(kind, label) in &builds {
         match build(&kernels, &emu_dir, &out, kind) {
             Err(e) => {
                 println!("{label}: {e}");
