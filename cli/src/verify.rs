@@ -48,6 +48,7 @@ pub fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<ExitCode> {
         at: Some(args.checks.at()?),
         policy: args.checks.policy()?,
         gpu_collateral: args.gpu_collateral.clone(),
+        ..Default::default()
     };
     let mut receipts = Vec::new();
     for path in std::iter::once(&args.receipt).chain(&args.chain) {

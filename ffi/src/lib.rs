@@ -360,6 +360,7 @@ pub unsafe extern "C" fn cocoon_verify_receipt(
                 at: params.checks.at,
                 policy: params.checks.policy.clone(),
                 gpu_collateral: params.gpu_collateral.clone(),
+                ..Default::default()
             },
         );
         let json = serde_json::to_string(&report).map_err(|e| invalid(e.to_string()))?;

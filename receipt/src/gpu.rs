@@ -35,15 +35,20 @@ pub fn check_gpus(
             return;
         }
     };
-    let collateral = match &opts.gpu_collateral {
-        Some(dir) => match GpuCollateral::read(dir) {
-            Ok(c) => c,
-            Err(e) => {
-                reasons.push(format!("GPU collateral: {e}"));
-                return;
-            }
-        },
-        None => GpuCollateral::default(),
+    // Read and checked once per options, whatever the number of receipts verified with them
+    // (`cocoon verify --chain`): RIM signatures and the signature memo are reused.
+    let collateral = opts
+        .gpu_collateral_read
+        .get_or_init(|| match &opts.gpu_collateral {
+            Some(dir) => GpuCollateral::read(dir).map_err(|e| e.to_string()),
+            None => Ok(GpuCollateral::default()),
+        });
+    let collateral = match collateral {
+        Ok(c) => c,
+        Err(e) => {
+            reasons.push(format!("GPU collateral: {e}"));
+            return;
+        }
     };
     let policy = opts
         .policy
@@ -53,7 +58,7 @@ pub fn check_gpus(
     let at = opts.at.unwrap_or_else(unix_now);
     for (i, g) in gpus.iter().enumerate() {
         let what = format!("key.evidence.gpus[{i}]");
-        match verify_gpu(g, &collateral, &policy, Some(nonce), at) {
+        match verify_gpu(g, collateral, &policy, Some(nonce), at) {
             Ok(v) if v.reasons.is_empty() => notes.push(format!(
                 "{what}: {} verified: driver {}, VBIOS {}, {}/{} measurements, OCSP {}",
                 v.device,

@@ -38,6 +38,9 @@ pub struct VerifyOptions {
     pub policy: Option<Policy>,
     /// NVIDIA GPU collateral: a directory of driver and VBIOS RIMs and OCSP responses.
     pub gpu_collateral: Option<std::path::PathBuf>,
+    /// `gpu_collateral` as read, the first time a receipt needs it (leave it empty).
+    pub gpu_collateral_read:
+        std::sync::OnceLock<Result<cocoon_attest::nvgpu::GpuCollateral, String>>,
 }
 
 /// The verdict.
