@@ -1,19 +1,17 @@
 //! The CPU backend: the reference and fallback. Weights stay in their stored dtype (BF16, F16
 //! or F32) and are widened to f32 inside the dot products; accumulation is f32; work is split
-//! over a private rayon pool. The inner loops keep 16 independent accumulators so that the
-//! compiler emits SIMD fused multiply-adds for them.
+//! over a private rayon pool. The dot products are in [`super::dot`]: one summation order for
+//! every row, so a row's logits do not depend on the rows beside it or on the CPU's features.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use super::dot::{bf16_to_f32, dot, dot_bf16, dot_f16, weight_rows_times, Blocking, PackedRows};
 use super::{AttentionShape, Backend, Batch, HostTensor, KV_BLOCK};
 use crate::error::{Error, Result};
 use crate::model::weights::DType;
 use crate::sampling::argmax;
-
-/// Lanes of the dot-product accumulators.
-const LANES: usize = 16;
 
 /// Stored elements of a weight.
 #[derive(Debug)]
@@ -64,109 +62,6 @@ impl CpuWeight {
             Data::F16(d) => d.len() * 2,
         }
     }
-}
-
-#[inline(always)]
-fn bf16_to_f32(w: u16) -> f32 {
-    f32::from_bits(u32::from(w) << 16)
-}
-
-fn reduce(acc: [f32; LANES]) -> f32 {
-    // Pairwise, in a fixed order: deterministic.
-    let mut a = acc;
-    let mut n = LANES;
-    while n > 1 {
-        n /= 2;
-        for i in 0..n {
-            a[i] += a[i + n];
-        }
-    }
-    a[0]
-}
-
-/// The products past the last whole chunk of `LANES`, summed in order.
-fn tail(x: &[f32], w: &[f32]) -> f32 {
-    let (x, w) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
-    x.remainder()
-        .iter()
-        .zip(w.remainder())
-        .map(|(a, b)| a * b)
-        .sum()
-}
-
-/// f32 dot product.
-pub fn dot(x: &[f32], w: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    for (xs, ws) in x.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
-        for i in 0..LANES {
-            acc[i] = xs[i].mul_add(ws[i], acc[i]);
-        }
-    }
-    reduce(acc) + tail(x, w)
-}
-
-/// The four dot products of two activation rows with two weight rows, `[x0·w0, x0·w1, x1·w0,
-/// x1·w1]`, each bit-identical to [`dot`] of the pair (same lanes, same order, same tail):
-/// a prefill gives exactly the values of one-row passes. Blocked so that each loaded chunk
-/// feeds two fused multiply-adds instead of one.
-fn dot_2x2(x0: &[f32], x1: &[f32], w0: &[f32], w1: &[f32]) -> [f32; 4] {
-    let mut a = [[0f32; LANES]; 4];
-    let chunks = x0
-        .chunks_exact(LANES)
-        .zip(x1.chunks_exact(LANES))
-        .zip(w0.chunks_exact(LANES).zip(w1.chunks_exact(LANES)));
-    for ((x0s, x1s), (w0s, w1s)) in chunks {
-        for i in 0..LANES {
-            a[0][i] = x0s[i].mul_add(w0s[i], a[0][i]);
-            a[1][i] = x0s[i].mul_add(w1s[i], a[1][i]);
-            a[2][i] = x1s[i].mul_add(w0s[i], a[2][i]);
-            a[3][i] = x1s[i].mul_add(w1s[i], a[3][i]);
-        }
-    }
-    [
-        reduce(a[0]) + tail(x0, w0),
-        reduce(a[1]) + tail(x0, w1),
-        reduce(a[2]) + tail(x1, w0),
-        reduce(a[3]) + tail(x1, w1),
-    ]
-}
-
-/// Dot product of f32 activations with BF16 weights.
-pub fn dot_bf16(x: &[f32], w: &[u16]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (xc, wc) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
-    let tail: f32 = xc
-        .remainder()
-        .iter()
-        .zip(wc.remainder())
-        .map(|(a, b)| a * bf16_to_f32(*b))
-        .sum();
-    for (xs, ws) in xc.zip(wc) {
-        for i in 0..LANES {
-            acc[i] = xs[i].mul_add(bf16_to_f32(ws[i]), acc[i]);
-        }
-    }
-    reduce(acc) + tail
-}
-
-/// Dot product of f32 activations with F16 weights.
-pub fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let mut buf = [0f32; LANES];
-    let (xc, wc) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
-    let tail: f32 = xc
-        .remainder()
-        .iter()
-        .zip(wc.remainder())
-        .map(|(a, b)| a * b.to_f32())
-        .sum();
-    for (xs, ws) in xc.zip(wc) {
-        ws.convert_to_f32_slice(&mut buf);
-        for i in 0..LANES {
-            acc[i] = xs[i].mul_add(buf[i], acc[i]);
-        }
-    }
-    reduce(acc) + tail
 }
 
 /// The paged key/value pool in host memory. Each block holds, for every layer, the keys and
@@ -235,6 +130,7 @@ impl CpuPool {
 #[derive(Debug)]
 pub struct CpuBackend {
     pool: rayon::ThreadPool,
+    blocking: Blocking,
 }
 
 impl CpuBackend {
@@ -245,7 +141,16 @@ impl CpuBackend {
             .thread_name(|i| format!("cocoon-cpu-{i}"))
             .build()
             .map_err(|e| Error::Backend(format!("cpu thread pool: {e}")))?;
-        Ok(CpuBackend { pool })
+        Ok(CpuBackend {
+            pool,
+            blocking: Blocking::detect(),
+        })
+    }
+
+    /// The same backend with multi-row matmuls blocked as given instead of as detected (for
+    /// tests and benches: every blocking gives the same bits).
+    pub fn with_blocking(self, blocking: Blocking) -> Self {
+        CpuBackend { blocking, ..self }
     }
 
     /// Threads in the pool.
@@ -412,8 +317,9 @@ impl Backend for CpuBackend {
         _prompt_rows: usize,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        // Every row's sums are the same whether it is computed alone or with others (`dot_2x2`
-        // equals `dot`), so both kinds of rows take the same path.
+        // Every row's sums are the same whether it is computed alone or with others (every
+        // blocking of `dot::weight_rows_times` equals `dot`), so both kinds of rows take the
+        // same path.
         let (n, k) = (w.rows, w.cols);
         check_len("matmul input", x.len(), rows * k)?;
         check_len("matmul output", out.len(), rows * n)?;
@@ -430,39 +336,15 @@ impl Backend for CpuBackend {
                 });
                 return;
             }
-            // Each weight row is widened once and used for every input row, two weight rows
-            // by two input rows at a time (`dot_2x2`); results land transposed (`[n, rows]`)
-            // and are put back in `[rows, n]` order afterwards.
+            // Each weight row is widened once and used for every input row, in register blocks
+            // of rows × weight rows (`dot::weight_rows_times`); results land transposed
+            // (`[n, rows]`) and are put back in `[rows, n]` order afterwards.
             let mut t = vec![0f32; n * rows];
-            let xrow = |r: usize| &x[r * k..(r + 1) * k];
+            let widen = |j: usize, buf: &mut [f32]| w.row_into(j, buf);
+            let packed = PackedRows::new(self.blocking, x, rows, k);
             t.par_chunks_mut(rows * 16)
                 .enumerate()
-                .for_each(|(c, block)| {
-                    let (mut w0, mut w1) = (vec![0f32; k], vec![0f32; k]);
-                    let last_row = c * 16 + block.len() / rows - 1;
-                    let mut cols = block.chunks_exact_mut(rows * 2);
-                    for (jj, pair) in (&mut cols).enumerate() {
-                        w.row_into(c * 16 + 2 * jj, &mut w0);
-                        w.row_into(c * 16 + 2 * jj + 1, &mut w1);
-                        let (col0, col1) = pair.split_at_mut(rows);
-                        for r in (0..rows - rows % 2).step_by(2) {
-                            let d = dot_2x2(xrow(r), xrow(r + 1), &w0, &w1);
-                            (col0[r], col1[r], col0[r + 1], col1[r + 1]) = (d[0], d[1], d[2], d[3]);
-                        }
-                        if rows % 2 == 1 {
-                            col0[rows - 1] = dot(xrow(rows - 1), &w0);
-                            col1[rows - 1] = dot(xrow(rows - 1), &w1);
-                        }
-                    }
-                    // An odd last weight row of the matrix.
-                    let last = cols.into_remainder();
-                    if !last.is_empty() {
-                        w.row_into(last_row, &mut w0);
-                        for (r, v) in last.iter_mut().enumerate() {
-                            *v = dot(xrow(r), &w0);
-                        }
-                    }
-                });
+                .for_each(|(c, block)| weight_rows_times(&packed, c * 16, &widen, block));
             for (j, col) in t.chunks_exact(rows).enumerate() {
                 for (r, v) in col.iter().enumerate() {
                     out[r * n + j] = *v;
@@ -659,38 +541,24 @@ mod tests {
     use super::*;
     use crate::backend::{Logits, RowKind};
 
-    fn naive(x: &[f32], w: &[f32]) -> f32 {
-        x.iter().zip(w).map(|(a, b)| a * b).sum()
-    }
-
-    #[test]
-    fn dots_agree_with_naive_sums_for_every_dtype() {
-        for n in [1, 15, 16, 17, 100, 576] {
-            let x: Vec<f32> = (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
-            let w: Vec<f32> = (0..n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
-            let want = naive(&x, &w);
-            assert!((dot(&x, &w) - want).abs() < 1e-4);
-            let wb: Vec<u16> = w
-                .iter()
-                .map(|v| half::bf16::from_f32(*v).to_bits())
-                .collect();
-            assert!((dot_bf16(&x, &wb) - want).abs() < 1e-4, "bf16 n={n}");
-            let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
-            assert!((dot_f16(&x, &wh) - want).abs() < 1e-4, "f16 n={n}");
-        }
-    }
-
     #[test]
     fn matmul_rows_match_gemv() {
         // Bit for bit, over odd and even row counts, odd weight-row counts (a lone last row
         // in a block of 16) and widths with and without a tail past the 16 lanes.
-        let be = CpuBackend::new(2).unwrap();
+        for blocking in [Blocking::Narrow, Blocking::Wide] {
+            matmul_rows_match_gemv_with(CpuBackend::new(2).unwrap().with_blocking(blocking));
+        }
+    }
+
+    fn matmul_rows_match_gemv_with(be: CpuBackend) {
         for (n, k, rows) in [
             (37, 20, 3),
             (37, 20, 4),
             (16, 48, 2),
             (33, 51, 5),
             (2, 7, 1),
+            (37, 20, 13),
+            (50, 40, 16),
         ] {
             let wv: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 31 % 17) as f32 - 8.0) / 16.0)

@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod cpu;
 pub mod cuda;
+pub mod dot;
 
 pub use batch::{blocks_for, Batch, Logits, RowKind, KV_BLOCK};
 
