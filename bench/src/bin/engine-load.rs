@@ -1,7 +1,8 @@
 //! `engine-load MODEL_DIR [THREADS]`: aggregate decode throughput and time to first token of
 //! the engine on the CPU at 1, 4, 16 and 64 concurrent requests (64 new tokens each, greedy,
 //! different prompts), side by side with the single-request path (`Runtime::generate`) in the
-//! same run. Prints one JSON line per concurrency.
+//! same run. Prints one JSON line per concurrency. `COCOON_LOAD_CONCURRENCY=16,64` runs only
+//! those concurrencies (for profiling one).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,7 +47,15 @@ fn main() {
         "{}",
         serde_json::json!({"path": "Runtime::generate", "threads": threads, "decode_tokens_per_s": single_tps, "prefill_ms": prefill_alone_ms, "prompt_tokens": g.input_ids.len()})
     );
+    let only: Option<Vec<usize>> = std::env::var("COCOON_LOAD_CONCURRENCY").ok().map(|v| {
+        v.split(',')
+            .map(|c| c.trim().parse().expect("a concurrency"))
+            .collect()
+    });
     for concurrency in [1usize, 4, 16, 64] {
+        if only.as_ref().is_some_and(|o| !o.contains(&concurrency)) {
+            continue;
+        }
         let engine = Arc::new(
             Engine::start(
                 open(),

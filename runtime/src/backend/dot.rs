@@ -254,7 +254,6 @@ fn times<const C: usize>(
     let group = WIDE_ROWS;
     let m = out.len() / rows;
     let mut w = vec![0f32; C * k];
-    let mut packed = vec![0f32; C * chunks * LANES];
     let mut j = 0;
     while j < m {
         if j + C > m {
@@ -269,11 +268,8 @@ fn times<const C: usize>(
         for c in 0..C {
             widen(first + j + c, &mut w[c * k..(c + 1) * k]);
         }
-        for (i, d) in packed.chunks_exact_mut(LANES).enumerate() {
-            let at = (i % C) * k + (i / C) * LANES;
-            d.copy_from_slice(&w[at..at + LANES]);
-        }
-        let wp = packed.as_chunks::<LANES>().0.as_chunks::<C>().0;
+        let wp: [&[[f32; LANES]]; C] =
+            std::array::from_fn(|c| &w[c * k..(c + 1) * k].as_chunks::<LANES>().0[..chunks]);
         for g in (0..rows).step_by(group) {
             let xs = &x.packed[g * chunks * LANES..];
             let mut put = |r: usize, c: usize, sum: f32| {
@@ -292,19 +288,23 @@ fn times<const C: usize>(
     }
 }
 
-/// One register block: `R` packed activation rows (`xs`, `[chunk][row][lane]`) times `C` packed
-/// weight rows (`wp`, `[chunk][weight row][lane]`); each pair's lanes, added up, go to `put`.
+/// One register block: `R` packed activation rows (`xs`, `[chunk][row][lane]`) times `C` weight
+/// rows (`wp`, each in chunks); each pair's lanes, added up, go to `put`.
 #[inline(always)]
 fn block<const R: usize, const C: usize>(
     xs: &[f32],
-    wp: &[[[f32; LANES]; C]],
+    wp: [&[[f32; LANES]]; C],
     put: &mut impl FnMut(usize, usize, f32),
 ) {
-    let xp = &xs.as_chunks::<LANES>().0.as_chunks::<R>().0[..wp.len()];
+    let chunks = wp[0].len();
+    let xp = &xs.as_chunks::<LANES>().0.as_chunks::<R>().0[..chunks];
     let mut acc = [[[0f32; LANES]; C]; R];
-    for (xv, wv) in xp.iter().zip(wp) {
+    for (i, xv) in xp.iter().enumerate() {
         // Copied out of the slices: the compiler then keeps the chunks in registers.
-        let wv = *wv;
+        let mut wv = [[0f32; LANES]; C];
+        for c in 0..C {
+            wv[c] = wp[c][i];
+        }
         for r in 0..R {
             let xr = xv[r];
             for c in 0..C {
@@ -315,10 +315,37 @@ fn block<const R: usize, const C: usize>(
         }
     }
     for (r, ar) in acc.into_iter().enumerate() {
-        for (c, a) in ar.into_iter().enumerate() {
-            put(r, c, reduce(a));
+        for (c, sum) in reduce_each(ar).into_iter().enumerate() {
+            put(r, c, sum);
         }
     }
+}
+
+/// [`reduce`] of each of `C` accumulators, written level by level across them so that the
+/// additions of one level run as vector additions; each result is bit-identical to `reduce`.
+#[inline(always)]
+fn reduce_each<const C: usize>(a: [[f32; LANES]; C]) -> [f32; C] {
+    let (mut h, mut q, mut d, mut sums) =
+        ([[0f32; 8]; C], [[0f32; 4]; C], [[0f32; 2]; C], [0f32; C]);
+    for c in 0..C {
+        for i in 0..8 {
+            h[c][i] = a[c][i] + a[c][i + 8];
+        }
+    }
+    for c in 0..C {
+        for i in 0..4 {
+            q[c][i] = h[c][i] + h[c][i + 4];
+        }
+    }
+    for c in 0..C {
+        for i in 0..2 {
+            d[c][i] = q[c][i] + q[c][i + 2];
+        }
+    }
+    for c in 0..C {
+        sums[c] = d[c][0] + d[c][1];
+    }
+    sums
 }
 
 #[cfg(test)]
