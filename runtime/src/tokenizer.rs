@@ -25,6 +25,51 @@ pub struct TextTokenizer {
 /// Longest token text accepted in a vocabulary.
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
+/// Most bytes a normalizer, pre-tokenizer, post-processor or decoder of `tokenizer.json` may
+/// insert in one place (a `Replace` content, a `Prepend`, a template's special token...).
+pub const MAX_INSERTED_BYTES: usize = 256;
+
+/// How many times longer than the text a normalized text may be (Unicode's NFKC makes one
+/// character at most 18 long; anything beyond is a tokenizer made to exhaust memory).
+pub const MAX_NORMALIZED_GROWTH: usize = 32;
+
+/// Bytes a normalized text may have beyond [`MAX_NORMALIZED_GROWTH`] times its length.
+const NORMALIZED_SLACK: usize = 4096;
+
+/// Bytes of text normalized at a time when checking the normalized size.
+const NORMALIZE_PIECE: usize = 4096;
+
+/// Refuses a part of `tokenizer.json` that would insert more than [`MAX_INSERTED_BYTES`] in
+/// one place: the strings of `Replace` (`content`), `Prepend`, `Metaspace` and `Strip`-like
+/// components, wherever they sit in sequences. Other strings (patterns, the vocabulary) insert
+/// nothing.
+fn check_inserted_text(part: &str, v: &Value) -> Result<()> {
+    match v {
+        Value::Array(items) => items.iter().try_for_each(|i| check_inserted_text(part, i)),
+        Value::Object(o) => {
+            for key in ["content", "prepend", "replacement"] {
+                if let Some(Value::String(text)) = o.get(key) {
+                    if text.len() > MAX_INSERTED_BYTES {
+                        return Err(Error::format(
+                            TOKENIZER,
+                            format!(
+                                "the {part}'s {} inserts {} bytes at a time, more than {MAX_INSERTED_BYTES}",
+                                o.get("type").and_then(Value::as_str).map_or_else(
+                                    || "component".to_owned(),
+                                    |t| format!("{} component", crate::escape::shown(t))
+                                ),
+                                text.len()
+                            ),
+                        ));
+                    }
+                }
+            }
+            o.values().try_for_each(|i| check_inserted_text(part, i))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The special-token keys of `tokenizer_config.json` that templates may read.
 const SPECIAL_TOKEN_KEYS: [&str; 7] = [
     "bos_token",
@@ -39,8 +84,14 @@ const SPECIAL_TOKEN_KEYS: [&str; 7] = [
 impl TextTokenizer {
     /// Builds the tokenizer from the verified files of a model.
     pub fn from_model(files: &PinnedModel, config: &LlamaConfig) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(files.required(TOKENIZER)?)
+        let tokenizer_json = files.required(TOKENIZER)?;
+        let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| Error::format(TOKENIZER, format!("invalid tokenizer: {e}")))?;
+        let parsed: Value = serde_json::from_slice(tokenizer_json)
+            .map_err(|e| Error::format(TOKENIZER, format!("invalid JSON: {e}")))?;
+        for part in ["normalizer", "pre_tokenizer", "post_processor", "decoder"] {
+            check_inserted_text(part, &parsed[part])?;
+        }
         let tc: Value = match files.file(TOKENIZER_CONFIG) {
             Some(bytes) => serde_json::from_slice(bytes)
                 .map_err(|e| Error::format(TOKENIZER_CONFIG, format!("invalid JSON: {e}")))?,
@@ -113,12 +164,47 @@ impl TextTokenizer {
     }
 
     /// Token ids of `text`; `add_special_tokens` applies the tokenizer's post-processor (BOS…)
-    /// as `tokenizer(text)` does in Hugging Face.
+    /// as `tokenizer(text)` does in Hugging Face. A text its normalizer would make more than
+    /// [`MAX_NORMALIZED_GROWTH`] times longer is refused before it is tokenized.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        self.check_normalized_size(text)?;
         self.inner
             .encode(text, add_special_tokens)
             .map(|e| e.get_ids().to_vec())
             .map_err(|e| Error::InvalidRequest(format!("tokenizing: {e}")))
+    }
+
+    /// Normalizes `text` a piece at a time (each piece's output bounded by the inserted-text
+    /// bound checked at load) and refuses it when the whole would grow past
+    /// [`MAX_NORMALIZED_GROWTH`] times its length: the tokenizer then never holds a normalized
+    /// text of unbounded size.
+    fn check_normalized_size(&self, text: &str) -> Result<()> {
+        use tokenizers::{NormalizedString, Normalizer};
+        let Some(normalizer) = self.inner.get_normalizer() else {
+            return Ok(());
+        };
+        let limit = text.len().saturating_mul(MAX_NORMALIZED_GROWTH) + NORMALIZED_SLACK;
+        let mut total = 0usize;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut end = rest.len().min(NORMALIZE_PIECE);
+            while !rest.is_char_boundary(end) {
+                end += 1;
+            }
+            let mut piece = NormalizedString::from(&rest[..end]);
+            normalizer
+                .normalize(&mut piece)
+                .map_err(|e| Error::InvalidRequest(format!("normalizing: {e}")))?;
+            total += piece.get().len();
+            if total > limit {
+                return Err(Error::InvalidRequest(format!(
+                    "the tokenizer's normalizer makes this {}-byte text more than {MAX_NORMALIZED_GROWTH} times longer",
+                    text.len()
+                )));
+            }
+            rest = &rest[end..];
+        }
+        Ok(())
     }
 
     /// Text of `ids`, special tokens included.

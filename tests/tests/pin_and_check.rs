@@ -446,3 +446,66 @@ fn a_tokenizer_larger_than_the_vocabulary_is_refused_at_check() {
         ],
     );
 }
+
+/// Rewrites the tiny model's `tokenizer.json` with `normalizer` as its normalizer.
+fn with_normalizer(dir: &Path, normalizer: serde_json::Value) {
+    let path = dir.join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    tok["normalizer"] = normalizer;
+    std::fs::write(&path, tok.to_string()).unwrap();
+}
+
+#[test]
+fn normalizers_that_blow_a_text_up_are_refused() {
+    // One replacement of 10,000 bytes: refused at check, before any text meets it.
+    let (_t, dir) = model();
+    let replace = |content: String| {
+        serde_json::json!({"type": "Sequence", "normalizers": [
+            {"type": "Replace", "pattern": {"Regex": "."}, "content": content}]})
+    };
+    with_normalizer(&dir, replace("a".repeat(10_000)));
+    assert_rejected(
+        &check_repinned(&dir),
+        &[
+            "tokenizer.json",
+            "Replace component inserts 10000 bytes at a time, more than 256",
+        ],
+    );
+    // Every character made 40 bytes long (each insertion within bounds): a 100,000-character
+    // prompt is refused as it is tokenized, within bounded memory, and the model still loads.
+    let (_t, dir) = model();
+    with_normalizer(&dir, replace("b".repeat(40)));
+    let pin = pin_of(&dir);
+    let prompt = "x".repeat(100_000);
+    let run = cocoon([
+        "run",
+        "--model",
+        dir.to_str().unwrap(),
+        "--pin",
+        &pin,
+        "--raw",
+        "--prompt",
+        &prompt,
+        "--max-tokens",
+        "1",
+    ]);
+    assert_rejected(
+        &run,
+        &["normalizer makes this 100000-byte text more than 32 times longer"],
+    );
+    // A short prompt under the same normalizer is answered.
+    let run = cocoon([
+        "run",
+        "--model",
+        dir.to_str().unwrap(),
+        "--pin",
+        &pin,
+        "--raw",
+        "--prompt",
+        "h",
+        "--max-tokens",
+        "1",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}

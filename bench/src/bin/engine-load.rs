@@ -1,7 +1,8 @@
 //! `engine-load MODEL_DIR [THREADS]`: aggregate decode throughput and time to first token of
 //! the engine on the CPU at 1, 4, 16 and 64 concurrent requests (64 new tokens each, greedy,
 //! different prompts), side by side with the single-request path (`Runtime::generate`) in the
-//! same run. Prints one JSON line per concurrency. `COCOON_LOAD_CONCURRENCY=16,64` runs only
+//! same run. Prints one JSON line per concurrency: tokens over the whole run (prompts included)
+//! and the steady decode rate (every request past its prompt, none finished). `COCOON_LOAD_CONCURRENCY=16,64` runs only
 //! those concurrencies (for profiling one).
 
 use std::sync::Arc;
@@ -32,7 +33,7 @@ fn main() {
     let prompt = |i: usize| {
         single
             .prompt_ids(
-                &format!("Question {i}: name a colour and explain why it is your favourite."),
+                &format!("Story {i}: tell a long story about a colour, in many sentences."),
                 false,
             )
             .expect("prompt")
@@ -68,6 +69,26 @@ fn main() {
             .expect("engine"),
         );
         let start = Instant::now();
+        // Engine counters sampled every millisecond: the steady decode rate is measured over the
+        // span in which every prompt has been computed and no request has finished yet, so
+        // that every pass holds one decode row per request and nothing else.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let monitor = {
+            let (e, done) = (Arc::clone(&engine), Arc::clone(&done));
+            let prompt_total: u64 = (0..concurrency).map(|i| prompt(i).len() as u64).sum();
+            std::thread::spawn(move || {
+                let mut window: Option<((f64, u64), (f64, u64))> = None;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let st = e.stats();
+                    let now = (start.elapsed().as_secs_f64(), st.output_tokens);
+                    if st.prompt_tokens >= prompt_total && st.running == concurrency as u64 {
+                        window = Some(window.map_or((now, now), |(a, _)| (a, now)));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                window
+            })
+        };
         let handles: Vec<_> = (0..concurrency)
             .map(|i| {
                 let e = Arc::clone(&engine);
@@ -100,6 +121,12 @@ fn main() {
             tokens += n;
         }
         let wall = start.elapsed().as_secs_f64();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (decode_s, decode_tokens) = match monitor.join().expect("monitor") {
+            Some(((t0, n0), (t1, n1))) => (t1 - t0, n1 - n0),
+            None => (0.0, 0),
+        };
+        let decode_tps = decode_tokens as f64 / decode_s.max(1e-9);
         ttfts.sort_by(f64::total_cmp);
         let stats = engine.stats();
         println!(
@@ -108,7 +135,9 @@ fn main() {
                 "output_tokens": tokens, "wall_s": wall, "aggregate_tokens_per_s": tokens as f64 / wall,
                 "vs_single": tokens as f64 / wall / single_tps,
                 "ttft_p50_ms": percentile(&ttfts, 0.5), "ttft_p99_ms": percentile(&ttfts, 0.99),
-                "mean_rows_per_pass": stats.rows as f64 / stats.steps.max(1) as f64})
+                "mean_rows_per_pass": stats.rows as f64 / stats.steps.max(1) as f64,
+                "steady_decode_s": decode_s, "steady_decode_tokens": decode_tokens,
+                "steady_decode_tokens_per_s": decode_tps, "steady_vs_single": decode_tps / single_tps})
         );
     }
 }
