@@ -6,8 +6,8 @@
 //! RAYON_NUM_THREADS=2 cargo bench -p cocoon-bench --bench cpu
 //! ```
 //! `decode/*` times one token step at positions 64 and beyond; `prefill/*` one 64-token prompt;
-//! `matmul/*` one CPU matmul of SmolLM2's MLP shape (1536 × 576, BF16) over 1 to 64 rows in
-//! each register blocking, with throughput in multiply-adds.
+//! `matmul/*` one CPU matmul of SmolLM2's shapes (BF16) in each register blocking, with
+//! throughput in multiply-adds.
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function
 
 use std::path::Path;
@@ -131,40 +131,48 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// The CPU backend's matmul alone: one 1536 × 576 BF16 weight (SmolLM2's MLP up projection)
-/// times 1, 4, 16 and 64 rows of activations.
+/// The CPU backend's matmul alone: SmolLM2's MLP up projection (1536 × 576, BF16, held in
+/// cache) times 1, 4, 16 and 64 rows of activations, and its output projection (49,152 × 576,
+/// 56 MB, streamed from memory) times 16 rows.
 fn matmul(c: &mut Criterion) {
     use cocoon_runtime::backend::cpu::CpuBackend;
     use cocoon_runtime::backend::dot::Blocking;
     use cocoon_runtime::backend::{Backend, HostTensor};
     use cocoon_runtime::model::weights::DType as Stored;
 
-    let (n, k) = (1536usize, 576usize);
-    let bytes: Vec<u8> = (0..n * k)
-        .flat_map(|i| half::bf16::from_f32(((i * 7919 % 1000) as f32 - 500.0) / 5e4).to_le_bytes())
-        .collect();
-    let tensor = HostTensor {
-        dtype: Stored::BF16,
-        shape: &[n, k],
-        bytes: &bytes,
-    };
+    let k = 576usize;
     let mut g = c.benchmark_group("matmul");
     g.sample_size(20).measurement_time(Duration::from_secs(4));
-    for blocking in [Blocking::Narrow, Blocking::Wide] {
-        let cpu = CpuBackend::new(THREADS).unwrap().with_blocking(blocking);
-        let w = cpu.upload(tensor).unwrap();
-        for rows in [1usize, 4, 16, 64] {
-            if rows == 1 && blocking == Blocking::Wide {
-                continue; // one row is a plain dot product per weight row either way
+    for (name, n, row_counts) in [
+        ("mlp", 1536usize, &[1usize, 4, 16, 64][..]),
+        ("lm_head", 49152, &[16][..]),
+    ] {
+        let bytes: Vec<u8> = (0..n * k)
+            .flat_map(|i| {
+                half::bf16::from_f32(((i * 7919 % 1000) as f32 - 500.0) / 5e4).to_le_bytes()
+            })
+            .collect();
+        let tensor = HostTensor {
+            dtype: Stored::BF16,
+            shape: &[n, k],
+            bytes: &bytes,
+        };
+        for blocking in [Blocking::Narrow, Blocking::Wide] {
+            let cpu = CpuBackend::new(THREADS).unwrap().with_blocking(blocking);
+            let w = cpu.upload(tensor).unwrap();
+            for &rows in row_counts {
+                if rows == 1 && blocking == Blocking::Wide {
+                    continue; // one row is a plain dot product per weight row either way
+                }
+                let x: Vec<f32> = (0..rows * k)
+                    .map(|i| (i % 97) as f32 / 97.0 - 0.5)
+                    .collect();
+                let mut out = vec![0f32; rows * n];
+                g.throughput(Throughput::Elements((rows * n * k) as u64));
+                g.bench_function(format!("{name}/{blocking:?}/rows{rows}"), |b| {
+                    b.iter(|| cpu.matmul(&x, &w, rows, 0, &mut out).unwrap())
+                });
             }
-            let x: Vec<f32> = (0..rows * k)
-                .map(|i| (i % 97) as f32 / 97.0 - 0.5)
-                .collect();
-            let mut out = vec![0f32; rows * n];
-            g.throughput(Throughput::Elements((rows * n * k) as u64));
-            g.bench_function(format!("{blocking:?}/rows{rows}"), |b| {
-                b.iter(|| cpu.matmul(&x, &w, rows, 0, &mut out).unwrap())
-            });
         }
     }
     g.finish();
