@@ -7,7 +7,10 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use super::dot::{bf16_to_f32, dot, dot_bf16, dot_f16, weight_rows_times, Blocking, PackedRows};
+use super::dot::{
+    bf16_to_f32, dot, rows_dot_bf16, rows_dot_f16, rows_dot_f32, weight_rows_times, Blocking,
+    PackedRows,
+};
 use super::{AttentionShape, Backend, Batch, HostTensor, KV_BLOCK};
 use crate::error::{Error, Result};
 use crate::model::weights::DType;
@@ -44,13 +47,16 @@ impl CpuWeight {
         }
     }
 
-    /// `x · row r`.
-    fn dot_row(&self, r: usize, x: &[f32]) -> f32 {
-        let span = r * self.cols..(r + 1) * self.cols;
+    /// `out[j] = x · row (first + j)` for each value of `out`.
+    fn rows_dot(&self, first: usize, x: &[f32], out: &mut [f32]) {
+        if self.cols == 0 {
+            return out.fill(0.0);
+        }
+        let span = first * self.cols..(first + out.len()) * self.cols;
         match &self.data {
-            Data::F32(d) => dot(x, &d[span]),
-            Data::BF16(d) => dot_bf16(x, &d[span]),
-            Data::F16(d) => dot_f16(x, &d[span]),
+            Data::F32(d) => rows_dot_f32(x, &d[span], out),
+            Data::BF16(d) => rows_dot_bf16(x, &d[span], out),
+            Data::F16(d) => rows_dot_f16(x, &d[span], out),
         }
     }
 
@@ -329,11 +335,10 @@ impl Backend for CpuBackend {
         let x = &x[..rows * k];
         self.pool.install(|| {
             if rows == 1 {
-                out[..n].par_chunks_mut(64).enumerate().for_each(|(c, o)| {
-                    for (j, v) in o.iter_mut().enumerate() {
-                        *v = w.dot_row(c * 64 + j, x);
-                    }
-                });
+                out[..n]
+                    .par_chunks_mut(64)
+                    .enumerate()
+                    .for_each(|(c, o)| w.rows_dot(c * 64, x, o));
                 return;
             }
             // Each weight row is widened once and used for every input row, in register blocks

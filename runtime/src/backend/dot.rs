@@ -43,6 +43,7 @@ fn tail(x: &[f32], w: &[f32]) -> f32 {
 }
 
 /// f32 dot product.
+#[inline(always)]
 pub fn dot(x: &[f32], w: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     for (xs, ws) in x.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
@@ -54,6 +55,7 @@ pub fn dot(x: &[f32], w: &[f32]) -> f32 {
 }
 
 /// Dot product of f32 activations with BF16 weights.
+#[inline(always)]
 pub fn dot_bf16(x: &[f32], w: &[u16]) -> f32 {
     let mut acc = [0f32; LANES];
     let (xc, wc) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
@@ -89,6 +91,83 @@ pub fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
         }
     }
     reduce(acc) + tail
+}
+
+/// `out[j] = x · w_j` over consecutive f32 weight rows `w` (`out.len()` rows of `x.len()`).
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq"))]
+pub fn rows_dot_f32(x: &[f32], w: &[f32], out: &mut [f32]) {
+    rows_dot(x, w, out, |v| v)
+}
+
+/// [`rows_dot_f32`] for BF16 weight rows, widened in registers.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq"))]
+pub fn rows_dot_bf16(x: &[f32], w: &[u16], out: &mut [f32]) {
+    rows_dot(x, w, out, bf16_to_f32)
+}
+
+/// [`rows_dot_f32`] for F16 weight rows.
+pub fn rows_dot_f16(x: &[f32], w: &[f16], out: &mut [f32]) {
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
+        *o = dot_f16(x, row);
+    }
+}
+
+/// Weight rows a [`rows_dot`] group: independent sums, so that the fused multiply-adds of one
+/// row do not wait for each other's results.
+const GEMV_ROWS: usize = 8;
+
+/// One activation row times consecutive weight rows, [`GEMV_ROWS`] at a time; each value is
+/// bit-identical to [`dot`] of its pair (with `widen` applied to each weight).
+#[inline(always)]
+fn rows_dot<T: Copy>(x: &[f32], w: &[T], out: &mut [f32], widen: impl Fn(T) -> f32 + Copy) {
+    let k = x.len();
+    let mut groups = out.chunks_exact_mut(GEMV_ROWS);
+    let mut first = 0;
+    for o in &mut groups {
+        let sums = rows_dot_group::<GEMV_ROWS, T>(x, &w[first * k..], widen);
+        o.copy_from_slice(&sums);
+        first += GEMV_ROWS;
+    }
+    for o in groups.into_remainder() {
+        *o = rows_dot_group::<1, T>(x, &w[first * k..], widen)[0];
+        first += 1;
+    }
+}
+
+/// `x ·` each of the `C` weight rows at the start of `w`.
+#[inline(always)]
+fn rows_dot_group<const C: usize, T: Copy>(
+    x: &[f32],
+    w: &[T],
+    widen: impl Fn(T) -> f32,
+) -> [f32; C] {
+    let k = x.len();
+    let chunks = k / LANES;
+    let xc = &x.as_chunks::<LANES>().0[..chunks];
+    let mut wc: [&[[T; LANES]]; C] = [&[]; C];
+    for (c, r) in wc.iter_mut().enumerate() {
+        *r = &w[c * k..(c + 1) * k].as_chunks::<LANES>().0[..chunks];
+    }
+    let mut acc = [[0f32; LANES]; C];
+    for (i, xv) in xc.iter().enumerate() {
+        for c in 0..C {
+            let wv = wc[c][i];
+            for l in 0..LANES {
+                acc[c][l] = xv[l].mul_add(widen(wv[l]), acc[c][l]);
+            }
+        }
+    }
+    let mut sums = reduce_each(acc);
+    for (c, sum) in sums.iter_mut().enumerate() {
+        let row = &w[c * k..(c + 1) * k];
+        let tail: f32 = x[chunks * LANES..]
+            .iter()
+            .zip(&row[chunks * LANES..])
+            .map(|(a, b)| a * widen(*b))
+            .sum();
+        *sum += tail;
+    }
+    sums
 }
 
 /// Register blocks of a multi-row matmul.
@@ -370,6 +449,29 @@ mod tests {
             assert!((dot_bf16(&x, &wb) - want).abs() < 1e-4, "bf16 n={n}");
             let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
             assert!((dot_f16(&x, &wh) - want).abs() < 1e-4, "f16 n={n}");
+        }
+    }
+
+    #[test]
+    fn one_row_times_many_gives_each_its_dot_bit_for_bit() {
+        for (n, k) in [(1, 5), (7, 16), (8, 40), (21, 33), (16, 576)] {
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 29 % 23) as f32 - 11.0) / 9.0)
+                .collect();
+            let wb: Vec<u16> = w
+                .iter()
+                .map(|v| half::bf16::from_f32(*v).to_bits())
+                .collect();
+            let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.61).cos()).collect();
+            let (mut out, mut outb) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            rows_dot_f32(&x, &w, &mut out);
+            rows_dot_bf16(&x, &wb, &mut outb);
+            for j in 0..n {
+                let one = dot(&x, &w[j * k..(j + 1) * k]);
+                assert_eq!(out[j].to_bits(), one.to_bits(), "f32 {n}×{k} row {j}");
+                let one = dot_bf16(&x, &wb[j * k..(j + 1) * k]);
+                assert_eq!(outb[j].to_bits(), one.to_bits(), "bf16 {n}×{k} row {j}");
+            }
         }
     }
 
