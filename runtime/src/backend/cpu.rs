@@ -350,11 +350,19 @@ impl Backend for CpuBackend {
             t.par_chunks_mut(rows * 16)
                 .enumerate()
                 .for_each(|(c, block)| weight_rows_times(&packed, c * 16, &widen, block));
-            for (j, col) in t.chunks_exact(rows).enumerate() {
-                for (r, v) in col.iter().enumerate() {
-                    out[r * n + j] = *v;
-                }
-            }
+            // Back to `[rows, n]`, 16 rows a task: each weight row's 16 values are one
+            // contiguous read, and each output row is written in order.
+            out[..rows * n]
+                .par_chunks_mut(16 * n)
+                .enumerate()
+                .for_each(|(b, rows_out)| {
+                    let (r0, count) = (b * 16, rows_out.len() / n);
+                    for (j, col) in t.chunks_exact(rows).enumerate() {
+                        for (i, v) in col[r0..r0 + count].iter().enumerate() {
+                            rows_out[i * n + j] = *v;
+                        }
+                    }
+                });
         });
         Ok(())
     }
