@@ -477,35 +477,25 @@ fn normalizers_that_blow_a_text_up_are_refused() {
     let (_t, dir) = model();
     with_normalizer(&dir, replace("b".repeat(40)));
     let pin = pin_of(&dir);
-    let prompt = "x".repeat(100_000);
-    let run = cocoon([
-        "run",
-        "--model",
-        dir.to_str().unwrap(),
-        "--pin",
-        &pin,
-        "--raw",
-        "--prompt",
-        &prompt,
-        "--max-tokens",
-        "1",
-    ]);
+    let run_raw = |prompt: &str| {
+        cocoon([
+            "run",
+            "--model",
+            dir.to_str().unwrap(),
+            "--pin",
+            &pin,
+            "--raw",
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            "1",
+        ])
+    };
     assert_rejected(
-        &run,
+        &run_raw(&"x".repeat(100_000)),
         &["normalizer makes this 100000-byte text more than 32 times longer"],
     );
     // A short prompt under the same normalizer is answered.
-    let run = cocoon([
-        "run",
-        "--model",
-        dir.to_str().unwrap(),
-        "--pin",
-        &pin,
-        "--raw",
-        "--prompt",
-        "h",
-        "--max-tokens",
-        "1",
-    ]);
+    let run = run_raw("h");
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
