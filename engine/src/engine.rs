@@ -94,6 +94,10 @@ pub struct EngineStats {
     pub rows: u64,
     /// KV blocks holding positions now.
     pub kv_blocks_taken: u64,
+    /// Positions the running requests hold in those blocks now (a block holds
+    /// [`cocoon_runtime::backend::KV_BLOCK`] positions: `kv_blocks_taken · KV_BLOCK` over this is
+    /// the KV memory held per position needed).
+    pub kv_positions_held: u64,
     /// KV blocks of the pool.
     pub kv_blocks_total: u64,
 }
@@ -109,6 +113,7 @@ pub(crate) struct Counters {
     pub steps: AtomicU64,
     pub rows: AtomicU64,
     pub kv_blocks_taken: AtomicU64,
+    pub kv_positions_held: AtomicU64,
     pub kv_blocks_total: AtomicU64,
 }
 
@@ -430,6 +435,7 @@ impl Engine {
             steps: get(&c.steps),
             rows: get(&c.rows),
             kv_blocks_taken: get(&c.kv_blocks_taken),
+            kv_positions_held: get(&c.kv_positions_held),
             kv_blocks_total: get(&c.kv_blocks_total),
         }
     }

@@ -222,6 +222,10 @@ pub(crate) fn run<B: Backend>(
         counters
             .kv_blocks_taken
             .store(alloc.taken() as u64, Ordering::Relaxed);
+        let staged: usize = fed.iter().map(|(_, rows)| rows).sum();
+        counters
+            .kv_positions_held
+            .store(positions_held(&running) + staged as u64, Ordering::Relaxed);
         let sampling = owners
             .iter()
             .any(|i| !running[*i].q.request.params.is_greedy());
@@ -359,6 +363,9 @@ fn retire<B: Backend>(
         counters
             .kv_blocks_taken
             .store(alloc.taken() as u64, Ordering::Relaxed);
+        counters
+            .kv_positions_held
+            .store(positions_held(running), Ordering::Relaxed);
         if finish == Finish::Cancelled
             && s.q.cancel.load(Ordering::Relaxed)
             && s.q.events.is_closed()
@@ -394,6 +401,14 @@ fn retire<B: Backend>(
     counters
         .kv_blocks_taken
         .store(alloc.taken() as u64, Ordering::Relaxed);
+    counters
+        .kv_positions_held
+        .store(positions_held(running), Ordering::Relaxed);
+}
+
+/// Positions the running sequences have in the KV pool.
+fn positions_held(running: &[Seq<'_>]) -> u64 {
+    running.iter().map(|s| s.fed as u64).sum()
 }
 
 /// Drops requests whose stream already ended with an error.

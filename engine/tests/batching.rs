@@ -189,6 +189,7 @@ fn tokens_are_the_same_alone_and_among_fifteen_others() {
     let stats = engine.stats();
     assert_eq!(stats.completed, 32);
     assert_eq!(stats.kv_blocks_taken, 0, "every block went back");
+    assert_eq!(stats.kv_positions_held, 0, "no position is held");
     assert!(
         stats.rows > stats.steps,
         "passes held several rows: {stats:?}"

@@ -33,6 +33,7 @@ pub struct Metrics {
     queued: Gauge,
     running: Gauge,
     kv_blocks_taken: Gauge,
+    kv_positions_held: Gauge,
     steps: Counter,
     rows: Counter,
     /// Serialises scrapes (engine counters are copied in as differences).
@@ -93,6 +94,12 @@ impl Metrics {
             "KV cache blocks in use",
             kv_blocks_taken.clone(),
         );
+        let kv_positions_held = Gauge::default();
+        registry.register(
+            "kv_positions_held",
+            "Positions the running requests hold in those blocks (16 per block)",
+            kv_positions_held.clone(),
+        );
         let steps = Counter::default();
         registry.register(
             "engine_passes",
@@ -111,6 +118,7 @@ impl Metrics {
             queued,
             running,
             kv_blocks_taken,
+            kv_positions_held,
             steps,
             rows,
             scrape: Mutex::new(()),
@@ -153,6 +161,7 @@ impl Metrics {
         self.queued.set(stats.queued as i64);
         self.running.set(stats.running as i64);
         self.kv_blocks_taken.set(stats.kv_blocks_taken as i64);
+        self.kv_positions_held.set(stats.kv_positions_held as i64);
         self.steps
             .inc_by(stats.steps.saturating_sub(self.steps.get()));
         self.rows.inc_by(stats.rows.saturating_sub(self.rows.get()));

@@ -2,13 +2,15 @@
 //! the engine on the CPU at 1, 4, 16 and 64 concurrent requests (64 new tokens each, greedy,
 //! different prompts), side by side with the single-request path (`Runtime::generate`) in the
 //! same run. Prints one JSON line per concurrency: tokens over the whole run (prompts included)
-//! and the steady decode rate (every request past its prompt, none finished). `COCOON_LOAD_CONCURRENCY=16,64` runs only
+//! and the steady decode rate (every request past its prompt, none finished), with the KV
+//! positions held in taken blocks per position needed over that span. `COCOON_LOAD_CONCURRENCY=16,64` runs only
 //! those concurrencies (for profiling one).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use cocoon_engine::{Engine, EngineConfig, Event, Request};
+use cocoon_runtime::backend::KV_BLOCK;
 use cocoon_runtime::{PinnedModel, Runtime, SamplingParams};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -78,15 +80,22 @@ fn main() {
             let prompt_total: u64 = (0..concurrency).map(|i| prompt(i).len() as u64).sum();
             std::thread::spawn(move || {
                 let mut window: Option<((f64, u64), (f64, u64))> = None;
+                // KV positions held in taken blocks per position needed, over the window.
+                let (mut kv_sum, mut kv_max, mut kv_n) = (0.0f64, 0.0f64, 0u32);
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     let st = e.stats();
                     let now = (start.elapsed().as_secs_f64(), st.output_tokens);
                     if st.prompt_tokens >= prompt_total && st.running == concurrency as u64 {
                         window = Some(window.map_or((now, now), |(a, _)| (a, now)));
+                        if st.kv_positions_held > 0 {
+                            let r = (st.kv_blocks_taken * KV_BLOCK as u64) as f64
+                                / st.kv_positions_held as f64;
+                            (kv_sum, kv_max, kv_n) = (kv_sum + r, kv_max.max(r), kv_n + 1);
+                        }
                     }
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
-                window
+                (window, kv_sum / f64::from(kv_n.max(1)), kv_max)
             })
         };
         let handles: Vec<_> = (0..concurrency)
@@ -122,7 +131,8 @@ fn main() {
         }
         let wall = start.elapsed().as_secs_f64();
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (decode_s, decode_tokens) = match monitor.join().expect("monitor") {
+        let (window, kv_mean, kv_max) = monitor.join().expect("monitor");
+        let (decode_s, decode_tokens) = match window {
             Some(((t0, n0), (t1, n1))) => (t1 - t0, n1 - n0),
             None => (0.0, 0),
         };
@@ -137,7 +147,8 @@ fn main() {
                 "ttft_p50_ms": percentile(&ttfts, 0.5), "ttft_p99_ms": percentile(&ttfts, 0.99),
                 "mean_rows_per_pass": stats.rows as f64 / stats.steps.max(1) as f64,
                 "steady_decode_s": decode_s, "steady_decode_tokens": decode_tokens,
-                "steady_decode_tokens_per_s": decode_tps, "steady_vs_single": decode_tps / single_tps})
+                "steady_decode_tokens_per_s": decode_tps, "steady_vs_single": decode_tps / single_tps,
+                "steady_kv_held_per_needed_mean": kv_mean, "steady_kv_held_per_needed_max": kv_max})
         );
     }
 }
