@@ -3,7 +3,9 @@
 //! different prompts), side by side with the single-request path (`Runtime::generate`) in the
 //! same run. Prints one JSON line per concurrency: tokens over the whole run (prompts included)
 //! and the steady decode rate (every request past its prompt, none finished), with the KV
-//! positions held in taken blocks per position needed over that span. `COCOON_LOAD_CONCURRENCY=16,64` runs only
+//! positions held in taken blocks per position needed over that span. Then the time to first
+//! token of requests arriving one at a time while 15 others decode, against a prompt's
+//! prefill alone. `COCOON_LOAD_CONCURRENCY=16,64` runs only
 //! those concurrencies (for profiling one).
 
 use std::sync::Arc;
@@ -151,4 +153,65 @@ fn main() {
                 "steady_kv_held_per_needed_mean": kv_mean, "steady_kv_held_per_needed_max": kv_max})
         );
     }
+    if only.as_ref().is_none_or(|o| o.contains(&16)) {
+        arrivals_under_load(open(), &prompt, prefill_alone_ms);
+    }
+}
+
+/// Time to first token of a request arriving while 15 others decode: 15 long requests are
+/// started and brought past their prompts, then 10 probe requests arrive one at a time (each
+/// dropped once its first token is out); their TTFT against the same-sized prompt's prefill
+/// alone.
+fn arrivals_under_load(rt: Runtime, prompt: &dyn Fn(usize) -> Vec<u32>, prefill_alone_ms: f64) {
+    let engine = Engine::start(
+        rt,
+        EngineConfig {
+            max_batch: 16,
+            max_queue: 128,
+            ..Default::default()
+        },
+    )
+    .expect("engine");
+    let long = SamplingParams {
+        max_tokens: 1000,
+        ..Default::default()
+    };
+    let mut background: Vec<_> = (0..15)
+        .map(|i| {
+            engine
+                .submit(Request::new(prompt(i), long.clone()))
+                .expect("submit")
+        })
+        .collect();
+    for h in &mut background {
+        match h.blocking_next() {
+            Some(Event::Piece(_)) => {}
+            _ => panic!("a background request ended before its first token"),
+        }
+    }
+    let mut ttfts = Vec::new();
+    let mut decoding_min = u64::MAX;
+    for p in 0..10 {
+        decoding_min = decoding_min.min(engine.stats().running);
+        let t0 = Instant::now();
+        let mut h = engine
+            .submit(Request::new(prompt(100 + p), SamplingParams::default()))
+            .expect("submit");
+        match h.blocking_next() {
+            Some(Event::Piece(_)) | Some(Event::Done(Ok(_))) => {}
+            _ => panic!("probe failed"),
+        }
+        ttfts.push(t0.elapsed().as_secs_f64() * 1e3);
+        drop(h);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ttfts.sort_by(f64::total_cmp);
+    let p99 = percentile(&ttfts, 0.99);
+    println!(
+        "{}",
+        serde_json::json!({"path": "Engine", "arrivals_while_decoding": decoding_min,
+            "probes": ttfts.len(), "probe_ttft_p50_ms": percentile(&ttfts, 0.5),
+            "probe_ttft_p99_ms": p99, "prefill_alone_ms": prefill_alone_ms,
+            "p99_over_prefill_alone": p99 / prefill_alone_ms})
+    );
 }
