@@ -26,7 +26,7 @@ pub struct TextTokenizer {
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
 /// Most bytes a normalizer, pre-tokenizer, post-processor or decoder of `tokenizer.json` may
-/// insert in one place (a `Replace` content, a `Prepend`, a template's special token...).
+/// insert in one place (a `Replace`'s content, a `Prepend`, a `Metaspace` replacement).
 pub const MAX_INSERTED_BYTES: usize = 256;
 
 /// How many times longer than the text a normalized text may be (Unicode's NFKC makes one
@@ -40,8 +40,8 @@ const NORMALIZED_SLACK: usize = 4096;
 const NORMALIZE_PIECE: usize = 4096;
 
 /// Refuses a part of `tokenizer.json` that would insert more than [`MAX_INSERTED_BYTES`] in
-/// one place: the strings of `Replace` (`content`), `Prepend`, `Metaspace` and `Strip`-like
-/// components, wherever they sit in sequences. Other strings (patterns, the vocabulary) insert
+/// one place: the `content` of `Replace`, the `prepend` of `Prepend` and the `replacement` of
+/// `Metaspace`, wherever they sit in sequences. Other strings (patterns, the vocabulary) insert
 /// nothing.
 fn check_inserted_text(part: &str, v: &Value) -> Result<()> {
     match v {
