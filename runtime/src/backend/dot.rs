@@ -55,22 +55,8 @@ pub fn dot(x: &[f32], w: &[f32]) -> f32 {
 }
 
 /// Dot product of f32 activations with BF16 weights.
-#[inline(always)]
 pub fn dot_bf16(x: &[f32], w: &[u16]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (xc, wc) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
-    let tail: f32 = xc
-        .remainder()
-        .iter()
-        .zip(wc.remainder())
-        .map(|(a, b)| a * bf16_to_f32(*b))
-        .sum();
-    for (xs, ws) in xc.zip(wc) {
-        for i in 0..LANES {
-            acc[i] = xs[i].mul_add(bf16_to_f32(ws[i]), acc[i]);
-        }
-    }
-    reduce(acc) + tail
+    rows_dot_group::<1, u16>(x, w, bf16_to_f32)[0]
 }
 
 /// Dot product of f32 activations with F16 weights.
