@@ -1,24 +1,26 @@
-//! Evidence as a whole: recognising raw bytes, reporting their fields (`attest inspect`) and
-//! the verdict (`attest verify`) with the JSON fields docs/design.md §5 fixes: `platform`, `verdict`,
-//! `reasons`, `report_data`, `tcb_status`, and per platform the measurements.
+//! Evidence as a whole: recognising raw bytes, parsing their fields (`attest inspect`) and
+//! appraising them (`attest verify`) into a typed [`Appraisal`], whose JSON carries the fields
+//! docs/design.md §5 fixes: `platform`, `verdict`, `reasons`, `report_data`, `tcb_status`, and
+//! per platform the measurements.
 //!
 //! Verdicts fail closed: `ok` needs every check this build performs to pass and a TCB status of
 //! `UpToDate`; SNP guests and TDs that allow debugging are rejected unless allowed; TDX quotes
 //! need DCAP collateral.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::dev::{DevEvidence, MAGIC};
+use crate::dev::MAGIC;
 use crate::error::{Error, Result};
 use crate::evidence::{Evidence, Platform, SNP_REPORT_LEN};
+use crate::measurements::Measurements;
 use crate::policy::Policy;
 use crate::snp::chain::{parse_certs, Roots};
 use crate::snp::crl::parse_collateral;
-use crate::snp::report::SnpReport;
 use crate::snp::verify::verify_snp;
+use crate::tcb_status::TcbStatus;
 use crate::tdx::collateral::Collateral;
-use crate::tdx::quote::TdxQuote;
 use crate::tdx::verify::verify_tdx;
+use crate::verdict::{Appraisal, Findings, Reason};
 
 /// Recognises raw evidence: dev structure, TDX quote v4/v5, SNP report (1184 bytes).
 pub fn detect(bytes: &[u8]) -> Option<Platform> {
@@ -90,52 +92,13 @@ pub fn evidence_from_bytes(bytes: &[u8]) -> Result<Evidence> {
 }
 
 /// The parsed fields, no verdict.
-pub fn inspect(e: &Evidence) -> Result<Value> {
-    Ok(match e.platform {
-        Platform::Tdx => {
-            let q = TdxQuote::parse(&e.quote)?;
-            let r = &q.report;
-            let mut v = json!({
-                "platform": "tdx", "version": q.version, "body_type": q.body_type,
-                "report_data": hex::encode(r.report_data), "mrtd": hex::encode(r.mrtd),
-                "rtmr0": hex::encode(r.rtmr[0]), "rtmr1": hex::encode(r.rtmr[1]),
-                "rtmr2": hex::encode(r.rtmr[2]), "rtmr3": hex::encode(r.rtmr[3]),
-                "mrseam": hex::encode(r.mrseam), "mrsignerseam": hex::encode(r.mrsignerseam),
-                "td_attributes": hex::encode(r.td_attributes), "xfam": hex::encode(r.xfam),
-                "mrconfigid": hex::encode(r.mrconfigid), "mrowner": hex::encode(r.mrowner),
-                "mrownerconfig": hex::encode(r.mrownerconfig), "tee_tcb_svn": hex::encode(r.tee_tcb_svn),
-                "debug": r.debug(), "qe_isv_svn": q.qe_report.isv_svn, "trailing_bytes": q.trailing,
-            });
-            if let (Some(svn2), Some(st)) = (r.tee_tcb_svn2, r.mrservicetd) {
-                v["tee_tcb_svn2"] = hex::encode(svn2).into();
-                v["mrservicetd"] = hex::encode(st).into();
-            }
-            v
-        }
-        Platform::Snp => {
-            let r = SnpReport::parse(&e.quote)?;
-            json!({
-                "platform": "snp", "version": r.version, "report_data": hex::encode(r.report_data),
-                "measurement": hex::encode(r.measurement), "host_data": hex::encode(r.host_data),
-                "policy": format!("{:#x}", r.policy), "debug": r.debug_allowed(), "vmpl": r.vmpl,
-                "chip_id": hex::encode(r.chip_id), "reported_tcb": hex::encode(r.reported_tcb),
-                "guest_svn": r.guest_svn, "signing_key": format!("{:?}", r.signing_key),
-                "family_id": hex::encode(r.family_id), "image_id": hex::encode(r.image_id),
-                "id_key_digest": hex::encode(r.id_key_digest),
-                "author_key_digest": hex::encode(r.author_key_digest),
-            })
-        }
-        Platform::Dev => {
-            let d = DevEvidence::parse(&e.quote)?;
-            json!({"platform": "dev", "report_data": hex::encode(d.report_data), "public_key": hex::encode(d.public_key),
-                   "note": "insecure development evidence: it proves nothing"})
-        }
-    })
+pub fn inspect(e: &Evidence) -> Result<Measurements> {
+    Measurements::parse(e)
 }
 
 /// What verification may rely on besides the evidence.
 #[derive(Clone, Debug, Default)]
-pub struct Appraisal {
+pub struct AppraisalInput {
     /// Certificate files (PEM, DER or SEV certificate tables) from `--collateral`.
     pub cert_files: Vec<Vec<u8>>,
     /// Time of the check, Unix seconds.
@@ -152,95 +115,96 @@ pub struct Appraisal {
     pub policy: Option<Policy>,
 }
 
-impl Appraisal {
+impl AppraisalInput {
     fn debug_allowed(&self) -> bool {
         self.allow_debug || self.policy.as_ref().is_some_and(|p| p.allow_debug)
     }
 }
 
-/// The verdict with the fields of `inspect`.
-pub fn verify(e: &Evidence, a: &Appraisal) -> Result<Value> {
-    let mut v = inspect(e)?;
-    let mut reasons: Vec<String> = Vec::new();
-    let tcb_status: Value = match e.platform {
-        Platform::Snp => {
-            let report = SnpReport::parse(&e.quote)?;
+/// Appraises `e`: the platform's checks, debugging, report data, TCB status and the policy.
+/// An `Err` is evidence that cannot be parsed (or collateral that cannot be read); everything
+/// else is an [`Appraisal`], accepted or with its reasons.
+pub fn verify(e: &Evidence, a: &AppraisalInput) -> Result<Appraisal> {
+    let measurements = Measurements::parse(e)?;
+    let mut reasons: Vec<Reason> = Vec::new();
+    let (tcb_status, findings) = match &measurements {
+        Measurements::Snp(report) => {
             let (mut certs, crls) = parse_collateral(&a.cert_files)?;
             if let Some(table) = &e.certs {
                 certs.extend(parse_certs(table)?);
             }
-            let verdict = verify_snp(&report, &certs, &crls, a.at, Roots::Amd);
-            reasons.extend(verdict.reasons);
-            v["amd_crl"] = if verdict.crl_checked {
-                "checked"
-            } else {
-                "none given: revocation of the ASK and VCEK/VLEK not checked"
-            }
-            .into();
-            if verdict.debug && !a.debug_allowed() {
-                reasons.push(format!("guest policy {} allows debugging", verdict.policy));
-            }
-            v["product"] = verdict.product.into();
-            if let Some(t) = verdict.reported_tcb {
-                v["reported_tcb_decoded"] = serde_json::to_value(t).unwrap_or_default();
-            }
-            verdict.tcb_status.into()
-        }
-        Platform::Tdx => {
-            let q = TdxQuote::parse(&e.quote)?;
-            let status = match &a.tdx {
-                None => {
-                    reasons.push(
-                        "no TDX collateral given (TCB info, QE identity, CRLs: --collateral)"
-                            .into(),
-                    );
-                    "Unverified".to_owned()
-                }
-                Some(c) => {
-                    let verdict = verify_tdx(&q, c, a.at);
-                    reasons.extend(verdict.reasons);
-                    v["fmspc"] = verdict.fmspc.into();
-                    v["advisory_ids"] = verdict.advisory_ids.into();
-                    verdict
-                        .tcb_status
-                        .unwrap_or_else(|| "NoMatchingTcbLevel".into())
-                }
+            let verdict = verify_snp(report, &certs, &crls, a.at, Roots::Amd);
+            reasons.extend(verdict.reasons.into_iter().map(Reason::Check));
+            let findings = Findings::Snp {
+                crl_checked: verdict.crl_checked,
+                product: verdict.product,
+                reported_tcb: verdict.reported_tcb,
             };
-            if q.report.debug() && !a.debug_allowed() {
-                reasons.push("TD attributes have DEBUG set".into());
-            }
-            status.into()
+            (verdict.tcb_status, findings)
         }
-        Platform::Dev => {
-            if !a.allow_dev {
-                reasons.push("dev evidence proves nothing; allow it explicitly for testing".into());
+        Measurements::Tdx(q) => match &a.tdx {
+            None => {
+                reasons.push(Reason::NoCollateral);
+                (TcbStatus::Unverified, Findings::None)
             }
-            "NotApplicable".into()
+            Some(c) => {
+                let verdict = verify_tdx(q, c, a.at);
+                reasons.extend(verdict.reasons.into_iter().map(Reason::Check));
+                let findings = Findings::Tdx {
+                    fmspc: verdict.fmspc,
+                    advisory_ids: verdict.advisory_ids,
+                };
+                let status = verdict.tcb_status.unwrap_or(TcbStatus::NoMatchingTcbLevel);
+                (status, findings)
+            }
+        },
+        Measurements::Dev(_) => {
+            if !a.allow_dev {
+                reasons.push(Reason::DevEvidence);
+            }
+            (TcbStatus::NotApplicable, Findings::None)
         }
     };
-    if let Some(want) = a.report_data {
-        if e.report_data()? != want {
-            reasons.push("report data differs from the expected value".into());
-        }
+    if measurements.debug() && !a.debug_allowed() {
+        reasons.push(Reason::DebugAllowed {
+            snp_policy: match &measurements {
+                Measurements::Snp(r) => Some(r.policy),
+                _ => None,
+            },
+        });
     }
-    let status = tcb_status.as_str().unwrap_or("");
+    if a.report_data
+        .is_some_and(|want| *measurements.report_data() != want)
+    {
+        reasons.push(Reason::ReportDataDiffers);
+    }
     let accepted = a
         .policy
         .as_ref()
-        .map_or(status == "UpToDate", |p| p.accepts_status(status));
+        .map_or(tcb_status == TcbStatus::UpToDate, |p| {
+            p.accepts_status(&tcb_status)
+        });
     if e.platform != Platform::Dev && !accepted && reasons.is_empty() {
-        reasons.push(format!(
-            "TCB status {status} is not accepted (without a policy only UpToDate is)"
-        ));
+        reasons.push(Reason::TcbStatusNotAccepted(tcb_status.clone()));
     }
-    v["tcb_status"] = tcb_status;
-    match &a.policy {
-        Some(p) => reasons.extend(p.violations(&v)),
-        None => v["policy"] = "none: signatures, chains, collateral and an UpToDate TCB only; no measurement is checked".into(),
+    if let Some(p) = &a.policy {
+        let reported_tcb = match &findings {
+            Findings::Snp { reported_tcb, .. } => reported_tcb.as_ref(),
+            _ => None,
+        };
+        reasons.extend(
+            p.violations(&measurements, reported_tcb)
+                .into_iter()
+                .map(Reason::Policy),
+        );
     }
-    v["verdict"] = if reasons.is_empty() { "ok" } else { "rejected" }.into();
-    v["reasons"] = reasons.into();
-    Ok(v)
+    Ok(Appraisal {
+        measurements,
+        tcb_status,
+        reasons,
+        findings,
+        policy_applied: a.policy.is_some(),
+    })
 }
 
 /// Reads `--collateral PATH` for `platform`: DCAP collateral for TDX (a dcap-qvl JSON bundle, or
@@ -384,29 +348,35 @@ mod tests {
     #[test]
     fn verdicts_on_the_real_vectors() {
         let at = parse_rfc3339("2026-11-24T00:00:00Z").unwrap();
-        let snp = |dir: &str, allow_debug| {
-            let e = evidence_from_bytes(&vector(&format!("snp/{dir}/report.bin"))).unwrap();
-            let a = Appraisal {
-                cert_files: vec![
-                    vector(&format!("snp/{dir}/vcek.der")),
-                    vector(&format!("snp/{dir}/ask_ark.pem")),
-                ],
-                at,
-                allow_debug,
-                ..Default::default()
-            };
-            verify(&e, &a).unwrap()
+        let snp_input = |dir: &str| AppraisalInput {
+            cert_files: vec![
+                vector(&format!("snp/{dir}/vcek.der")),
+                vector(&format!("snp/{dir}/ask_ark.pem")),
+            ],
+            at,
+            ..Default::default()
         };
-        let v = snp("virtee-milan-vcek", false);
-        assert_eq!(
-            (v["verdict"].as_str(), v["tcb_status"].as_str()),
-            (Some("ok"), Some("UpToDate")),
-            "{v}"
-        );
-        assert_eq!(v["measurement"], "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f");
+        let snp = |dir: &str, a: &AppraisalInput| {
+            let e = evidence_from_bytes(&vector(&format!("snp/{dir}/report.bin"))).unwrap();
+            verify(&e, a).unwrap()
+        };
+        let v = snp("virtee-milan-vcek", &snp_input("virtee-milan-vcek"));
+        assert!(v.accepted(), "{:?}", v.reasons);
+        assert_eq!(v.tcb_status, TcbStatus::UpToDate);
+        let j = v.to_json();
+        assert_eq!(j["verdict"], "ok");
+        assert_eq!(j["tcb_status"], "UpToDate");
+        assert_eq!(j["measurement"], "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f");
         assert!(
-            v["amd_crl"].as_str().unwrap().starts_with("none given"),
-            "{v}"
+            j["amd_crl"].as_str().unwrap().starts_with("none given"),
+            "{j}"
+        );
+        // Without a policy the report says no measurement was compared, in its own field: the
+        // SNP guest `policy` field is the guest's (it was overwritten by that note once).
+        assert_eq!(j["policy"], "0x30000");
+        assert!(
+            j["verifier_policy"].as_str().unwrap().starts_with("none:"),
+            "{j}"
         );
         // The SNP policy fields the docs name are reported, so a policy can name them.
         for f in [
@@ -415,80 +385,105 @@ mod tests {
             "id_key_digest",
             "author_key_digest",
         ] {
-            assert!(v[f].as_str().is_some_and(|h| h.len() >= 32), "{f}: {v}");
+            assert!(j[f].as_str().is_some_and(|h| h.len() >= 32), "{f}: {j}");
         }
-        let e = evidence_from_bytes(&vector("snp/virtee-milan-vcek/report.bin")).unwrap();
-        let family = v["family_id"].as_str().unwrap().to_owned();
-        let policy = Policy::parse(&format!("[snp]\nfamily_id = [\"{family}\"]")).unwrap();
-        let a = Appraisal {
-            cert_files: vec![
-                vector("snp/virtee-milan-vcek/vcek.der"),
-                vector("snp/virtee-milan-vcek/ask_ark.pem"),
-            ],
-            at,
-            policy: Some(policy),
-            ..Default::default()
+        let family = j["family_id"].as_str().unwrap().to_owned();
+        let with_policy = |text: &str| AppraisalInput {
+            policy: Some(Policy::parse(text).unwrap()),
+            ..snp_input("virtee-milan-vcek")
         };
-        assert_eq!(verify(&e, &a).unwrap()["verdict"], "ok");
+        let v = snp(
+            "virtee-milan-vcek",
+            &with_policy(&format!("[snp]\nfamily_id = [\"{family}\"]")),
+        );
+        assert!(v.accepted(), "{:?}", v.reasons);
+        assert!(v.to_json().get("verifier_policy").is_none());
+        // A policy's minimum TCB is compared with the reported TCB decoded for the chain's
+        // product (bootloader 3, snp 8 here).
+        let v = snp(
+            "virtee-milan-vcek",
+            &with_policy("[snp]\nmin_tcb = { snp = 9 }"),
+        );
+        assert_eq!(
+            v.reasons,
+            [Reason::Policy(crate::policy::Violation::TcbBelowMinimum {
+                component: "snp",
+                have: 8,
+                min: 9
+            })]
+        );
         // A CRL that is not an AMD root's among the SNP collateral: a rejection naming it.
-        let e = evidence_from_bytes(&vector("snp/virtee-milan-vcek/report.bin")).unwrap();
-        let a = Appraisal {
-            cert_files: vec![
-                vector("snp/virtee-milan-vcek/vcek.der"),
-                vector("snp/virtee-milan-vcek/ask_ark.pem"),
-                vector("tdx/dcapqvl-v4-uptodate/root_ca_crl.der"),
-            ],
-            at,
-            ..Default::default()
-        };
-        let v = verify(&e, &a).unwrap();
-        assert_eq!(v["verdict"], "rejected");
+        let mut a = snp_input("virtee-milan-vcek");
+        a.cert_files
+            .push(vector("tdx/dcapqvl-v4-uptodate/root_ca_crl.der"));
+        let v = snp("virtee-milan-vcek", &a);
         assert!(
-            v["reasons"][0]
-                .as_str()
-                .unwrap()
-                .contains("a CRL issued by \"Intel SGX Root CA\", which is not an AMD root"),
-            "{v}"
+            matches!(&v.reasons[..], [Reason::Check(why)]
+                if why.contains("a CRL issued by \"Intel SGX Root CA\", which is not an AMD root")),
+            "{:?}",
+            v.reasons
         );
+        assert_eq!(v.to_json()["verdict"], "rejected");
         // go-sev-guest's sample guest allows debugging (policy 0xb0000): rejected unless allowed.
-        let v = snp("gosev-milan-vcek", false);
-        assert_eq!(v["verdict"], "rejected");
-        assert!(
-            v["reasons"][0].as_str().unwrap().contains("debugging"),
-            "{v}"
+        let v = snp("gosev-milan-vcek", &snp_input("gosev-milan-vcek"));
+        assert_eq!(
+            v.reasons,
+            [Reason::DebugAllowed {
+                snp_policy: Some(0xb0000)
+            }]
         );
-        assert_eq!(snp("gosev-milan-vcek", true)["verdict"], "ok");
+        assert_eq!(v.reason_texts(), ["guest policy 0xb0000 allows debugging"]);
+        let allowed = AppraisalInput {
+            allow_debug: true,
+            ..snp_input("gosev-milan-vcek")
+        };
+        assert!(snp("gosev-milan-vcek", &allowed).accepted());
 
         let e = evidence_from_bytes(&vector("tdx/dcapqvl-v4-uptodate/quote.dat")).unwrap();
         let v = verify(
             &e,
-            &Appraisal {
+            &AppraisalInput {
                 at,
                 ..Default::default()
             },
         )
         .unwrap();
-        assert_eq!(v["verdict"], "rejected");
-        assert_eq!(v["rtmr0"], "44c0197b39157fdd7a4dcc44767f9d6b0bb3977c7a8e347b8492f827fe9d9e5c48aca29b220b80b6a540cf994b9bc9c0");
-        assert_eq!(v["mrseam"], "5b38e33a6487958b72c3c12a938eaa5e3fd4510c51aeeab58c7d5ecee41d7c436489d6c8e4f92f160b7cad34207b00c1");
+        assert_eq!(v.reasons, [Reason::NoCollateral]);
+        assert_eq!(v.tcb_status, TcbStatus::Unverified);
+        let j = v.to_json();
+        assert_eq!(j["rtmr0"], "44c0197b39157fdd7a4dcc44767f9d6b0bb3977c7a8e347b8492f827fe9d9e5c48aca29b220b80b6a540cf994b9bc9c0");
+        assert_eq!(j["mrseam"], "5b38e33a6487958b72c3c12a938eaa5e3fd4510c51aeeab58c7d5ecee41d7c436489d6c8e4f92f160b7cad34207b00c1");
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/vectors/tdx/dcapqvl-v4-uptodate");
         let tdx = Some(Collateral::read(&dir).unwrap());
         let at = parse_rfc3339("2025-07-19T10:00:34Z").unwrap();
-        let v = verify(
-            &e,
-            &Appraisal {
-                at,
-                tdx,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let input = AppraisalInput {
+            at,
+            tdx,
+            ..Default::default()
+        };
+        let v = verify(&e, &input).unwrap();
+        assert!(v.accepted(), "{:?}", v.reasons);
+        assert_eq!(v.tcb_status, TcbStatus::UpToDate);
+        let j = v.to_json();
         assert_eq!(
-            (v["verdict"].as_str(), v["tcb_status"].as_str()),
-            (Some("ok"), Some("UpToDate")),
-            "{v}"
+            (&j["verdict"], &j["tcb_status"]),
+            (&"ok".into(), &"UpToDate".into())
         );
+        // A policy naming a TDX field is compared with the quote's value.
+        let mrtd = j["mrtd"].as_str().unwrap().to_uppercase();
+        for (allowed, accepted) in [(mrtd.as_str(), true), ("00", false)] {
+            let policy = Policy::parse(&format!("[tdx]\nmrtd = [\"{allowed}\"]")).unwrap();
+            let v = verify(
+                &e,
+                &AppraisalInput {
+                    policy: Some(policy),
+                    ..input.clone()
+                },
+            )
+            .unwrap();
+            assert_eq!(v.accepted(), accepted, "{:?}", v.reasons);
+        }
         assert!(evidence_from_bytes(b"junk").is_err());
     }
 }

@@ -10,7 +10,8 @@
 //! - [`evidence`]: the evidence bytes and the 64-byte report data inside them.
 //!
 //! - [`tdx`], [`snp`]: parsing and offline verification against Intel's and AMD's pinned roots;
-//!   [`appraisal`] joins them with a [`policy`] into the `attest verify` verdict; [`x509`] the
+//!   [`appraisal`] joins them with a [`policy`] into a typed [`Appraisal`] (its
+//!   [`measurements`], [`TcbStatus`] and [`Reason`]s; JSON only at the edge); [`x509`] the
 //!   certificate handling both share.
 #![deny(unsafe_code)] // allowed only in `sev_guest`, around its ioctl
 
@@ -20,14 +21,20 @@ pub mod dev;
 pub mod error;
 pub mod evidence;
 pub mod input;
+pub mod measurements;
 pub mod nvgpu;
 pub mod policy;
 pub mod provider;
 pub mod sev_guest;
 pub mod snp;
+pub mod tcb_status;
 pub mod tdx;
+pub mod verdict;
 pub mod x509;
 
 pub use error::{Error, Result};
 pub use evidence::{Evidence, Platform};
+pub use measurements::Measurements;
 pub use provider::EvidenceProvider;
+pub use tcb_status::TcbStatus;
+pub use verdict::{Appraisal, Reason};

@@ -6,9 +6,12 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::evidence::Platform;
+use crate::measurements::Measurements;
+use crate::snp::report::TcbVersion;
+use crate::tcb_status::TcbStatus;
 
 /// A verification policy.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -17,9 +20,9 @@ pub struct Policy {
     /// Platforms accepted (`tdx`, `snp`, `dev`); empty: any but `dev`.
     #[serde(default)]
     pub platforms: Vec<String>,
-    /// TCB statuses accepted; empty: `UpToDate` only.
-    #[serde(default)]
-    pub accept_tcb_status: Vec<String>,
+    /// TCB statuses accepted (Intel's level names; never `Revoked`); empty: `UpToDate` only.
+    #[serde(default, deserialize_with = "intel_levels")]
+    pub accept_tcb_status: Vec<TcbStatus>,
     /// Accept guests and TDs that allow debugging.
     #[serde(default)]
     pub allow_debug: bool,
@@ -159,29 +162,120 @@ fn allowed_value_ok(field: &str, value: &str) -> bool {
     }
 }
 
-/// Intel's TCB statuses from best to worst (`Revoked` last; a policy may never accept it).
-pub const TCB_STATUSES: &[&str] = &[
-    "UpToDate",
-    "SWHardeningNeeded",
-    "ConfigurationNeeded",
-    "ConfigurationAndSWHardeningNeeded",
-    "OutOfDate",
-    "OutOfDateConfigurationNeeded",
-    "Revoked",
-];
+/// Reads Intel level names; anything else is an error naming it.
+fn intel_levels<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<TcbStatus>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|name| match TcbStatus::from_intel(name) {
+            TcbStatus::Unknown(_) => Err(serde::de::Error::custom(format!(
+                "unknown TCB status {name:?}"
+            ))),
+            s => Ok(s),
+        })
+        .collect()
+}
+
+/// A rule of the policy that evidence breaks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// The platform is not among those allowed.
+    Platform {
+        /// The evidence's platform.
+        platform: Platform,
+        /// The policy's `platforms`.
+        allowed: Vec<String>,
+    },
+    /// An allow-listed field this evidence does not carry (a missing field never matches).
+    FieldNotReported {
+        /// The evidence's platform.
+        platform: Platform,
+        /// The field's name.
+        field: String,
+        /// The values allowed.
+        allowed: Vec<String>,
+    },
+    /// A field whose value is not allowed.
+    Field {
+        /// The evidence's platform.
+        platform: Platform,
+        /// The field's name.
+        field: String,
+        /// Its value as reported.
+        value: String,
+        /// The values allowed.
+        allowed: Vec<String>,
+    },
+    /// An SNP reported TCB component below the policy's `min_tcb`.
+    TcbBelowMinimum {
+        /// `bootloader`, `tee`, `snp`, `microcode` or `fmc`.
+        component: &'static str,
+        /// The reported SVN (0 when the reported TCB could not be decoded).
+        have: u8,
+        /// The minimum.
+        min: u8,
+    },
+    /// GPU evidence is required and this is CPU evidence alone.
+    GpuEvidenceRequired,
+    /// The report data is not the policy's `report_data`.
+    ReportData {
+        /// The evidence's report data, hex.
+        have: String,
+        /// The policy's.
+        want: String,
+    },
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Violation::Platform { platform, allowed } => {
+                write!(f, "platform {platform} is not among the allowed {allowed:?}")
+            }
+            Violation::FieldNotReported {
+                platform,
+                field,
+                allowed,
+            } => write!(
+                f,
+                "{platform} {field} is not reported by this evidence; the policy allows only {allowed:?}"
+            ),
+            Violation::Field {
+                platform,
+                field,
+                value,
+                allowed,
+            } => write!(
+                f,
+                "{platform} {field} {value} is not among the allowed {allowed:?}"
+            ),
+            Violation::TcbBelowMinimum {
+                component,
+                have,
+                min,
+            } => write!(
+                f,
+                "snp reported TCB {component} {have} is below the minimum {min}"
+            ),
+            Violation::GpuEvidenceRequired => f.write_str(
+                "the policy requires GPU evidence (require_gpu_evidence), and this is CPU evidence alone; \
+                 verify a receipt or key document that carries it (gpus)",
+            ),
+            Violation::ReportData { have, want } => {
+                write!(f, "report_data {have:?} is not the policy's {want}")
+            }
+        }
+    }
+}
 
 impl Policy {
     /// Parses and checks a policy file's text.
     pub fn parse(text: &str) -> Result<Self> {
         let bad = |m: String| Error::Selection(format!("policy: {m}"));
         let p: Policy = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
-        for s in &p.accept_tcb_status {
-            if s == "Revoked" {
-                return Err(bad("Revoked can never be accepted".into()));
-            }
-            if !TCB_STATUSES.contains(&s.as_str()) {
-                return Err(bad(format!("unknown TCB status {s:?}")));
-            }
+        if p.accept_tcb_status.contains(&TcbStatus::Revoked) {
+            return Err(bad("Revoked can never be accepted".into()));
         }
         for pl in &p.platforms {
             if !["tdx", "snp", "dev"].contains(&pl.as_str()) {
@@ -241,83 +335,83 @@ impl Policy {
         Self::parse(&text)
     }
 
-    /// Whether `status` is accepted.
-    pub fn accepts_status(&self, status: &str) -> bool {
-        status != "Revoked"
+    /// Whether `status` is accepted: one of `accept_tcb_status` (empty: `UpToDate`), never
+    /// `Revoked`, never a status that is not one of Intel's levels.
+    pub fn accepts_status(&self, status: &TcbStatus) -> bool {
+        *status != TcbStatus::Revoked
             && (if self.accept_tcb_status.is_empty() {
-                status == "UpToDate"
+                *status == TcbStatus::UpToDate
             } else {
-                self.accept_tcb_status.iter().any(|s| s == status)
+                self.accept_tcb_status.contains(status)
             })
     }
 
-    /// Reasons why the fields of a verified piece of evidence (`appraisal::verify`'s JSON)
-    /// break the policy; each names the field, the value and what was allowed.
-    pub fn violations(&self, v: &Value) -> Vec<String> {
+    /// The rules `m` breaks; `reported_tcb` is the SNP reported TCB as decoded for the chain's
+    /// product (`None`: unknown, every component read as 0).
+    pub fn violations(
+        &self,
+        m: &Measurements,
+        reported_tcb: Option<&TcbVersion>,
+    ) -> Vec<Violation> {
         let mut out = Vec::new();
-        let platform = v["platform"].as_str().unwrap_or("");
-        if !self.platforms.is_empty() && !self.platforms.iter().any(|p| p == platform) {
-            out.push(format!(
-                "platform {platform} is not among the allowed {:?}",
-                self.platforms
-            ));
+        let platform = m.platform();
+        if !self.platforms.is_empty() && !self.platforms.iter().any(|p| p == platform.as_str()) {
+            out.push(Violation::Platform {
+                platform,
+                allowed: self.platforms.clone(),
+            });
         }
         let fields = match platform {
-            "tdx" => Some(&self.tdx),
-            "snp" => Some(&self.snp.fields),
-            _ => None,
+            Platform::Tdx => Some(&self.tdx),
+            Platform::Snp => Some(&self.snp.fields),
+            Platform::Dev => None,
         };
         for (field, allowed) in fields.into_iter().flatten() {
-            let value = match &v[field.as_str()] {
-                Value::String(s) => s.clone(),
-                Value::Null => {
-                    // A field the evidence does not report never matches.
-                    out.push(format!(
-                        "{platform} {field} is not reported by this evidence; the policy allows only {allowed:?}"
-                    ));
-                    continue;
+            match m.field(field) {
+                None => out.push(Violation::FieldNotReported {
+                    platform,
+                    field: field.clone(),
+                    allowed: allowed.clone(),
+                }),
+                Some(value) if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&value)) => {
+                    out.push(Violation::Field {
+                        platform,
+                        field: field.clone(),
+                        value,
+                        allowed: allowed.clone(),
+                    })
                 }
-                other => other.to_string(),
-            };
-            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&value)) {
-                out.push(format!(
-                    "{platform} {field} {value} is not among the allowed {allowed:?}"
-                ));
+                Some(_) => {}
             }
         }
-        if let (Some(min), "snp") = (&self.snp.min_tcb, platform) {
-            let t = &v["reported_tcb_decoded"];
-            for (name, want) in [
-                ("bootloader", min.bootloader),
-                ("tee", min.tee),
-                ("snp", min.snp),
-                ("microcode", min.microcode),
-                ("fmc", min.fmc),
+        if let (Some(min), Platform::Snp) = (&self.snp.min_tcb, platform) {
+            let t = reported_tcb.copied().unwrap_or_default();
+            for (component, have, min) in [
+                ("bootloader", t.bootloader, min.bootloader),
+                ("tee", t.tee, min.tee),
+                ("snp", t.snp, min.snp),
+                ("microcode", t.microcode, min.microcode),
+                ("fmc", t.fmc, min.fmc),
             ] {
-                let have = t[name].as_u64().unwrap_or(0);
-                if have < u64::from(want) {
-                    out.push(format!(
-                        "snp reported TCB {name} {have} is below the minimum {want}"
-                    ));
+                if have < min {
+                    out.push(Violation::TcbBelowMinimum {
+                        component,
+                        have,
+                        min,
+                    });
                 }
             }
         }
         if self.require_gpu_evidence {
-            out.push(
-                "the policy requires GPU evidence (require_gpu_evidence), and this is CPU evidence alone; \
-                 verify a receipt or key document that carries it (gpus)"
-                    .into(),
-            );
+            out.push(Violation::GpuEvidenceRequired);
         }
-        if let Some(rd) = &self.report_data {
-            if !v["report_data"]
-                .as_str()
-                .is_some_and(|h| h.eq_ignore_ascii_case(rd))
-            {
-                out.push(format!(
-                    "report_data {} is not the policy's {rd}",
-                    v["report_data"]
-                ));
+        if let Some(want) = &self.report_data {
+            let have = hex::encode(m.report_data());
+            if !have.eq_ignore_ascii_case(want) {
+                out.push(Violation::ReportData {
+                    have,
+                    want: want.clone(),
+                });
             }
         }
         out
@@ -328,9 +422,28 @@ impl Policy {
 mod tests {
     use super::*;
 
+    /// The parsed evidence of a test vector.
+    fn measured(path: &str) -> Measurements {
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/vectors")
+                .join(path),
+        )
+        .unwrap();
+        Measurements::parse(&crate::appraisal::evidence_from_bytes(&bytes).unwrap()).unwrap()
+    }
+
     #[test]
     fn policies_fail_closed() {
         assert!(Policy::parse("accept_tcb_status = [\"Revoked\"]").is_err());
+        let unknown = Policy::parse("accept_tcb_status = [\"UpToDat\"]").unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .contains("unknown TCB status \"UpToDat\""),
+            "{unknown}"
+        );
+        assert!(Policy::parse("accept_tcb_status = [\"NotApplicable\"]").is_err());
         assert!(
             Policy::parse("allow_debugging = true").is_err(),
             "typo must not pass"
@@ -338,9 +451,17 @@ mod tests {
         assert!(Policy::parse("[tdx]\nmrtdd = [\"00\"]").is_err());
         assert!(Policy::parse("platforms = [\"sgx\"]").is_err());
         let p = Policy::parse("").unwrap();
-        assert!(p.accepts_status("UpToDate") && !p.accepts_status("OutOfDate"));
+        assert!(p.accepts_status(&TcbStatus::UpToDate) && !p.accepts_status(&TcbStatus::OutOfDate));
         let p = Policy::parse("accept_tcb_status = [\"UpToDate\", \"SWHardeningNeeded\"]").unwrap();
-        assert!(p.accepts_status("SWHardeningNeeded") && !p.accepts_status("Revoked"));
+        assert!(p.accepts_status(&TcbStatus::SwHardeningNeeded));
+        for never in [
+            TcbStatus::Revoked,
+            TcbStatus::Unverified,
+            TcbStatus::NoMatchingTcbLevel,
+            TcbStatus::Unknown("UpToDate ".into()),
+        ] {
+            assert!(!p.accepts_status(&never), "{never}");
+        }
     }
 
     #[test]
@@ -363,16 +484,16 @@ mod tests {
 
     #[test]
     fn requiring_gpu_evidence_is_never_silently_met() {
-        let v = serde_json::json!({"platform": "tdx", "mrtd": "bb"});
+        let m = measured("tdx/dcapqvl-v4-uptodate/quote.dat");
         assert!(Policy::parse("require_gpu_evidence = false")
             .unwrap()
-            .violations(&v)
+            .violations(&m, None)
             .is_empty());
         let reasons = Policy::parse("require_gpu_evidence = true")
             .unwrap()
-            .violations(&v);
-        assert_eq!(reasons.len(), 1, "{reasons:?}");
-        assert!(reasons[0].contains("requires GPU evidence"), "{reasons:?}");
+            .violations(&m, None);
+        assert_eq!(reasons, [Violation::GpuEvidenceRequired]);
+        assert!(reasons[0].to_string().contains("requires GPU evidence"));
     }
 
     #[test]
@@ -389,31 +510,60 @@ mod tests {
         ] {
             assert!(Policy::parse(bad).is_err(), "{bad}");
         }
-        let p =
-            Policy::parse("[snp]\nfamily_id = [\"00\"]\npolicy = [\"0x30000\"]\nvmpl = [\"0\"]")
-                .unwrap();
-        let v = serde_json::json!({"platform": "snp", "policy": "0x30000", "vmpl": 0});
-        let reasons = p.violations(&v);
-        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        // The SNP fields the docs name are each compared (virtee's report: family id zero,
+        // guest policy 0x30000, VMPL 0).
+        let m = measured("snp/virtee-milan-vcek/report.bin");
+        let p = Policy::parse(
+            "[snp]\nfamily_id = [\"00000000000000000000000000000000\"]\npolicy = [\"0x30000\"]\nvmpl = [\"0\"]",
+        )
+        .unwrap();
+        assert_eq!(p.violations(&m, None), []);
+        let p = Policy::parse("[snp]\nimage_id = [\"01\"]\nvmpl = [\"1\"]").unwrap();
+        assert_eq!(p.violations(&m, None).len(), 2);
+        // A field a quote v4 does not carry never matches.
+        let m = measured("tdx/dcapqvl-v4-uptodate/quote.dat");
+        let p = Policy::parse(&format!("[tdx]\nmrservicetd = [\"{}\"]", "00".repeat(48))).unwrap();
+        let reasons = p.violations(&m, None);
         assert!(
-            reasons[0].contains("family_id is not reported"),
+            matches!(&reasons[..], [Violation::FieldNotReported { field, .. }] if field == "mrservicetd"),
             "{reasons:?}"
         );
+        assert!(reasons[0]
+            .to_string()
+            .contains("mrservicetd is not reported"));
     }
 
     #[test]
     fn violations_name_field_value_and_allowed() {
+        let m = measured("tdx/dcapqvl-v4-uptodate/quote.dat");
+        let mrtd = m.field("mrtd").unwrap();
         let p = Policy::parse("platforms = [\"tdx\"]\n[tdx]\nmrtd = [\"AA\"]\n").unwrap();
-        let v = serde_json::json!({"platform": "tdx", "mrtd": "bb"});
         assert_eq!(
-            p.violations(&v),
-            vec!["tdx mrtd bb is not among the allowed [\"AA\"]".to_owned()]
+            p.violations(&m, None)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [format!("tdx mrtd {mrtd} is not among the allowed [\"AA\"]")]
         );
-        assert!(p
-            .violations(&serde_json::json!({"platform": "tdx", "mrtd": "aa"}))
-            .is_empty());
-        let p = Policy::parse("[snp]\nmeasurement = [\"01\"]\nmin_tcb = { snp = 9 }\n").unwrap();
-        let v = serde_json::json!({"platform": "snp", "measurement": "01", "reported_tcb_decoded": {"snp": 8}});
-        assert_eq!(p.violations(&v).len(), 1);
+        let p = Policy::parse(&format!("[tdx]\nmrtd = [\"{}\"]", mrtd.to_uppercase())).unwrap();
+        assert!(p.violations(&m, None).is_empty());
+        let p = Policy::parse("platforms = [\"snp\"]").unwrap();
+        assert!(matches!(
+            &p.violations(&m, None)[..],
+            [Violation::Platform {
+                platform: Platform::Tdx,
+                ..
+            }]
+        ));
+        // Minimum TCB: each component below it is one violation; unknown reads as 0.
+        let m = measured("snp/virtee-milan-vcek/report.bin");
+        let p = Policy::parse("[snp]\nmin_tcb = { snp = 9, bootloader = 3 }\n").unwrap();
+        let tcb = TcbVersion {
+            bootloader: 3,
+            snp: 8,
+            ..Default::default()
+        };
+        assert_eq!(p.violations(&m, Some(&tcb)).len(), 1);
+        assert_eq!(p.violations(&m, None).len(), 2);
     }
 }

@@ -182,7 +182,7 @@ fn rejected_for(v: &TdxVerdict, why: &str) {
 fn the_rebuilt_quote_verifies_up_to_date_under_the_test_root() {
     let v = Pki::new().verify();
     assert!(v.reasons.is_empty(), "{:?}", v.reasons);
-    assert_eq!(v.tcb_status.as_deref(), Some("UpToDate"));
+    assert_eq!(v.tcb_status, Some(cocoon_attest::TcbStatus::UpToDate));
     assert_eq!(v.fmspc.as_deref(), Some("b0c06f000000"));
 }
 

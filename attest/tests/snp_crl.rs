@@ -139,7 +139,7 @@ fn rejected_for(v: &SnpVerdict, why: &str) {
         "expected only {why:?}, got {:?}",
         v.reasons
     );
-    assert_eq!(v.tcb_status, "Unverified");
+    assert_eq!(v.tcb_status, cocoon_attest::TcbStatus::Unverified);
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn the_rebuilt_chain_verifies_with_and_without_a_crl() {
     let p = Pki::new();
     let v = p.verify(&[]);
     assert!(v.reasons.is_empty(), "{:?}", v.reasons);
-    assert_eq!(v.tcb_status, "UpToDate");
+    assert_eq!(v.tcb_status, cocoon_attest::TcbStatus::UpToDate);
     assert!(!v.crl_checked);
     // A current CRL listing other keys: checked, nothing revoked.
     let v = p.verify(&[p.current(&[&[0x01, 0x02], &[0x00, 0x99]])]);

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use cocoon_attest::appraisal::{
-    evidence_from_bytes, inspect, load_collateral, parse_rfc3339, unix_now, verify, Appraisal,
+    evidence_from_bytes, inspect, load_collateral, parse_rfc3339, unix_now, verify, AppraisalInput,
 };
 use cocoon_attest::input::{read_bounded, MAX_EVIDENCE_BYTES};
 use cocoon_attest::nvgpu::{self, evidence::gpu_evidence_from_bytes, GpuCollateral, GpuEvidence};
@@ -129,7 +129,7 @@ pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let e = evidence_from_bytes(&bytes)?;
-            print(&inspect(&e)?, *json, out)?;
+            print(&inspect(&e)?.to_json(), *json, out)?;
             Ok(ExitCode::SUCCESS)
         }
         AttestCommand::Verify(a) => {
@@ -157,7 +157,7 @@ pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
                 Some(p) => load_collateral(p, e.platform)?,
                 None => (Vec::new(), None),
             };
-            let appraisal = Appraisal {
+            let appraisal = AppraisalInput {
                 cert_files,
                 at,
                 report_data,
@@ -167,8 +167,8 @@ pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
                 policy: a.checks.policy()?,
             };
             let v = verify(&e, &appraisal)?;
-            print(&v, a.json, out)?;
-            Ok(if v["verdict"] == "ok" {
+            print(&v.to_json(), a.json, out)?;
+            Ok(if v.accepted() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use cocoon_attest::appraisal::{load_collateral, parse_rfc3339, unix_now, Appraisal};
+use cocoon_attest::appraisal::{load_collateral, parse_rfc3339, unix_now, AppraisalInput};
 use cocoon_attest::policy::Policy;
 use cocoon_runtime::notary::{Attestation, AttestedKey};
 use cocoon_runtime::{BackendChoice, SamplingParams};
@@ -406,7 +406,7 @@ pub fn attest_report(bytes: &[u8], p: &AttestParams) -> Result<Value, String> {
         }
         None => (Vec::new(), None),
     };
-    let appraisal = Appraisal {
+    let appraisal = AppraisalInput {
         cert_files,
         at: p.checks.at.unwrap_or_else(unix_now),
         report_data,
@@ -415,7 +415,9 @@ pub fn attest_report(bytes: &[u8], p: &AttestParams) -> Result<Value, String> {
         tdx,
         policy: p.checks.policy.clone(),
     };
-    cocoon_attest::appraisal::verify(&evidence, &appraisal).map_err(|e| e.to_string())
+    cocoon_attest::appraisal::verify(&evidence, &appraisal)
+        .map(|a| a.to_json())
+        .map_err(|e| e.to_string())
 }
 
 /// `cocoon_attest_verify` on NVIDIA GPU evidence: `collateral` is the directory of RIMs and

@@ -11,7 +11,7 @@ use p384::ecdsa::{Signature, VerifyingKey};
 use serde::Serialize;
 
 use cocoon_attest::appraisal::{
-    load_collateral, parse_rfc3339, unix_now, verify as verify_evidence, Appraisal,
+    load_collateral, parse_rfc3339, unix_now, verify as verify_evidence, AppraisalInput,
 };
 use cocoon_attest::dev::DevEvidence;
 use cocoon_attest::policy::Policy;
@@ -342,7 +342,7 @@ fn check_evidence(
                     }
                 },
             };
-            let appraisal = Appraisal {
+            let appraisal = AppraisalInput {
                 cert_files,
                 at,
                 report_data: Some(*expected),
@@ -356,17 +356,11 @@ fn check_evidence(
             };
             match verify_evidence(&evidence, &appraisal) {
                 Ok(v) => {
-                    let listed = v["reasons"].as_array().cloned().unwrap_or_default();
-                    reasons.extend(
-                        listed
-                            .iter()
-                            .filter_map(|r| r.as_str())
-                            .map(|r| format!("{what}: {r}")),
-                    );
-                    if listed.is_empty() {
+                    reasons.extend(v.reasons.iter().map(|r| format!("{what}: {r}")));
+                    if v.accepted() {
                         notes.push(format!(
                             "{what}: {} evidence verified, TCB {}",
-                            evidence.platform, v["tcb_status"]
+                            evidence.platform, v.tcb_status
                         ));
                     }
                 }

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use cocoon_attest::appraisal::{load_collateral, unix_now, verify, Appraisal};
+use cocoon_attest::appraisal::{load_collateral, unix_now, verify, AppraisalInput};
 use cocoon_attest::policy::Policy;
 use cocoon_receipt::receipt::KeyJson;
 use cocoon_receipt::verify::parse_receipt;
@@ -68,7 +68,7 @@ pub fn check_key(doc: &[u8], check: &KeyCheck) -> Result<TrustedKey, SealError> 
         .to_evidence()
         .map_err(|e| SealError::malformed("key document", e))?
         .ok_or_else(|| SealError::Untrusted("the key has no evidence (platform none)".into()))?;
-    let mut appraisal = Appraisal {
+    let mut appraisal = AppraisalInput {
         at: check.at.unwrap_or_else(unix_now),
         report_data: Some(binding),
         allow_dev: check.allow_dev,
@@ -86,15 +86,7 @@ pub fn check_key(doc: &[u8], check: &KeyCheck) -> Result<TrustedKey, SealError> 
         appraisal.tdx = tdx;
     }
     let report = verify(&evidence, &appraisal).map_err(|e| SealError::Untrusted(e.to_string()))?;
-    let mut reasons: Vec<String> = report["reasons"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut reasons = report.reason_texts();
     let gpu_opts = cocoon_receipt::verify::VerifyOptions {
         at: check.at,
         policy: check.policy.clone(),
@@ -102,7 +94,7 @@ pub fn check_key(doc: &[u8], check: &KeyCheck) -> Result<TrustedKey, SealError> 
         ..Default::default()
     };
     cocoon_receipt::gpu::check_gpus(&key, &gpu_opts, &mut reasons, &mut Vec::new());
-    if report["verdict"] != "ok" || !reasons.is_empty() {
+    if !report.accepted() || !reasons.is_empty() {
         return Err(SealError::Untrusted(if reasons.is_empty() {
             "the evidence was not accepted".into()
         } else {

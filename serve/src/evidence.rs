@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 use sha2::{Digest, Sha512};
 
-use cocoon_attest::appraisal::{load_collateral, unix_now, verify, Appraisal};
+use cocoon_attest::appraisal::{load_collateral, unix_now, verify, AppraisalInput};
 use cocoon_attest::{Evidence, Platform};
 use cocoon_runtime::notary::Attestation;
 use cocoon_runtime::Pin;
@@ -76,7 +76,7 @@ pub fn appraise(attestation: &Attestation, collateral: Option<&Path>, pin: &Pin)
         Err(e) => return fail("unknown".into(), e),
     };
     let platform = evidence.platform.as_str().to_owned();
-    let mut appraisal = Appraisal {
+    let mut appraisal = AppraisalInput {
         at: unix_now(),
         report_data: Some(report_data),
         allow_dev: true,
@@ -94,15 +94,7 @@ pub fn appraise(attestation: &Attestation, collateral: Option<&Path>, pin: &Pin)
     match verify(&evidence, &appraisal) {
         Err(e) => fail(platform, e.to_string()),
         Ok(v) => {
-            let reasons: Vec<String> = v["reasons"]
-                .as_array()
-                .map(|r| {
-                    r.iter()
-                        .filter_map(|s| s.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let verdict = if !reasons.is_empty() {
+            let verdict = if !v.accepted() {
                 "rejected"
             } else if evidence.platform == Platform::Dev {
                 "dev"
@@ -113,8 +105,8 @@ pub fn appraise(attestation: &Attestation, collateral: Option<&Path>, pin: &Pin)
                 platform,
                 mode,
                 verdict: verdict.into(),
-                reasons,
-                tcb_status: v["tcb_status"].as_str().map(str::to_owned),
+                reasons: v.reason_texts(),
+                tcb_status: Some(v.tcb_status.to_string()),
             }
         }
     }

@@ -1,21 +1,22 @@
-//! A policy (TOML), applied to a fixed inspect-shaped verdict.
+//! A policy (TOML), applied to the parsed fields of a real TDX quote and SNP report.
 #![no_main]
+use cocoon_attest::appraisal::evidence_from_bytes;
+use cocoon_attest::{Measurements, TcbStatus};
 use libfuzzer_sys::fuzz_target;
+
+fn measured(bytes: &[u8]) -> Measurements {
+    Measurements::parse(&evidence_from_bytes(bytes).unwrap()).unwrap()
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     if let Ok(p) = cocoon_attest::policy::Policy::parse(text) {
-        let tdx = serde_json::json!({
-            "platform": "tdx", "tcb_status": "UpToDate", "mrtd": "00", "rtmr0": "11",
-        });
-        let snp = serde_json::json!({
-            "platform": "snp", "tcb_status": "UpToDate", "measurement": "00",
-            "reported_tcb_decoded": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115},
-        });
-        let _ = p.accepts_status("OutOfDate");
-        let _ = p.violations(&tdx);
-        let _ = p.violations(&snp);
+        let tdx = measured(include_bytes!("../../../tests/vectors/tdx/dcapqvl-v4-uptodate/quote.dat"));
+        let snp = measured(include_bytes!("../../../tests/vectors/snp/virtee-milan-vcek/report.bin"));
+        let _ = p.accepts_status(&TcbStatus::OutOfDate);
+        let _ = p.violations(&tdx, None);
+        let _ = p.violations(&snp, Some(&Default::default()));
     }
 });

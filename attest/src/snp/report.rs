@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::evidence::SNP_REPORT_LEN;
 
 /// A TCB version as the report and the VCEK carry it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TcbVersion {
     /// Firmware (Turin and later; 0 before).
     pub fmc: u8,

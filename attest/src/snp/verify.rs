@@ -9,12 +9,12 @@
 
 use p384::ecdsa::signature::Verifier;
 use p384::ecdsa::{Signature, VerifyingKey};
-use serde::Serialize;
 
 use super::chain::{spl, verify_chain, Cert, Product, Roots};
 use super::crl::{parse_collateral, Crl};
 use super::report::{SigningKey, SnpReport, TcbVersion};
 use crate::error::Result;
+use crate::tcb_status::TcbStatus;
 
 /// AMD's extension OIDs on VCEKs.
 const OID_BL: &str = "1.3.6.1.4.1.3704.1.3.1";
@@ -24,39 +24,21 @@ const OID_UCODE: &str = "1.3.6.1.4.1.3704.1.3.8";
 const OID_FMC: &str = "1.3.6.1.4.1.3704.1.3.9";
 const OID_HWID: &str = "1.3.6.1.4.1.3704.1.4";
 
-/// The outcome, with the measurements a policy looks at.
-#[derive(Clone, Debug, Serialize)]
+/// The outcome of the platform's checks (the measurements are the report's own fields).
+#[derive(Clone, Debug)]
 pub struct SnpVerdict {
     /// Empty when every check passed.
     pub reasons: Vec<String>,
     /// `UpToDate` when the report's TCB is the one the VCEK certifies (SNP has no TCB info
     /// collateral; minimum SVNs come from the policy), else `Unverified`.
-    pub tcb_status: String,
+    pub tcb_status: TcbStatus,
     /// Product of the pinned root.
     pub product: Option<&'static str>,
     /// Whether a CRL of the root was given and checked (AMD's KDS `crl`); without one,
     /// revocation of the ASK or leaf is not known.
     pub crl_checked: bool,
-    /// Report version.
-    pub version: u32,
-    /// REPORT_DATA, hex.
-    pub report_data: String,
-    /// MEASUREMENT, hex.
-    pub measurement: String,
-    /// HOST_DATA, hex.
-    pub host_data: String,
-    /// Guest policy, hex.
-    pub policy: String,
-    /// Whether the policy allows debugging.
-    pub debug: bool,
-    /// VMPL.
-    pub vmpl: u32,
-    /// CHIP_ID, hex.
-    pub chip_id: String,
-    /// REPORTED_TCB decoded.
+    /// REPORTED_TCB decoded for the product, once the chain is known.
     pub reported_tcb: Option<TcbVersion>,
-    /// Guest SVN.
-    pub guest_svn: u32,
 }
 
 /// Verifies `report` against `certs` and `crls` at `at` (Unix seconds), the chain ending in
@@ -70,7 +52,7 @@ pub fn verify_snp(
     roots: Roots<'_>,
 ) -> SnpVerdict {
     let mut reasons = Vec::new();
-    let mut tcb_status = "Unverified".to_owned();
+    let mut tcb_status = TcbStatus::Unverified;
     let mut product = None;
     let mut reported = None;
     let mut crl_checked = false;
@@ -121,7 +103,7 @@ pub fn verify_snp(
                 }
             }
             if tcb_ok && reasons.is_empty() {
-                tcb_status = "UpToDate".into();
+                tcb_status = TcbStatus::UpToDate;
             }
         }
     }
@@ -130,16 +112,7 @@ pub fn verify_snp(
         tcb_status,
         product,
         crl_checked,
-        version: report.version,
-        report_data: hex::encode(report.report_data),
-        measurement: hex::encode(report.measurement),
-        host_data: hex::encode(report.host_data),
-        policy: format!("{:#x}", report.policy),
-        debug: report.debug_allowed(),
-        vmpl: report.vmpl,
-        chip_id: hex::encode(report.chip_id),
         reported_tcb: reported,
-        guest_svn: report.guest_svn,
     }
 }
 
@@ -205,11 +178,12 @@ mod tests {
             )
             .unwrap();
             assert!(v.reasons.is_empty(), "{dir}: {:?}", v.reasons);
-            assert_eq!(v.tcb_status, "UpToDate");
+            assert_eq!(v.tcb_status, TcbStatus::UpToDate);
             assert_eq!(v.product, Some("Milan"));
             let t = v.reported_tcb.unwrap();
             assert_eq!((t.bootloader, t.tee, t.snp, t.microcode), tcb, "{dir}");
-            assert_eq!(v.policy, policy);
+            let report = SnpReport::parse(&vector(&format!("{dir}/report.bin"))).unwrap();
+            assert_eq!(format!("{:#x}", report.policy), policy);
         }
     }
 
@@ -300,7 +274,11 @@ mod tests {
                 "{what}: {:?}",
                 v.reasons
             );
-            assert!(v.tcb_status != "UpToDate", "{what}: {}", v.tcb_status);
+            assert!(
+                v.tcb_status != TcbStatus::UpToDate,
+                "{what}: {}",
+                v.tcb_status
+            );
         }
         // Truncations.
         for n in [0, 100, 0x2A0, 1183] {

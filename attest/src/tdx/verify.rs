@@ -34,7 +34,7 @@ use super::checked::{CheckedCollateral, SvnLevel};
 use super::collateral::Collateral;
 use super::pck::{pck_tcb, PckTcb};
 use super::quote::TdxQuote;
-use crate::policy::TCB_STATUSES;
+use crate::tcb_status::TcbStatus;
 use crate::x509::{p256_key, parse_certs, Cert};
 
 /// The outcome.
@@ -42,20 +42,13 @@ use crate::x509::{p256_key, parse_certs, Cert};
 pub struct TdxVerdict {
     /// Empty when every check passed (the status may still not be UpToDate).
     pub reasons: Vec<String>,
-    /// Converged TCB status, or `None` when no level matched.
-    pub tcb_status: Option<String>,
+    /// Converged TCB status (the worst of platform, TDX module and QE), or `None` when one of
+    /// the three matched no level.
+    pub tcb_status: Option<TcbStatus>,
     /// Advisory ids of the matched platform level.
     pub advisory_ids: Vec<String>,
     /// FMSPC from the PCK certificate, hex.
     pub fmspc: Option<String>,
-}
-
-/// Position in Intel's best-to-worst order; an unknown status ranks worst of all.
-fn rank(s: &str) -> usize {
-    TCB_STATUSES
-        .iter()
-        .position(|x| *x == s)
-        .unwrap_or(TCB_STATUSES.len())
 }
 
 fn hex_eq(a: &str, b: &[u8]) -> bool {
@@ -270,7 +263,7 @@ impl TdxVerifier {
         // 4. Levels.
         let pck = platform.pck.as_ref();
         v.fmspc = pck.map(|p| hex::encode(p.fmspc));
-        let mut statuses: Vec<String> = Vec::new();
+        let mut statuses: Vec<TcbStatus> = Vec::new();
         if let (Some(t), Some(p)) = (&k.tcb_info, pck) {
             if !hex_eq(&t.fmspc, &p.fmspc) {
                 reasons.push(format!(
@@ -306,7 +299,7 @@ impl TdxVerifier {
             });
             match level {
                 Some(l) => {
-                    statuses.push(l.tcb_status.clone());
+                    statuses.push(TcbStatus::from_intel(&l.tcb_status));
                     v.advisory_ids = l.advisory_ids.clone();
                 }
                 None => reasons.push(
@@ -324,7 +317,7 @@ impl TdxVerifier {
                         if hex_eq(&m.mrsigner, mrsigner)
                             && masked_eq(attrs, &m.attributes, &m.attributes_mask) =>
                     {
-                        statuses.push(TCB_STATUSES[0].to_owned())
+                        statuses.push(TcbStatus::UpToDate)
                     }
                     _ => reasons.push(
                         "TDX module MRSIGNERSEAM/SEAMATTRIBUTES differ from the TCB info's tdxModule"
@@ -344,7 +337,7 @@ impl TdxVerifier {
                             ));
                         }
                         match svn_status(&m.tcb_levels, u16::from(svn[0])) {
-                            Some(s) => statuses.push(s.to_owned()),
+                            Some(s) => statuses.push(TcbStatus::from_intel(s)),
                             None => reasons
                                 .push(format!("no {id} level matches TDX module SVN {}", svn[0])),
                         }
@@ -369,7 +362,7 @@ impl TdxVerifier {
                 );
             }
             match svn_status(&e.tcb_levels, r.isv_svn) {
-                Some(s) => statuses.push(s.to_owned()),
+                Some(s) => statuses.push(TcbStatus::from_intel(s)),
                 None => reasons.push(format!(
                     "no QE identity level matches QE ISVSVN {}",
                     r.isv_svn
@@ -377,7 +370,7 @@ impl TdxVerifier {
             }
         }
         v.tcb_status = if statuses.len() == 3 {
-            statuses.into_iter().max_by_key(|s| rank(s))
+            statuses.into_iter().max_by_key(TcbStatus::rank)
         } else {
             None
         };
@@ -414,7 +407,7 @@ mod tests {
     fn documented_outcomes_of_the_real_quotes() {
         let v = check("dcapqvl-v4-uptodate", "2025-07-19T10:00:34Z");
         assert!(v.reasons.is_empty(), "{:?}", v.reasons);
-        assert_eq!(v.tcb_status.as_deref(), Some("UpToDate"));
+        assert_eq!(v.tcb_status, Some(TcbStatus::UpToDate));
         assert_eq!(v.fmspc.as_deref(), Some("b0c06f000000"));
 
         for (name, at) in [
@@ -474,7 +467,7 @@ mod tests {
         let c = Collateral::read(&dir("dcapqvl-v4-uptodate/collateral.json")).unwrap();
         let v = verify_tdx(&q, &c, parse_rfc3339("2025-07-19T10:00:34Z").unwrap());
         assert!(
-            v.reasons.is_empty() && v.tcb_status.as_deref() == Some("UpToDate"),
+            v.reasons.is_empty() && v.tcb_status == Some(TcbStatus::UpToDate),
             "{:?}",
             v.reasons
         );
