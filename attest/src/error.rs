@@ -14,11 +14,15 @@ pub enum Error {
         source: std::io::Error,
     },
     /// No TEE interface was found.
-    #[error("no TEE evidence interface found (looked for {looked_for}); use --attest dev for an explicitly insecure stand-in, or --attest none")]
+    #[error("no TEE evidence interface found (looked for {looked_for}); the insecure dev stand-in, or no evidence, must be chosen explicitly")]
     NoTee {
         /// What was looked for.
         looked_for: String,
     },
+    /// NVIDIA GPU evidence could not be collected (NVML absent, no GPU, a GPU not in
+    /// confidential-computing mode, an unreadable report or chain).
+    #[error("GPU evidence: {0}")]
+    GpuCollection(String),
     /// The configfs-tsm report entry changed under us.
     #[error("configfs-tsm: generation changed from {before} to {after} while reading the report (another writer raced us)")]
     GenerationChanged {

@@ -40,7 +40,7 @@ impl fmt::Display for Reason {
         match self {
             Reason::Check(why) => f.write_str(why),
             Reason::NoCollateral => {
-                f.write_str("no TDX collateral given (TCB info, QE identity, CRLs: --collateral)")
+                f.write_str("no TDX collateral given (TCB info, QE identity, CRLs)")
             }
             Reason::DebugAllowed {
                 snp_policy: Some(p),

@@ -13,6 +13,7 @@ use cocoon_attest::appraisal::{
 use cocoon_attest::input::{read_bounded, MAX_EVIDENCE_BYTES};
 use cocoon_attest::nvgpu::{self, evidence::gpu_evidence_from_bytes, GpuCollateral, GpuEvidence};
 use cocoon_attest::policy::Policy;
+use cocoon_attest::Reason;
 
 /// `cocoon attest …`.
 #[derive(Subcommand)]
@@ -168,6 +169,20 @@ pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
             };
             let v = verify(&e, &appraisal)?;
             print(&v.to_json(), a.json, out)?;
+            if !a.json {
+                for reason in &v.reasons {
+                    match reason {
+                        Reason::NoCollateral => writeln!(
+                            out,
+                            "hint: --collateral PATH gives the TCB info, QE identity and CRLs"
+                        )?,
+                        Reason::DevEvidence => {
+                            writeln!(out, "hint: --allow-dev accepts dev evidence, for testing")?
+                        }
+                        _ => {}
+                    }
+                }
+            }
             Ok(if v.accepted() {
                 ExitCode::SUCCESS
             } else {

@@ -206,7 +206,12 @@ pub fn make_attestation(
         AttestArg::Tdx => "tdx",
         AttestArg::Snp => "snp",
     };
-    let provider = cocoon_attest::provider::select(name)?;
+    let provider = cocoon_attest::provider::select(name).map_err(|e| match e {
+        cocoon_attest::Error::NoTee { .. } => {
+            anyhow::anyhow!("{e} (--attest dev: the insecure stand-in; --attest none: no evidence)")
+        }
+        e => e.into(),
+    })?;
     if kind != AttestArg::Dev {
         eprintln!("attestation: {} evidence", provider.platform());
     }

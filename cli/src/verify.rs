@@ -96,6 +96,9 @@ pub fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<ExitCode> {
             for reason in &r.reasons {
                 writeln!(out, "  rejected: {reason}")?;
             }
+            if r.platform == "dev" && !r.reasons.is_empty() && !args.allow_dev {
+                writeln!(out, "  hint: --allow-dev accepts dev evidence, for testing")?;
+            }
             for note in &r.notes {
                 writeln!(out, "  note: {note}")?;
             }

@@ -29,7 +29,7 @@ pub enum SealedFailure {
     #[error("the sealed request could not be opened")]
     NotOpened,
     /// There is no HPKE key: the engine's attestation is not an attested key.
-    #[error("no HPKE key: sealed requests need an attested key (--attest-key)")]
+    #[error("no HPKE key: sealed requests need an engine started with an attested key")]
     NoKey,
     /// It opened but is malformed or cannot run; the message names a field, never a value.
     #[error("sealed request: {0}")]

@@ -78,7 +78,7 @@ impl From<cocoon_runtime::Error> for Failure {
         use cocoon_runtime::Error as E;
         let status = match &e {
             E::Io { .. } | E::MissingFile { .. } => COCOON_ERR_IO,
-            E::MalformedPin(_) | E::InvalidRequest(_) | E::RefusedPath { .. } => {
+            E::MalformedPin(_) | E::InvalidRequest(_) | E::RefusedPath { .. } | E::Receipt(_) => {
                 COCOON_ERR_INVALID_ARGUMENT
             }
             E::PinMismatch { .. } | E::ModelPinMismatch { .. } => COCOON_ERR_PIN_MISMATCH,
@@ -346,7 +346,7 @@ pub unsafe extern "C" fn cocoon_verify_receipt(
             )
         };
         let params = VerifyParams::parse(options).map_err(invalid)?;
-        let receipt = parse_receipt(text).map_err(invalid)?;
+        let receipt = parse_receipt(text).map_err(|e| invalid(e.to_string()))?;
         let model_pin = match &params.model {
             Some(dir) => Some(manifest_of(Path::new(dir), None)?.pin()),
             None => None,

@@ -251,7 +251,9 @@ impl ReplayParams {
         };
         let receipt = match o.get("receipt") {
             None | Some(Value::Null) => None,
-            Some(r) => Some(cocoon_runtime::verify::parse_receipt(&r.to_string())?),
+            Some(r) => Some(
+                cocoon_runtime::verify::parse_receipt(&r.to_string()).map_err(|e| e.to_string())?,
+            ),
         };
         let opts = object(options, "options_json", &["mode"])?;
         let mode = match string(&opts, "mode")?.as_deref() {

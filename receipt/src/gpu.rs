@@ -40,7 +40,7 @@ pub fn check_gpus(
     let collateral = opts
         .gpu_collateral_read
         .get_or_init(|| match &opts.gpu_collateral {
-            Some(dir) => GpuCollateral::read(dir).map_err(|e| e.to_string()),
+            Some(dir) => GpuCollateral::read(dir).map_err(std::sync::Arc::new),
             None => Ok(GpuCollateral::default()),
         });
     let collateral = match collateral {

@@ -3,10 +3,12 @@
 //! `cocoon-attest` alone: no model loading, tokenizer or GPU code is compiled.
 #![deny(unsafe_code)]
 
+pub mod error;
 pub mod gpu;
 pub mod jcs;
 pub mod receipt;
 pub mod verify;
 
+pub use error::{Error, Result};
 pub use receipt::Receipt;
 pub use verify::{parse_receipt, verify_chain, verify_receipt, VerifyOptions, VerifyReport};

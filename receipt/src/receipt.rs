@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256, Sha512};
 use cocoon_attest::nvgpu::GpuEvidence;
 use cocoon_attest::{Evidence, Platform};
 
+use crate::error::{Error, Result};
 use crate::jcs::canonicalize;
 
 /// Domain separation of receipt bindings.
@@ -201,23 +202,20 @@ impl EvidenceJson {
     }
 
     /// Back to evidence bytes; `None` for platform `none`.
-    pub fn to_evidence(&self) -> Result<Option<Evidence>, String> {
+    pub fn to_evidence(&self) -> Result<Option<Evidence>> {
         let platform = match self.platform.as_str() {
             "none" => return Ok(None),
             "tdx" => Platform::Tdx,
             "snp" => Platform::Snp,
             "dev" => Platform::Dev,
-            other => return Err(format!("unknown evidence platform {other:?}")),
+            other => return Err(Error::UnknownPlatform(other.to_owned())),
         };
-        let b64 = |s: &str, what: &str| {
+        let b64 = |s: &str, field: &'static str| {
             base64::engine::general_purpose::STANDARD
                 .decode(s)
-                .map_err(|e| format!("evidence {what} is not base64: {e}"))
+                .map_err(|source| Error::NotBase64 { field, source })
         };
-        let quote = b64(
-            self.quote.as_deref().ok_or("evidence has no quote")?,
-            "quote",
-        )?;
+        let quote = b64(self.quote.as_deref().ok_or(Error::NoQuote)?, "quote")?;
         let certs = self.certs.as_deref().map(|c| b64(c, "certs")).transpose()?;
         Ok(Some(Evidence {
             platform,
@@ -241,8 +239,8 @@ pub struct KeyJson {
 }
 
 /// `SHA-512(domain ‖ JCS(value))`.
-fn domain_hash(domain: &[u8], value: &serde_json::Value) -> Result<[u8; 64], String> {
-    let text = canonicalize(value).map_err(|e| e.to_string())?;
+fn domain_hash(domain: &[u8], value: &serde_json::Value) -> Result<[u8; 64]> {
+    let text = canonicalize(value)?;
     let mut h = Sha512::new();
     h.update(domain);
     h.update(text.as_bytes());
@@ -251,14 +249,14 @@ fn domain_hash(domain: &[u8], value: &serde_json::Value) -> Result<[u8; 64], Str
 
 impl ReceiptBody {
     /// The binding of this body.
-    pub fn binding(&self) -> Result<[u8; 64], String> {
-        let value = serde_json::to_value(self).map_err(|e| e.to_string())?;
+    pub fn binding(&self) -> Result<[u8; 64]> {
+        let value = serde_json::to_value(self)?;
         domain_hash(RECEIPT_DOMAIN, &value)
     }
 }
 
 /// The report data an attested key's evidence must carry when it has no GPU evidence.
-pub fn key_binding(sign: &str, hpke: Option<&str>) -> Result<[u8; 64], String> {
+pub fn key_binding(sign: &str, hpke: Option<&str>) -> Result<[u8; 64]> {
     domain_hash(KEY_DOMAIN, &serde_json::json!({"hpke": hpke, "sign": sign}))
 }
 
@@ -269,14 +267,14 @@ pub fn key_binding_with_gpus(
     sign: &str,
     hpke: Option<&str>,
     gpus: &[GpuEvidence],
-) -> Result<[u8; 64], String> {
+) -> Result<[u8; 64]> {
     if gpus.is_empty() {
         return key_binding(sign, hpke);
     }
     let digests = gpus
         .iter()
-        .map(|g| g.report_sha384().map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(GpuEvidence::report_sha384)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     domain_hash(
         KEY_DOMAIN,
         &serde_json::json!({"gpus": digests, "hpke": hpke, "sign": sign}),
@@ -285,9 +283,8 @@ pub fn key_binding_with_gpus(
 
 /// The nonce each GPU is asked to sign for an attested key:
 /// `SHA-256(b"cocoon-gpu-v1\0" || JCS({"hpke", "sign"}))`.
-pub fn gpu_nonce(sign: &str, hpke: Option<&str>) -> Result<[u8; 32], String> {
-    let text = canonicalize(&serde_json::json!({"hpke": hpke, "sign": sign}))
-        .map_err(|e| e.to_string())?;
+pub fn gpu_nonce(sign: &str, hpke: Option<&str>) -> Result<[u8; 32]> {
+    let text = canonicalize(&serde_json::json!({"hpke": hpke, "sign": sign}))?;
     let mut h = Sha256::new();
     h.update(GPU_DOMAIN);
     h.update(text.as_bytes());
@@ -296,7 +293,7 @@ pub fn gpu_nonce(sign: &str, hpke: Option<&str>) -> Result<[u8; 32], String> {
 
 impl KeyJson {
     /// The report data this key's CPU evidence must carry (with its GPUs' reports, if any).
-    pub fn binding(&self) -> Result<[u8; 64], String> {
+    pub fn binding(&self) -> Result<[u8; 64]> {
         key_binding_with_gpus(
             &self.sign,
             self.hpke.as_deref(),

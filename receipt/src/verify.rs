@@ -17,6 +17,7 @@ use cocoon_attest::dev::DevEvidence;
 use cocoon_attest::policy::Policy;
 use cocoon_attest::Platform;
 
+use crate::error::{Error, Result};
 use crate::gpu::check_gpus;
 use crate::receipt::{EvidenceJson, Receipt};
 
@@ -39,8 +40,12 @@ pub struct VerifyOptions {
     /// NVIDIA GPU collateral: a directory of driver and VBIOS RIMs and OCSP responses.
     pub gpu_collateral: Option<std::path::PathBuf>,
     /// `gpu_collateral` as read, the first time a receipt needs it (leave it empty).
-    pub gpu_collateral_read:
-        std::sync::OnceLock<Result<cocoon_attest::nvgpu::GpuCollateral, String>>,
+    pub gpu_collateral_read: std::sync::OnceLock<
+        std::result::Result<
+            cocoon_attest::nvgpu::GpuCollateral,
+            std::sync::Arc<cocoon_attest::Error>,
+        >,
+    >,
 }
 
 /// The verdict.
@@ -71,21 +76,17 @@ impl VerifyReport {
 
 /// Parses a receipt strictly: malformed JSON, wrong types, unknown fields or another version
 /// are errors (exit 2), not verdicts.
-pub fn parse_receipt(text: &str) -> Result<Receipt, String> {
+pub fn parse_receipt(text: &str) -> Result<Receipt> {
     let limit = cocoon_attest::input::MAX_RECEIPT_BYTES;
     if text.len() as u64 > limit {
-        return Err(format!(
-            "malformed receipt: {} bytes, more than the {limit} a receipt may have",
-            text.len()
-        ));
+        return Err(Error::TooLarge {
+            size: text.len() as u64,
+            limit,
+        });
     }
-    let receipt: Receipt =
-        serde_json::from_str(text).map_err(|e| format!("malformed receipt: {e}"))?;
+    let receipt: Receipt = serde_json::from_str(text)?;
     if receipt.version != 1 {
-        return Err(format!(
-            "unsupported receipt version {} (this verifier knows 1)",
-            receipt.version
-        ));
+        return Err(Error::Version(receipt.version.into()));
     }
     Ok(receipt)
 }
@@ -313,7 +314,7 @@ fn check_evidence(
     match evidence.platform {
         Platform::Dev => {
             // A flag never weakens a policy: one that names its platforms without `dev`, or
-            // that requires GPU evidence, rejects dev evidence whatever --allow-dev says.
+            // that requires GPU evidence, rejects dev evidence even when dev evidence is allowed.
             if let Some(p) = &opts.policy {
                 if !p.platforms.is_empty() && !p.platforms.iter().any(|x| x == "dev") {
                     reasons.push(format!(
@@ -325,9 +326,9 @@ fn check_evidence(
             if let Err(e) = DevEvidence::parse(&evidence.quote) {
                 reasons.push(format!("{what}: {e}"));
             } else if opts.allow_dev {
-                notes.push("dev evidence accepted because --allow-dev was given: it is signed by a local key and proves nothing about the machine".into());
+                notes.push("dev evidence accepted because dev evidence was allowed: it is signed by a local key and proves nothing about the machine".into());
             } else {
-                reasons.push(format!("{what}: dev evidence proves nothing; pass --allow-dev to accept it for testing"));
+                reasons.push(format!("{what}: dev evidence proves nothing; it is accepted only when dev evidence is explicitly allowed, for testing"));
             }
         }
         Platform::Tdx | Platform::Snp => {

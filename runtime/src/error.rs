@@ -70,7 +70,10 @@ pub enum Error {
     InvalidRequest(String),
     /// Evidence could not be produced.
     #[error("attestation: {0}")]
-    Attestation(String),
+    Attestation(#[from] cocoon_attest::Error),
+    /// A receipt or key binding could not be computed (a value RFC 8785 cannot canonicalize).
+    #[error("receipt: {0}")]
+    Receipt(#[from] cocoon_receipt::Error),
     /// A backend is unavailable or failed.
     #[error("backend: {0}")]
     Backend(String),

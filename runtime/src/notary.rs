@@ -39,19 +39,16 @@ impl AttestedKey {
     /// and the CPU evidence's report data covers the SHA-384 of every GPU report.
     pub fn with_gpus(
         provider: &dyn EvidenceProvider,
-        gpus: &dyn Fn([u8; 32]) -> std::result::Result<Vec<GpuEvidence>, String>,
+        gpus: &dyn Fn([u8; 32]) -> cocoon_attest::Result<Vec<GpuEvidence>>,
     ) -> Result<Self> {
         let key = SigningKey::random(&mut rand_core::OsRng);
         let hpke = HpkeKeyPair::generate();
         let sign = hex::encode(VerifyingKey::from(&key).to_encoded_point(false).as_bytes());
         let hpke_hex = hpke.public_hex();
-        let nonce = gpu_nonce(&sign, Some(&hpke_hex)).map_err(Error::InvalidRequest)?;
-        let gpus = gpus(nonce).map_err(|e| Error::Attestation(format!("GPU evidence: {e}")))?;
-        let report_data =
-            key_binding_with_gpus(&sign, Some(&hpke_hex), &gpus).map_err(Error::InvalidRequest)?;
-        let evidence = provider
-            .attest(&report_data)
-            .map_err(|e| Error::Attestation(e.to_string()))?;
+        let nonce = gpu_nonce(&sign, Some(&hpke_hex))?;
+        let gpus = gpus(nonce)?;
+        let report_data = key_binding_with_gpus(&sign, Some(&hpke_hex), &gpus)?;
+        let evidence = provider.attest(&report_data)?;
         let mut evidence = EvidenceJson::from_evidence(&evidence);
         evidence.gpus = (!gpus.is_empty()).then_some(gpus);
         Ok(AttestedKey {
@@ -202,13 +199,11 @@ pub fn body(facts: &Facts<'_>, request: &ReceiptRequest) -> Result<ReceiptBody> 
 
 /// Binds `body` to the machine as `attestation` says.
 pub fn issue(body: ReceiptBody, attestation: &Attestation) -> Result<Receipt> {
-    let binding = body.binding().map_err(Error::InvalidRequest)?;
+    let binding = body.binding()?;
     let (evidence, key, signature) = match attestation {
         Attestation::None => (EvidenceJson::none(), None, None),
         Attestation::Direct(provider) => {
-            let e = provider
-                .attest(&binding)
-                .map_err(|e| Error::Attestation(e.to_string()))?;
+            let e = provider.attest(&binding)?;
             (EvidenceJson::from_evidence(&e), None, None)
         }
         Attestation::Key(k) => {

@@ -243,7 +243,7 @@ impl TextTokenizer {
     /// the generation prompt, as [`TextTokenizer::render_chat`] does for one user message.
     pub fn render_messages_at(&self, messages: &[ChatMessage], now: UtcTime) -> Result<String> {
         let template = self.chat_template.as_deref().ok_or_else(|| {
-            Error::InvalidRequest("the model has no chat template; use --raw".into())
+            Error::InvalidRequest("the model has no chat template; give the prompt raw".into())
         })?;
         render_chat_template(template, &self.special_tokens, messages, now)
     }

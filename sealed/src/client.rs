@@ -62,11 +62,13 @@ pub fn check_key(doc: &[u8], check: &KeyCheck) -> Result<TrustedKey, SealError> 
         SealError::Untrusted("the key document has no HPKE key (`hpke` is null)".into())
     })?;
     let hpke = parse_public(hpke_hex)?;
-    let binding = key.binding().map_err(SealError::Untrusted)?;
+    let binding = key
+        .binding()
+        .map_err(|e| SealError::Untrusted(e.to_string()))?;
     let evidence = key
         .evidence
         .to_evidence()
-        .map_err(|e| SealError::malformed("key document", e))?
+        .map_err(|e| SealError::malformed("key document", e.to_string()))?
         .ok_or_else(|| SealError::Untrusted("the key has no evidence (platform none)".into()))?;
     let mut appraisal = AppraisalInput {
         at: check.at.unwrap_or_else(unix_now),
@@ -204,7 +206,7 @@ pub fn open_response(secret: &ClientSecret, sealed: &Sealed) -> Result<ResponseP
     let response = ResponsePlain::parse(&plain)?;
     let mismatch = |why: &str| SealError::Mismatch(why.to_owned());
     let receipt = parse_receipt(&response.receipt.to_string())
-        .map_err(|e| SealError::malformed("receipt", e))?;
+        .map_err(|e| SealError::malformed("receipt", e.to_string()))?;
     let named = receipt
         .body
         .sealed
@@ -225,7 +227,7 @@ pub fn open_response(secret: &ClientSecret, sealed: &Sealed) -> Result<ResponseP
     let binding = receipt
         .body
         .binding()
-        .map_err(|e| SealError::malformed("receipt", e))?;
+        .map_err(|e| SealError::malformed("receipt", e.to_string()))?;
     if hex::encode(binding) != receipt.binding {
         return Err(mismatch("its receipt's binding does not match its body"));
     }

@@ -52,8 +52,9 @@ pub fn appraise(attestation: &Attestation, collateral: Option<&Path>, pin: &Pin)
             let e = json
                 .evidence
                 .to_evidence()
-                .and_then(|e| e.ok_or_else(|| "the key has no evidence".to_owned()))
-                .and_then(|e| json.binding().map(|b| (e, b)));
+                .and_then(|e| json.binding().map(|b| (e, b)))
+                .map_err(|e| e.to_string())
+                .and_then(|(e, b)| Ok((e.ok_or("the key has no evidence")?, b)));
             ("key", e)
         }
         Attestation::Direct(p) => {

@@ -38,7 +38,8 @@ pub fn verify_body(body: &[u8], collateral: Option<&Path>) -> Result<VerifyRepor
         }
     }
     let receipt = receipt.ok_or_else(|| ApiError::field("receipt", "is required"))?;
-    let receipt = parse_receipt(&receipt.to_string()).map_err(ApiError::invalid)?;
+    let receipt =
+        parse_receipt(&receipt.to_string()).map_err(|e| ApiError::invalid(e.to_string()))?;
     Ok(verify_receipt(&receipt, &opts))
 }
 

@@ -86,11 +86,12 @@ fn chain_text(bytes: &[u8]) -> Result<String, String> {
 }
 
 /// One evidence object per GPU, each report signed over `nonce`.
-pub fn collect(nonce: [u8; 32]) -> Result<Vec<GpuEvidence>, String> {
+pub fn collect(nonce: [u8; 32]) -> crate::Result<Vec<GpuEvidence>> {
     // nvml-wrapper slices NVML's buffers by the sizes NVML returns; a driver returning a size
     // beyond its buffer would panic there: caught and reported instead.
     std::panic::catch_unwind(|| collect_inner(nonce))
         .unwrap_or_else(|_| Err("NVML returned an impossible buffer size".into()))
+        .map_err(crate::Error::GpuCollection)
 }
 
 fn collect_inner(nonce: [u8; 32]) -> Result<Vec<GpuEvidence>, String> {
@@ -174,7 +175,10 @@ mod tests {
             return; // a GPU machine: the device check exercises collection there
         }
         let e = collect([0; 32]).unwrap_err();
-        assert!(e.contains("NVML unavailable"), "{e}");
+        assert!(
+            e.to_string().contains("GPU evidence: NVML unavailable"),
+            "{e}"
+        );
         assert_eq!(
             status()["nvml"]
                 .as_str()

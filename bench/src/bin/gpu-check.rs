@@ -644,7 +644,7 @@ fn nvgpu_evidence() -> (serde_json::Value, bool) {
     let loaded = status["nvml"] == "loaded";
     let nonce = [0x42; 32];
     let evidence = match collect::collect(nonce) {
-        Err(e) => json!({"collected": false, "error": e}),
+        Err(e) => json!({"collected": false, "error": e.to_string()}),
         Ok(gpus) => {
             let at = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -137,7 +137,7 @@ int main(int argc, char **argv) {
   cocoon_string_free(report);
   report = NULL;
   CHECK(cocoon_verify_receipt(receipt, NULL, &report) == COCOON_ERR_REJECTED, "dev without allow_dev");
-  CHECK(report && strstr(report, "allow-dev"), "report says why");
+  CHECK(report && strstr(report, "dev evidence proves nothing"), "report says why");
   cocoon_string_free(report);
   report = NULL;
   char *tampered = strdup(receipt);
