@@ -208,7 +208,7 @@ pub fn make_attestation(
     };
     let provider = cocoon_attest::provider::select(name).map_err(|e| match e {
         cocoon_attest::Error::NoTee { .. } => {
-            anyhow::anyhow!("{e} (--attest dev: the insecure stand-in; --attest none: no evidence)")
+            anyhow::anyhow!("{e}: --attest dev or --attest none")
         }
         e => e.into(),
     })?;
