@@ -320,49 +320,87 @@ impl Backend for CpuBackend {
         x: &Vec<f32>,
         w: &CpuWeight,
         rows: usize,
-        _prompt_rows: usize,
+        prompt_rows: usize,
         out: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.matmul_shared(x, &[w], rows, prompt_rows, &mut [out])
+    }
+
+    fn matmul_shared(
+        &self,
+        x: &Vec<f32>,
+        ws: &[&CpuWeight],
+        rows: usize,
+        _prompt_rows: usize,
+        outs: &mut [&mut Vec<f32>],
     ) -> Result<()> {
         // Every row's sums are the same whether it is computed alone or with others (every
         // blocking of `dot::weight_rows_times` equals `dot`), so both kinds of rows take the
-        // same path.
-        let (n, k) = (w.rows, w.cols);
+        // same path; and the same with other weights or alone, so weights that read the same
+        // input share one parallel region (one fork and one join, not one per weight).
+        let k = ws.first().map_or(0, |w| w.cols);
+        if ws.len() != outs.len() || ws.iter().any(|w| w.cols != k) {
+            return Err(Error::Backend(format!(
+                "matmul: {} weights of widths {:?} for {} outputs: one width and one output each",
+                ws.len(),
+                ws.iter().map(|w| w.cols).collect::<Vec<_>>(),
+                outs.len()
+            )));
+        }
         check_len("matmul input", x.len(), rows * k)?;
-        check_len("matmul output", out.len(), rows * n)?;
+        for (w, out) in ws.iter().zip(outs.iter()) {
+            check_len("matmul output", out.len(), rows * w.rows)?;
+        }
         if rows == 0 {
             return Ok(());
         }
         let x = &x[..rows * k];
-        self.pool.install(|| {
-            if rows == 1 {
-                out[..n]
-                    .par_chunks_mut(64)
-                    .enumerate()
-                    .for_each(|(c, o)| w.rows_dot(c * 64, x, o));
-                return;
+        if rows == 1 {
+            let mut tasks: Vec<(&CpuWeight, usize, &mut [f32])> = Vec::new();
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                let chunks = out[..w.rows].chunks_mut(64).enumerate();
+                tasks.extend(chunks.map(|(c, o)| (*w, c * 64, o)));
             }
-            // Each weight row is widened once and used for every input row, in register blocks
-            // of rows × weight rows (`dot::weight_rows_times`); results land transposed
-            // (`[n, rows]`) and are put back in `[rows, n]` order afterwards.
-            let mut t = vec![0f32; n * rows];
-            let widen = |j: usize, buf: &mut [f32]| w.row_into(j, buf);
-            let packed = PackedRows::new(self.blocking, x, rows, k);
-            t.par_chunks_mut(rows * 16)
-                .enumerate()
-                .for_each(|(c, block)| weight_rows_times(&packed, c * 16, &widen, block));
+            self.pool.install(|| {
+                tasks
+                    .into_par_iter()
+                    .for_each(|(w, first, o)| w.rows_dot(first, x, o))
+            });
+            return Ok(());
+        }
+        // Each weight row is widened once and used for every input row, in register blocks of
+        // rows × weight rows (`dot::weight_rows_times`); results land transposed (`[n, rows]`)
+        // and are put back in `[rows, n]` order afterwards.
+        let packed = PackedRows::new(self.blocking, x, rows, k);
+        let mut transposed: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; w.rows * rows]).collect();
+        self.pool.install(|| {
+            let mut blocks: Vec<(&CpuWeight, usize, &mut [f32])> = Vec::new();
+            for (w, t) in ws.iter().zip(transposed.iter_mut()) {
+                let chunks = t.chunks_mut(rows * 16).enumerate();
+                blocks.extend(chunks.map(|(c, b)| (*w, c * 16, b)));
+            }
+            blocks.into_par_iter().for_each(|(w, first, block)| {
+                weight_rows_times(&packed, first, &|j, buf| w.row_into(j, buf), block)
+            });
             // Back to `[rows, n]`, 16 rows a task: each weight row's 16 values are one
             // contiguous read, and each output row is written in order.
-            out[..rows * n]
-                .par_chunks_mut(16 * n)
-                .enumerate()
-                .for_each(|(b, rows_out)| {
-                    let (r0, count) = (b * 16, rows_out.len() / n);
-                    for (j, col) in t.chunks_exact(rows).enumerate() {
-                        for (i, v) in col[r0..r0 + count].iter().enumerate() {
-                            rows_out[i * n + j] = *v;
-                        }
+            let mut back: Vec<(&[f32], usize, usize, &mut [f32])> = Vec::new();
+            for ((w, t), out) in ws.iter().zip(&transposed).zip(outs.iter_mut()) {
+                let n = w.rows;
+                if n == 0 {
+                    continue;
+                }
+                let chunks = out[..rows * n].chunks_mut(16 * n).enumerate();
+                back.extend(chunks.map(|(b, o)| (&t[..], n, b * 16, o)));
+            }
+            back.into_par_iter().for_each(|(t, n, r0, rows_out)| {
+                let count = rows_out.len() / n;
+                for (j, col) in t.chunks_exact(rows).enumerate() {
+                    for (i, v) in col[r0..r0 + count].iter().enumerate() {
+                        rows_out[i * n + j] = *v;
                     }
-                });
+                }
+            });
         });
         Ok(())
     }
@@ -603,6 +641,68 @@ mod tests {
                 let naive: f32 = (0..k).map(|c| x[r * k + c] * wv[c]).sum();
                 assert!((one[0] - naive).abs() < 1e-4, "{} vs {naive}", one[0]);
             }
+        }
+    }
+
+    #[test]
+    fn shared_matmuls_equal_one_matmul_each() {
+        // Q, K and V (or gate and up) in one call: each output bit for bit what its own
+        // matmul gives, for one row and for several, with either blocking.
+        for blocking in [Blocking::Narrow, Blocking::Wide] {
+            let be = CpuBackend::new(2).unwrap().with_blocking(blocking);
+            let k = 40;
+            let weight = |n: usize, seed: usize| {
+                let bytes: Vec<u8> = (0..n * k)
+                    .flat_map(|i| {
+                        let v = (((i + seed) * 31 % 17) as f32 - 8.0) / 16.0;
+                        half::bf16::from_f32(v).to_le_bytes()
+                    })
+                    .collect();
+                be.upload(HostTensor {
+                    dtype: DType::BF16,
+                    shape: &[n, k],
+                    bytes: &bytes,
+                })
+                .unwrap()
+            };
+            let (q, kk, v) = (weight(37, 0), weight(16, 5), weight(70, 9));
+            for rows in [1, 2, 7, 16] {
+                let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.37).cos()).collect();
+                let mut outs: Vec<Vec<f32>> =
+                    [37, 16, 70].iter().map(|n| vec![0f32; rows * n]).collect();
+                let [a, b, c] = &mut outs[..] else {
+                    unreachable!()
+                };
+                be.matmul_shared(&x, &[&q, &kk, &v], rows, 0, &mut [a, b, c])
+                    .unwrap();
+                for (w, got) in [&q, &kk, &v].iter().zip(&outs) {
+                    let mut alone = vec![0f32; got.len()];
+                    be.matmul(&x, w, rows, 0, &mut alone).unwrap();
+                    assert_eq!(
+                        got, &alone,
+                        "{blocking:?}, {rows} rows, {} weight rows",
+                        w.rows
+                    );
+                }
+            }
+            // Weights of different widths cannot share an input: an error, not a panic.
+            let narrow = be
+                .upload(HostTensor {
+                    dtype: DType::F32,
+                    shape: &[2, 3],
+                    bytes: &[0; 24],
+                })
+                .unwrap();
+            let (mut o1, mut o2) = (vec![0f32; 37], vec![0f32; 2]);
+            assert!(be
+                .matmul_shared(
+                    &vec![0f32; k],
+                    &[&q, &narrow],
+                    1,
+                    0,
+                    &mut [&mut o1, &mut o2]
+                )
+                .is_err());
         }
     }
 

@@ -129,6 +129,23 @@ pub trait Backend: Send + Sync {
         out: &mut Self::Buf,
     ) -> Result<()>;
 
+    /// `outs[i] = x · ws[i]ᵀ` for several weights that read the same input (Q, K and V; gate and
+    /// up), in one call so that a backend may run them as one parallel region. Each output is
+    /// exactly what [`Backend::matmul`] gives for its weight; by default, one call each.
+    fn matmul_shared(
+        &self,
+        x: &Self::Buf,
+        ws: &[&Self::Weight],
+        rows: usize,
+        prompt_rows: usize,
+        outs: &mut [&mut Self::Buf],
+    ) -> Result<()> {
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            self.matmul(x, w, rows, prompt_rows, out)?;
+        }
+        Ok(())
+    }
+
     /// Rotates `q` (`[rows, q_dim]`) in place and `k` (`[rows, kv_dim]`) with RoPE at each
     /// staged row's position using `inv_freq` (`head_dim / 2` frequencies, rotate-half
     /// pairing), then writes the rotated keys and the values to each row's slot of `layer`.

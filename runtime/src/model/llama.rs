@@ -416,15 +416,24 @@ impl<B: Backend> Llama<B> {
             } else {
                 be.add_rms_norm(&mut b.x, &b.proj, &w.attn_norm, eps, rows, h, &mut b.n)?;
             }
-            be.matmul(&b.n, &w.q, rows, p, &mut b.q)?;
-            be.matmul(&b.n, &w.k, rows, p, &mut b.k)?;
-            be.matmul(&b.n, &w.v, rows, p, &mut b.v)?;
+            be.matmul_shared(
+                &b.n,
+                &[&w.q, &w.k, &w.v],
+                rows,
+                p,
+                &mut [&mut b.q, &mut b.k, &mut b.v],
+            )?;
             be.rope_and_cache(&mut b.q, &b.k, &b.v, pool, l, shape, &self.inv_freq)?;
             be.attention(&b.q, pool, l, shape, &mut b.att)?;
             be.matmul(&b.att, &w.o, rows, p, &mut b.proj)?;
             be.add_rms_norm(&mut b.x, &b.proj, &w.mlp_norm, eps, rows, h, &mut b.n)?;
-            be.matmul(&b.n, &w.gate, rows, p, &mut b.gate)?;
-            be.matmul(&b.n, &w.up, rows, p, &mut b.up)?;
+            be.matmul_shared(
+                &b.n,
+                &[&w.gate, &w.up],
+                rows,
+                p,
+                &mut [&mut b.gate, &mut b.up],
+            )?;
             be.swiglu(&mut b.gate, &b.up, rows * inter)?;
             be.matmul(&b.gate, &w.down, rows, p, &mut b.proj)?;
         }
