@@ -405,6 +405,17 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn step(
+        &self,
+        pool: &mut CpuPool,
+        step: &mut (dyn FnMut(&mut CpuPool) -> Result<()> + Send),
+    ) -> Result<()> {
+        // The whole pass on a worker of the pool: each operation's parallel region is then a
+        // fork and join among the workers, not a job injected from outside that the calling
+        // thread sleeps on and is woken from (about 150 times a decode step).
+        self.pool.install(|| step(pool))
+    }
+
     fn rope_and_cache(
         &self,
         q: &mut Vec<f32>,

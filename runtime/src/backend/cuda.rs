@@ -227,7 +227,7 @@ impl Backend for CudaBackend {
     fn step(
         &self,
         pool: &mut KvPool,
-        step: &mut dyn FnMut(&mut KvPool) -> Result<()>,
+        step: &mut (dyn FnMut(&mut KvPool) -> Result<()> + Send),
     ) -> Result<()> {
         self.gpu.step(pool, step)
     }

@@ -204,11 +204,13 @@ pub trait Backend: Send + Sync {
     /// Runs `step`, the operations of one pass over the inputs staged in `pool`. A backend may
     /// record a pass of decode rows the first time and replay the record afterwards without
     /// calling `step` (the CUDA backend's graphs), so `step` must do nothing but backend
-    /// operations on buffers that stay the same from step to step. The default runs `step`.
+    /// operations on buffers that stay the same from step to step; a backend may also run it on
+    /// a thread of its own (the CPU backend runs the pass on a worker of its thread pool). The
+    /// default runs `step`.
     fn step(
         &self,
         pool: &mut Self::Pool,
-        step: &mut dyn FnMut(&mut Self::Pool) -> Result<()>,
+        step: &mut (dyn FnMut(&mut Self::Pool) -> Result<()> + Send),
     ) -> Result<()> {
         step(pool)
     }
