@@ -23,7 +23,11 @@ fn failure(e: SealedFailure) -> ApiError {
         SealedFailure::NotOpened => {
             ApiError::new(StatusCode::BAD_REQUEST, "not_opened", e.to_string())
         }
-        SealedFailure::NoKey => ApiError::new(StatusCode::NOT_FOUND, "no_hpke_key", e.to_string()),
+        SealedFailure::NoKey => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_hpke_key",
+            format!("{e} (start cocoon serve with --attest-key)"),
+        ),
         SealedFailure::Invalid(_) => ApiError::invalid(e.to_string()),
         SealedFailure::Failed(_) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "failed", e.to_string())

@@ -16,7 +16,6 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 
 use cocoon_engine::{Engine, Event, Request, SubmitError};
 use cocoon_runtime::generate::{Finish, Generation};
@@ -665,75 +664,78 @@ impl Work {
         Ok((answer, self.ticket.take()))
     }
 
-    /// Streams the answer. The frames go through a small channel to the body; when the client
-    /// goes away the body is dropped, the next send fails, and dropping the handle cancels
-    /// the request.
-    fn stream(self, mut handle: cocoon_engine::Handle) -> Response {
+    /// Streams the answer. The body reads the engine's events itself, so a token costs one
+    /// wake-up of the connection's task (a task between them cost a second one, which on a
+    /// machine whose cores all compute takes time from the pass); when the client goes away
+    /// the body is dropped with the handle, which cancels the request.
+    fn stream(self, handle: cocoon_engine::Handle) -> Response {
         let format = self.s.options.stream_format;
-        let (tx, mut rx) = mpsc::channel::<Bytes>(64);
-        tokio::spawn(async move {
-            let send = |v: serde_json::Value| {
-                let tx = tx.clone();
-                async move { tx.send(format.frame(&v)).await.is_ok() }
-            };
-            if let Some(start) = self.chunks.start() {
-                if !send(start).await {
-                    return;
+        let pending: std::collections::VecDeque<Bytes> = self
+            .chunks
+            .start()
+            .map(|v| format.frame(&v))
+            .into_iter()
+            .collect();
+        let state = Streaming {
+            work: Some(self),
+            handle,
+            pending,
+            first: true,
+        };
+        let body = futures_util::stream::unfold(state, move |mut st| async move {
+            loop {
+                if let Some(frame) = st.pending.pop_front() {
+                    return Some((Ok::<_, Infallible>(frame), st));
                 }
-            }
-            let mut first = true;
-            while let Some(event) = handle.next().await {
-                match event {
-                    Event::Piece(p) => {
-                        if std::mem::take(&mut first) {
-                            self.s.metrics.first_token(self.arrived.elapsed());
+                // Ended: everything sent.
+                let work = st.work.take()?;
+                match st.handle.next().await {
+                    None => return None,
+                    Some(Event::Piece(p)) => {
+                        if std::mem::take(&mut st.first) {
+                            work.s.metrics.first_token(work.arrived.elapsed());
                         }
-                        if !send(self.chunks.piece(&p)).await {
-                            return;
-                        }
+                        st.pending.push_back(format.frame(&work.chunks.piece(&p)));
+                        st.work = Some(work);
                     }
-                    Event::Done(result) => {
-                        let include_usage = self.job.include_usage;
-                        let chunks = self.chunks.clone();
+                    Some(Event::Done(result)) => {
+                        let include_usage = work.job.include_usage;
+                        let chunks = work.chunks.clone();
                         let end = match result {
                             Err(e) => Err(internal(e.to_string())),
-                            Ok(g) => self.finish(g).await,
+                            Ok(g) => work.finish(g).await,
                         };
                         match end {
                             Ok((answer, ticket)) => {
-                                for v in chunks.end(
+                                let frames = chunks.end(
                                     answer.finish,
                                     &answer.usage,
                                     &answer.receipt,
                                     include_usage,
                                     format,
-                                ) {
-                                    if !send(v).await {
-                                        return;
-                                    }
-                                }
+                                );
+                                st.pending.extend(frames.iter().map(|v| format.frame(v)));
                                 if let Some(t) = ticket {
                                     t.finish(answer);
                                 }
                             }
                             // The status line has gone: the error travels as a chunk.
-                            Err(e) => {
-                                if !send(e.body()).await {
-                                    return;
-                                }
-                            }
+                            Err(e) => st.pending.push_back(format.frame(&e.body())),
                         }
-                        if let Some(end) = format.end() {
-                            let _ = tx.send(end).await;
-                        }
-                        return;
+                        st.pending.extend(format.end());
                     }
                 }
             }
         });
-        let body = futures_util::stream::poll_fn(move |cx| {
-            rx.poll_recv(cx).map(|o| o.map(Ok::<_, Infallible>))
-        });
         stream_response(format, Body::from_stream(body))
     }
+}
+
+/// A streamed answer between two frames: the work (until its generation is done), the
+/// engine's events, and the frames ready to send.
+struct Streaming {
+    work: Option<Work>,
+    handle: cocoon_engine::Handle,
+    pending: std::collections::VecDeque<Bytes>,
+    first: bool,
 }
