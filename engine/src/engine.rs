@@ -30,7 +30,7 @@ pub struct EngineConfig {
     /// Most rows of one pass: decode rows first, the rest for prompt chunks. Smaller keeps the
     /// time to the next token of running requests short while a long prompt is prefilled.
     pub step_tokens: usize,
-    /// Blocks of the KV pool (16 positions each); `None`: enough for `max_batch` requests of
+    /// Blocks of the KV pool (`KV_BLOCK`, 8, positions each); `None`: enough for `max_batch` requests of
     /// the whole context, within [`EngineConfig::kv_memory_bytes`].
     pub kv_blocks: Option<usize>,
     /// Bound on the KV pool's memory when `kv_blocks` is `None`.

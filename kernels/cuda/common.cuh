@@ -13,7 +13,7 @@ typedef unsigned short u16;
 typedef unsigned int u32;
 
 #define WARP 32
-#define KV_BLOCK 16   // positions per block of the paged KV pool (KV_BLOCK in runtime/src/backend/batch.rs)
+#define KV_BLOCK 8    // positions per block of the paged KV pool (KV_BLOCK in runtime/src/backend/batch.rs)
 #define FULL_MASK 0xffffffffu
 #define NEG_INF __int_as_float(0xff800000)
 #define QNAN __int_as_float(0x7fc00000)

@@ -166,7 +166,7 @@ pub fn matmul(x: usize, n: usize, k: usize, rows: usize, out: usize) -> Result<(
 }
 
 /// Positions per block of the paged KV pool (`KV_BLOCK` in common.cuh).
-pub const KV_BLOCK: usize = 16;
+pub const KV_BLOCK: usize = 8;
 
 /// A pool of `blocks` blocks of [`KV_BLOCK`] positions for `layers` layers of `heads`: the
 /// floats of one of its key or value slabs per layer, and of all layers.
@@ -399,9 +399,11 @@ mod tests {
 
     #[test]
     fn pool_and_staging_checks() {
-        assert_eq!(pool(SMOL, 30, 10).unwrap(), (160 * 192, 30 * 160 * 192));
+        let slots = 10 * KV_BLOCK;
+        assert_eq!(pool(SMOL, 30, 10).unwrap(), (slots * 192, 30 * slots * 192));
         assert!(problem(pool(SMOL, 30, 0).map(|_| ())).contains("blocks 0"));
-        assert!(problem(pool(SMOL, 1, 200_000_000).map(|_| ())).contains("slots"));
+        let too_many = i32::MAX as usize / KV_BLOCK + 1;
+        assert!(problem(pool(SMOL, 1, too_many).map(|_| ())).contains("slots"));
         assert!(stage(3, 10, 9, 100).is_ok());
         assert!(problem(stage(3, 10, 10, 100)).contains("block 10 is past the pool's 10"));
         assert!(problem(stage(0, 10, 0, 0)).contains("rows 0"));

@@ -11,8 +11,9 @@
 
 use crate::error::{Error, Result};
 
-/// Positions per block of the paged KV pool.
-pub const KV_BLOCK: usize = 16;
+/// Positions per block of the paged KV pool: the CUDA kernels' (`kernels/cuda/common.cuh`),
+/// so that both backends lay out a block table alike.
+pub const KV_BLOCK: usize = cocoon_kernels::shapes::KV_BLOCK;
 
 /// Which of a backend's kernels computes a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,19 +183,22 @@ mod tests {
 
     #[test]
     fn rows_slots_and_logits_follow_the_tables() {
+        const B: usize = KV_BLOCK;
         let mut b = Batch::new();
-        b.push(&[7, 3], 14, &[1, 2, 3], RowKind::Prompt, Logits::Last)
+        // Three prompt rows from the last two positions of block 7 into block 3.
+        let start = B as u32 - 2;
+        b.push(&[7, 3], B - 2, &[1, 2, 3], RowKind::Prompt, Logits::Last)
             .unwrap();
         b.push(&[5], 4, &[9], RowKind::Decode, Logits::Last)
             .unwrap();
         assert_eq!(b.rows(), 4);
         assert_eq!(b.prompt_rows(), 3);
-        assert_eq!(b.positions(), &[14, 15, 16, 4]);
+        assert_eq!(b.positions(), &[start, start + 1, start + 2, 4]);
         assert_eq!(
             (0..4).map(|r| b.slot_of(r)).collect::<Vec<_>>(),
-            [7 * 16 + 14, 7 * 16 + 15, 3 * 16, 5 * 16 + 4]
+            [7 * B + B - 2, 7 * B + B - 1, 3 * B, 5 * B + 4]
         );
-        assert_eq!(b.slot_at(2, 0), 7 * 16);
+        assert_eq!(b.slot_at(2, 0), 7 * B);
         assert_eq!(b.logit_rows(), &[2, 3]);
         assert_eq!(b.max_block(), Some(7));
         // Prompt rows after a decode row, positions past the table, nothing to feed.
@@ -202,11 +206,11 @@ mod tests {
             .push(&[1], 0, &[1], RowKind::Prompt, Logits::None)
             .is_err());
         assert!(b
-            .push(&[1], 15, &[1, 2], RowKind::Decode, Logits::None)
+            .push(&[1], B - 1, &[1, 2], RowKind::Decode, Logits::None)
             .is_err());
         assert!(b.push(&[1], 0, &[], RowKind::Decode, Logits::None).is_err());
         assert_eq!(blocks_for(0), 0);
-        assert_eq!(blocks_for(16), 1);
-        assert_eq!(blocks_for(17), 2);
+        assert_eq!(blocks_for(B), 1);
+        assert_eq!(blocks_for(B + 1), 2);
     }
 }
