@@ -225,7 +225,7 @@ pub fn load_collateral(
 pub fn read_collateral(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
     let io = |source| Error::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     if !path.is_dir() {
         return Ok(vec![crate::input::read_bounded(

@@ -78,7 +78,7 @@ impl ConfigfsTsm {
         let entry = new_entry(root);
         fs.create_entry(&entry).map_err(|source| Error::Io {
             path: entry.clone(),
-            source,
+            error: source,
         })?;
         let provider = read_text(fs.as_ref(), &entry.join("provider"));
         let _ = fs.remove_entry(&entry);
@@ -92,7 +92,12 @@ impl ConfigfsTsm {
 
     fn report(&self, entry: &Path, report_data: &[u8; 64]) -> Result<Evidence> {
         let fs = self.fs.as_ref();
-        let io = |path: PathBuf| move |source| Error::Io { path, source };
+        let io = |path: PathBuf| {
+            move |source| Error::Io {
+                path,
+                error: source,
+            }
+        };
         fs.write(&entry.join("inblob"), report_data)
             .map_err(io(entry.join("inblob")))?;
         let before = read_generation(fs, entry)?;
@@ -142,14 +147,14 @@ impl EvidenceProvider for ConfigfsTsm {
         let entry = new_entry(&self.root);
         self.fs.create_entry(&entry).map_err(|source| Error::Io {
             path: entry.clone(),
-            source,
+            error: source,
         })?;
         let result = self.report(&entry, report_data);
         let removed = self.fs.remove_entry(&entry);
         let evidence = result?;
         removed.map_err(|source| Error::Io {
             path: entry,
-            source,
+            error: source,
         })?;
         Ok(evidence)
     }
@@ -163,7 +168,7 @@ fn new_entry(root: &Path) -> PathBuf {
 fn read_text(fs: &dyn ReportFs, path: &Path) -> Result<String> {
     let bytes = fs.read(path).map_err(|source| Error::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     })?;
     Ok(String::from_utf8_lossy(&bytes).trim().to_owned())
 }
@@ -173,7 +178,7 @@ fn read_generation(fs: &dyn ReportFs, entry: &Path) -> Result<u64> {
     let text = read_text(fs, &path)?;
     text.parse().map_err(|_| Error::Io {
         path,
-        source: std::io::Error::new(
+        error: std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("generation {text:?} is not a number"),
         ),

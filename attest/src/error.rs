@@ -6,12 +6,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file of the kernel interface could not be used.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
+        /// The operating system's error (shown in the message, so not also a `source()`: a
+        /// chain printer would show it twice).
+        error: std::io::Error,
     },
     /// No TEE interface was found.
     #[error("no TEE evidence interface found (looked for {looked_for}); the insecure dev stand-in, or no evidence, must be chosen explicitly")]

@@ -19,11 +19,11 @@ pub const MAX_RECEIPT_BYTES: u64 = 16 << 20;
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let io = |source| Error::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     let refuse = |why: String| Error::Io {
         path: path.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
     };
     let meta = path.metadata().map_err(io)?;
     if !meta.is_file() {

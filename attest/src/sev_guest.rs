@@ -105,7 +105,7 @@ impl SevGuest {
             .open(path)
             .map_err(|source| Error::Io {
                 path: path.to_owned(),
-                source,
+                error: source,
             })?;
         Ok(SevGuest { device })
     }
@@ -143,7 +143,7 @@ impl SevGuest {
             }
             return Err(Error::Io {
                 path: DEVICE.into(),
-                source: std::io::Error::last_os_error(),
+                error: std::io::Error::last_os_error(),
             });
         }
         certs.truncate(req.certs_len.min(certs.len() as u32) as usize);

@@ -119,9 +119,7 @@ fn print(v: &serde_json::Value, json: bool, out: &mut impl Write) -> Result<()> 
 
 /// Runs `cocoon attest`.
 pub fn run(cmd: &AttestCommand, out: &mut impl Write) -> Result<ExitCode> {
-    let read = |p: &PathBuf| {
-        read_bounded(p, MAX_EVIDENCE_BYTES).with_context(|| format!("reading {}", p.display()))
-    };
+    let read = |p: &PathBuf| read_bounded(p, MAX_EVIDENCE_BYTES);
     match cmd {
         AttestCommand::Inspect { evidence, json } => {
             let bytes = read(evidence)?;

@@ -27,8 +27,7 @@ pub struct CollateralArgs {
 /// Writes the OCSP requests and prints the plan: one JSON object with the RIM ids and the
 /// requests, and the `curl` commands that fetch them.
 pub fn run(a: &CollateralArgs, out: &mut impl Write) -> Result<()> {
-    let bytes = read_bounded(&a.evidence, MAX_EVIDENCE_BYTES)
-        .with_context(|| format!("reading {}", a.evidence.display()))?;
+    let bytes = read_bounded(&a.evidence, MAX_EVIDENCE_BYTES)?;
     let e = gpu_evidence_from_bytes(&bytes).ok_or_else(|| {
         anyhow::anyhow!(
             "{}: not NVIDIA GPU evidence (platform nvgpu)",

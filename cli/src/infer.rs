@@ -328,11 +328,8 @@ pub fn run(args: &RunArgs, quiet: bool, out: &mut impl Write) -> Result<()> {
     let prev = match &args.prev_receipt {
         None => None,
         Some(f) => {
-            let text = String::from_utf8(
-                read_bounded(f, MAX_RECEIPT_BYTES)
-                    .with_context(|| format!("reading {}", f.display()))?,
-            )
-            .map_err(|_| anyhow::anyhow!("{}: malformed receipt: not UTF-8", f.display()))?;
+            let text = String::from_utf8(read_bounded(f, MAX_RECEIPT_BYTES)?)
+                .map_err(|_| anyhow::anyhow!("{}: malformed receipt: not UTF-8", f.display()))?;
             Some(
                 parse_receipt(&text)
                     .map_err(anyhow::Error::msg)

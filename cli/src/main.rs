@@ -244,8 +244,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dtype,
         } => {
             // Any size, but a regular file (a FIFO would block forever).
-            let bytes = cocoon_attest::input::read_bounded(&input, u64::MAX)
-                .with_context(|| format!("reading {}", input.display()))?;
+            let bytes = cocoon_attest::input::read_bounded(&input, u64::MAX)?;
             let pin = cocoon_runtime::gguf::import::import_gguf(&bytes, &out_dir, dtype.into())
                 .with_context(|| format!("importing {}", input.display()))?;
             writeln!(out, "{pin}")?;

@@ -82,11 +82,8 @@ fn params_from_json(text: &str) -> Result<SamplingParams> {
 }
 
 pub(crate) fn read_text(path: &std::path::Path, what: &str) -> Result<String> {
-    String::from_utf8(
-        read_bounded(path, MAX_RECEIPT_BYTES)
-            .with_context(|| format!("reading {}", path.display()))?,
-    )
-    .map_err(|_| anyhow::anyhow!("{what} {} is not UTF-8", path.display()))
+    String::from_utf8(read_bounded(path, MAX_RECEIPT_BYTES)?)
+        .map_err(|_| anyhow::anyhow!("{what} {} is not UTF-8", path.display()))
 }
 
 /// `cocoon replay`: exit 0 consistent, 1 inconsistent, 2 bad input.

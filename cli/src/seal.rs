@@ -73,7 +73,7 @@ pub struct UnsealArgs {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    read_bounded(path, MAX_FILE_BYTES).with_context(|| format!("reading {}", path.display()))
+    Ok(read_bounded(path, MAX_FILE_BYTES)?)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -89,8 +89,7 @@ enum StreamFormatArg {
 const MAX_KEY_FILE_BYTES: u64 = 1 << 20;
 
 fn api_keys(path: &std::path::Path) -> Result<Vec<String>> {
-    let bytes = cocoon_attest::input::read_bounded(path, MAX_KEY_FILE_BYTES)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let bytes = cocoon_attest::input::read_bounded(path, MAX_KEY_FILE_BYTES)?;
     let text =
         String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8", path.display()))?;
     let keys: Vec<String> = text

@@ -52,10 +52,10 @@ pub fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<ExitCode> {
     };
     let mut receipts = Vec::new();
     for path in std::iter::once(&args.receipt).chain(&args.chain) {
-        let text = String::from_utf8(
-            cocoon_attest::input::read_bounded(path, cocoon_attest::input::MAX_RECEIPT_BYTES)
-                .with_context(|| format!("reading {}", path.display()))?,
-        )
+        let text = String::from_utf8(cocoon_attest::input::read_bounded(
+            path,
+            cocoon_attest::input::MAX_RECEIPT_BYTES,
+        )?)
         .map_err(|_| anyhow::anyhow!("{}: malformed receipt: not UTF-8", path.display()))?;
         receipts.push(
             parse_receipt(&text)

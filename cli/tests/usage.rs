@@ -42,3 +42,25 @@ fn a_nonce_is_even_bounded_hex_even_without_a_receipt() {
         );
     }
 }
+
+#[test]
+fn a_missing_file_is_named_once_with_its_error_once() {
+    // The OS error was printed twice (once in the message, once as its source) and the path
+    // twice (once in the message, once in the CLI's context).
+    let missing = "no-such-file-4f2a.json";
+    for args in [
+        vec!["pin", missing],
+        vec!["verify", missing],
+        vec!["attest", "verify", missing],
+        vec!["attest", "inspect", missing],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.matches(missing).count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches("(os error 2)").count(), 1, "{args:?}: {err}");
+    }
+}

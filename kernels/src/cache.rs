@@ -78,7 +78,7 @@ impl KernelCache {
     pub fn put(&self, key: &str, cubin: &[u8]) -> Result<()> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| Error::Cache { path, source }
+            move |error| Error::Cache { path, error }
         };
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let tmp = self.dir.join(format!("{key}.{}.tmp", std::process::id()));

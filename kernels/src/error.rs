@@ -54,12 +54,12 @@ pub enum Error {
         problem: String,
     },
     /// The on-disk kernel cache could not be written.
-    #[error("kernel cache {path}: {source}")]
+    #[error("kernel cache {path}: {error}")]
     Cache {
         /// The file or directory.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so not also a `source()`).
+        error: std::io::Error,
     },
 }
 

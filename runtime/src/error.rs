@@ -6,12 +6,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading or opening a file or directory failed.
-    #[error("{}: {source}", crate::escape::path(path))]
+    #[error("{}: {error}", crate::escape::path(path))]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
+        /// The operating system's error (shown in the message, so not also a `source()`: a
+        /// chain printer would show it twice).
+        error: std::io::Error,
     },
     /// A pin given by the user is not 64 hexadecimal characters.
     #[error("malformed pin {0:?}: expected 64 hexadecimal characters (a SHA-256)")]

@@ -161,12 +161,12 @@ type Files = BTreeMap<String, Vec<u8>>;
 fn scan(dir: &Path, progress: Option<ProgressFn<'_>>, keep: bool) -> Result<(Manifest, Files)> {
     let root = dir.canonicalize().map_err(|source| Error::Io {
         path: dir.to_owned(),
-        source,
+        error: source,
     })?;
     if !root.is_dir() {
         return Err(Error::Io {
             path: dir.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            error: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
         });
     }
     let mut first = vec![CONFIG.to_owned(), TOKENIZER.to_owned()];
@@ -291,7 +291,7 @@ fn read_hashed(
     let path = root.join(name);
     let io = |source| Error::Io {
         path: shown.join(name),
-        source,
+        error: source,
     };
     let meta = match path.symlink_metadata() {
         Ok(m) => m,

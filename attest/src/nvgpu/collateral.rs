@@ -49,7 +49,7 @@ impl GpuCollateral {
         while let Some((d, depth)) = dirs.pop() {
             let entries = std::fs::read_dir(&d).map_err(|source| Error::Io {
                 path: d.clone(),
-                source,
+                error: source,
             })?;
             let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             paths.sort();

@@ -36,11 +36,14 @@ pub fn import_gguf(bytes: &[u8], out: &Path, dtype: DType) -> Result<Pin> {
 
     std::fs::create_dir_all(out).map_err(|source| Error::Io {
         path: out.to_owned(),
-        source,
+        error: source,
     })?;
     let write = |name: &str, bytes: &[u8]| {
         let path = out.join(name);
-        std::fs::write(&path, bytes).map_err(|source| Error::Io { path, source })
+        std::fs::write(&path, bytes).map_err(|source| Error::Io {
+            path,
+            error: source,
+        })
     };
     let pretty = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
     write(
