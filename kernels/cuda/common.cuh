@@ -42,6 +42,32 @@ __device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
     return r;
 }
 
+// Shared-memory address of a `__shared__` object, as the PTX instructions below take it.
+__device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+
+// 16 bytes from global to shared memory without passing through registers (sm_80+): the
+// first `src_bytes` (0 or 16) from `src`, zeros for the rest. Lands only after a wait below.
+__device__ __forceinline__ void cp_async16(u32 dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], %2, %3;" ::"r"(dst), "l"(src), "n"(16),
+                 "r"(src_bytes));
+}
+// Closes the group of the copies issued since the last commit (an empty group is allowed).
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// Four 8×8 matrices of 16-bit elements from shared memory into mma fragments: lanes 8i..8i+7
+// give the addresses of the 8 rows of matrix i; register i of lane l receives row l / 4,
+// elements 2 (l % 4) and 2 (l % 4) + 1 of matrix i (PTX ISA, "ldmatrix").
+__device__ __forceinline__ void ldmatrix_x4(u32 r[4], u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
 // Weight element types. `Weight<T>::get(p, i)` widens element i to f32; `load8(p, out)` reads
 // eight consecutive elements with 128-bit loads (p must be 16-byte aligned).
 struct F32 { typedef float Storage; };

@@ -1,67 +1,121 @@
 // gemv.cu — matrix-vector products for decode (and the f32-weight fallback of prefill).
 //
-//   y[r, j] = Σ_c x[r, c] · W[j, c]          W: [n, k] in its stored dtype, x, y: f32
+//   y_p[r, j] = Σ_c x[r, c] · W_p[j, c]      W_p: [n_p, k] in its stored dtype, x, y_p: f32
 //
-// Decode is bound by reading W once, so the kernel is shaped around that stream:
-//   * one warp per output j; GEMV_WARPS warps per block; blockIdx.y selects the activation row r;
-//   * when k % 8 == 0 (rows of W 16-byte aligned for bf16/f16) each lane reads 8 weights per
-//     step with one 128-bit load and the matching 8 activations with two float4 loads; lanes
-//     take consecutive 8-element chunks, so a warp reads 512 contiguous bytes of bf16 per step;
-//   * otherwise a scalar loop (odd shapes of test models);
-//   * two independent accumulators per lane hide FMA latency; the warp's lanes are added with
-//     shuffles in a fixed order: no atomics, deterministic.
+// for up to three weights p that read the same input x (Q, K and V; gate and up; or one): one
+// launch instead of three, and enough blocks to fill the device even where one weight alone is
+// short (the K and V projections of a GQA model). Decode is bound by reading the weights once,
+// so the kernel is shaped around that stream:
+//   * one warp per output j; GEMV_WARPS warps per block; blockIdx.x walks the blocks of W_0,
+//     then W_1, then W_2 (weights with n_p = 0 have none);
+//   * GEMV_ROWS activation rows per warp (blockIdx.y selects the group): each weight chunk is
+//     read once from memory for all the rows of the group, so a decode step over a batch reads
+//     the weights ⌈rows / GEMV_ROWS⌉ times instead of once per row;
+//   * when k % 8 == 0 and the pointers are 16-byte aligned, each lane reads 8 weights with one
+//     128-bit load, four chunks (four independent 128-bit loads) in flight per iteration; lanes
+//     take consecutive 8-element chunks, so a warp reads 512 contiguous bytes of bf16 per load;
+//   * otherwise a scalar loop (odd shapes of test models).
+// Each row's sum is formed the same way whatever its slot in the group and however many rows
+// the launch has (two accumulators: chunks 0 and 2 of an iteration into the first, 1 and 3
+// into the second; then the tail; then a fixed shuffle tree): no atomics, deterministic and
+// batch-invariant.
 
 #define GEMV_WARPS 4
+#define GEMV_ROWS 4
 
 template <typename T>
-__device__ void gemv(const typename T::Storage* W, const float* x, float* y, int n, int k) {
+__device__ __forceinline__ void gemv_rows(const typename T::Storage* w, const float* x, float* y, int j,
+                                          int n, int k, int nrows) {
     const int lane = threadIdx.x % WARP;
-    const int j = blockIdx.x * GEMV_WARPS + threadIdx.x / WARP;
-    const int r = blockIdx.y;
-    if (j >= n) return;
-    const typename T::Storage* w = W + (long long)j * k;
-    const float* xr = x + (long long)r * k;
-    float acc0 = 0.0f, acc1 = 0.0f;
-    // The vector path needs 16-byte aligned rows; the check is uniform across the grid.
-    const bool aligned = k % 8 == 0 && ((unsigned long long)W % 16 == 0) && ((unsigned long long)x % 16 == 0);
+    float acc[GEMV_ROWS][2];
+#pragma unroll
+    for (int s = 0; s < GEMV_ROWS; s++) acc[s][0] = acc[s][1] = 0.0f;
+    // The vector path needs 16-byte aligned rows; the check is uniform across the warp.
+    const bool aligned =
+        k % 8 == 0 && ((unsigned long long)w % 16 == 0) && ((unsigned long long)x % 16 == 0);
     if (aligned) {
         const int chunks = k / 8;
         int c = lane;
-        for (; c + WARP < chunks; c += 2 * WARP) {
-            float wa[8], wb[8], xa[8], xb[8];
-            Weight<T>::load8(w + 8 * c, wa);
-            Weight<T>::load8(w + 8 * (c + WARP), wb);
-            Weight<F32>::load8(xr + 8 * c, xa);
-            Weight<F32>::load8(xr + 8 * (c + WARP), xb);
+        for (; c + 3 * WARP < chunks; c += 4 * WARP) {
+            float wv[4][8];
 #pragma unroll
-            for (int e = 0; e < 8; e++) {
-                acc0 = fmaf(wa[e], xa[e], acc0);
-                acc1 = fmaf(wb[e], xb[e], acc1);
+            for (int u = 0; u < 4; u++) Weight<T>::load8(w + 8 * (c + u * WARP), wv[u]);
+#pragma unroll
+            for (int s = 0; s < GEMV_ROWS; s++) {
+                if (s < nrows) {
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        float xv[8];
+                        Weight<F32>::load8(x + (long long)s * k + 8 * (c + u * WARP), xv);
+#pragma unroll
+                        for (int e = 0; e < 8; e++) acc[s][u % 2] = fmaf(wv[u][e], xv[e], acc[s][u % 2]);
+                    }
+                }
             }
         }
-        if (c < chunks) {
-            float wa[8], xa[8];
-            Weight<T>::load8(w + 8 * c, wa);
-            Weight<F32>::load8(xr + 8 * c, xa);
+        for (; c < chunks; c += WARP) {
+            float wv[8];
+            Weight<T>::load8(w + 8 * c, wv);
 #pragma unroll
-            for (int e = 0; e < 8; e++) acc0 = fmaf(wa[e], xa[e], acc0);
+            for (int s = 0; s < GEMV_ROWS; s++) {
+                if (s < nrows) {
+                    float xv[8];
+                    Weight<F32>::load8(x + (long long)s * k + 8 * c, xv);
+#pragma unroll
+                    for (int e = 0; e < 8; e++) acc[s][0] = fmaf(wv[e], xv[e], acc[s][0]);
+                }
+            }
         }
     } else {
-        for (int c = lane; c < k; c += WARP) acc0 = fmaf(Weight<T>::get(w, c), xr[c], acc0);
+        for (int c = lane; c < k; c += WARP) {
+            const float wc = Weight<T>::get(w, c);
+#pragma unroll
+            for (int s = 0; s < GEMV_ROWS; s++)
+                if (s < nrows) acc[s][0] = fmaf(wc, x[(long long)s * k + c], acc[s][0]);
+        }
     }
-    const float s = warp_sum(acc0 + acc1);
-    if (lane == 0) y[(long long)r * n + j] = s;
+#pragma unroll
+    for (int s = 0; s < GEMV_ROWS; s++) {
+        if (s < nrows) {
+            const float sum = warp_sum(acc[s][0] + acc[s][1]);
+            if (lane == 0) y[(long long)s * n + j] = sum;
+        }
+    }
+}
+
+template <typename T>
+__device__ void gemv(const typename T::Storage* W0, const typename T::Storage* W1,
+                     const typename T::Storage* W2, float* y0, float* y1, float* y2, int n0, int n1,
+                     int n2, const float* x, int rows, int k) {
+    const int b0 = (n0 + GEMV_WARPS - 1) / GEMV_WARPS, b1 = (n1 + GEMV_WARPS - 1) / GEMV_WARPS;
+    int b = blockIdx.x;
+    const typename T::Storage* W = W0;
+    float* y = y0;
+    int n = n0;
+    if (b >= b0 + b1) {
+        b -= b0 + b1, W = W2, y = y2, n = n2;
+    } else if (b >= b0) {
+        b -= b0, W = W1, y = y1, n = n1;
+    }
+    const int j = b * GEMV_WARPS + threadIdx.x / WARP;
+    const int r0 = blockIdx.y * GEMV_ROWS;
+    if (j >= n || r0 >= rows) return;
+    gemv_rows<T>(W + (long long)j * k, x + (long long)r0 * k, y + (long long)r0 * n, j, n, k,
+                 min(GEMV_ROWS, rows - r0));
 }
 
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)
-    gemv_f32(const float* W, const float* x, float* y, int n, int k) {
-    gemv<F32>(W, x, y, n, k);
+    gemv_f32(const float* W0, const float* W1, const float* W2, float* y0, float* y1, float* y2,
+             int n0, int n1, int n2, const float* x, int rows, int k) {
+    gemv<F32>(W0, W1, W2, y0, y1, y2, n0, n1, n2, x, rows, k);
 }
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)
-    gemv_bf16(const u16* W, const float* x, float* y, int n, int k) {
-    gemv<BF16>(W, x, y, n, k);
+    gemv_bf16(const u16* W0, const u16* W1, const u16* W2, float* y0, float* y1, float* y2,
+              int n0, int n1, int n2, const float* x, int rows, int k) {
+    gemv<BF16>(W0, W1, W2, y0, y1, y2, n0, n1, n2, x, rows, k);
 }
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)
-    gemv_f16(const u16* W, const float* x, float* y, int n, int k) {
-    gemv<F16>(W, x, y, n, k);
+    gemv_f16(const u16* W0, const u16* W1, const u16* W2, float* y0, float* y1, float* y2,
+             int n0, int n1, int n2, const float* x, int rows, int k) {
+    gemv<F16>(W0, W1, W2, y0, y1, y2, n0, n1, n2, x, rows, k);
 }

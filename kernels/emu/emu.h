@@ -12,8 +12,10 @@
 //     lanes, is reported as an error (the hardware's result would be undefined);
 //   * inline PTX (`asm`) is rewritten by the driver (bench/src/bin/cuda-emu.rs) into calls of
 //     `emu_ptx`, which implements the instructions the kernels use from the PTX ISA: `cvt` to
-//     and from f16/bf16 and `mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32`
-//     with its fragment layouts. Any other instruction is an error naming it.
+//     and from f16/bf16, `mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32`
+//     with its fragment layouts, `ldmatrix` (x1/x2/x4) with its row-address and fragment
+//     layout, and `cp.async` with its groups (a copy lands only when its group is waited for).
+//     Any other instruction is an error naming it.
 #pragma once
 
 #include <cmath>
@@ -46,7 +48,16 @@ struct alignas(16) uint4 { unsigned x, y, z, w; };
 struct alignas(8) int2 { int x, y; };
 struct alignas(16) int4 { int x, y, z, w; };
 
+// Shared-memory addresses as 32-bit values, as `__cvta_generic_to_shared` gives them on the
+// device: here the offset of the (static, see `__shared__` above) variable from an anchor in
+// the same executable, turned back into a pointer by the emulated PTX.
+extern char emu_shared_anchor;
+inline size_t __cvta_generic_to_shared(const void* p) {
+    return (size_t)(uint32_t)(int32_t)((const char*)p - &emu_shared_anchor);
+}
+
 namespace emu {
+void block_start();
 void syncthreads(const char* file, int line);
 void warp_sync();
 uint32_t shuffle(uint32_t mask, uint32_t bits, int src_lane);

@@ -91,7 +91,20 @@ struct Warp {
     std::array<uint32_t, 32> slots{};
     std::array<bool, 32> alive{};
     std::array<uint32_t, 32 * 10> mma{};  // a[4], b[2], c[4] of each lane
+    std::array<uint32_t, 32> rows{};      // ldmatrix: each lane's row address
 };
+
+// cp.async of one thread: copies issued since the last commit, and the committed groups in
+// order. A copy reads its source when issued and writes its destination only when its group
+// completes (cp.async.wait_group / wait_all): shared memory read before the wait sees the old
+// bytes, as it may on the hardware.
+struct AsyncCopy {
+    unsigned char* dst;
+    unsigned char bytes[16];
+    int size;
+};
+thread_local std::vector<AsyncCopy> uncommitted;
+thread_local std::vector<std::vector<AsyncCopy>> groups;
 
 struct Launch {
     int threads = 0;
@@ -136,9 +149,18 @@ uint16_t f32_to_f16(float f) {  // the compiler's conversion: round to nearest e
 
 }  // namespace
 
+char emu_shared_anchor;
+
 namespace emu {
 
 void fail(const std::string& why) { throw KernelError(why); }
+
+unsigned char* shared_ptr(uint32_t addr, int align, const std::string& what) {
+    unsigned char* p = (unsigned char*)&emu_shared_anchor + (int32_t)addr;
+    if ((uintptr_t)p % align != 0)
+        fail(what + ": shared address not " + std::to_string(align) + "-byte aligned");
+    return p;
+}
 
 void syncthreads(const char* file, int line) { current->block.arrive_and_wait(file, line); }
 
@@ -185,7 +207,7 @@ std::vector<std::vector<int>> operands(const std::string& text, std::string& mne
             while (i + 1 < t.size() && isdigit((unsigned char)t[i + 1])) n = n * 10 + (t[++i] - '0');
             if (in_group) group.push_back(n);
             else ops.push_back({n});
-        } else if (c != ',' && c != ' ') {
+        } else if (c != ',' && c != ' ' && c != '[' && c != ']') {  // [%n]: an address operand
             emu::fail("PTX operand syntax not emulated: " + text);
         }
     }
@@ -280,9 +302,45 @@ void mma(const Operands& o, const std::vector<std::vector<int>>& ops, bool bf16,
     }
 }
 
+// ldmatrix.sync.aligned.m8n8.{x1,x2,x4}.shared.b16 {r..}, [addr] (PTX ISA, "Warp-level matrix
+// load instruction: ldmatrix"): each of the x matrices is 8 rows of 8 16-bit elements; threads
+// 8i..8i+7 give the 16-byte aligned addresses of the rows of matrix i (for .x1 and .x2 only
+// threads 0-7 and 0-15 count); register i of lane l receives row l / 4, elements
+// 2 (l % 4) and 2 (l % 4) + 1 of matrix i, the lower-indexed element in the low 16 bits.
+void ldmatrix(const Operands& o, const std::vector<std::vector<int>>& ops, int count,
+              const std::string& what) {
+    if (ops.size() != 2 || (int)ops[0].size() != count || ops[1].size() != 1)
+        emu::fail(what + ": expected {" + std::to_string(count) + " registers}, [address]");
+    Warp& w = my_warp();
+    const int lane = tid % 32;
+    w.rows[lane] = o.get<uint32_t>(ops[1][0], what);
+    w.barrier.arrive_and_wait();
+    for (int l = 0; l < 8 * count; l++)
+        if (!w.alive[l]) emu::fail(what + ": a lane of the warp is not running (ldmatrix needs all 32)");
+    uint32_t regs[4];
+    for (int i = 0; i < count; i++) {
+        const unsigned char* row = emu::shared_ptr(w.rows[8 * i + lane / 4], 16, what);
+        std::memcpy(&regs[i], row + 4 * (lane % 4), 4);
+    }
+    w.barrier.arrive_and_wait();  // every lane has read the warp's addresses
+    for (int i = 0; i < count; i++) o.set<uint32_t>(ops[0][i], regs[i], what);
+}
+
+void complete_groups(size_t keep) {
+    while (groups.size() > keep) {
+        for (const AsyncCopy& c : groups.front()) std::memcpy(c.dst, c.bytes, c.size);
+        groups.erase(groups.begin());
+    }
+}
+
 }  // namespace
 
 namespace emu {
+
+void block_start() {
+    uncommitted.clear();
+    groups.clear();
+}
 
 void ptx(const char* text, void** outs, const int* out_sizes, int n_out, void** ins,
          const int* in_sizes, int n_in) {
@@ -313,6 +371,42 @@ void ptx(const char* text, void** outs, const int* out_sizes, int n_out, void** 
         mma(o, ops, true, what);
     } else if (mnemonic == "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") {
         mma(o, ops, false, what);
+    } else if (mnemonic == "ldmatrix.sync.aligned.m8n8.x4.shared.b16") {
+        ldmatrix(o, ops, 4, what);
+    } else if (mnemonic == "ldmatrix.sync.aligned.m8n8.x2.shared.b16") {
+        ldmatrix(o, ops, 2, what);
+    } else if (mnemonic == "ldmatrix.sync.aligned.m8n8.x1.shared.b16") {
+        ldmatrix(o, ops, 1, what);
+    } else if (mnemonic == "cp.async.cg.shared.global" || mnemonic == "cp.async.ca.shared.global") {
+        // cp.async.{ca,cg}.shared.global [dst], [src], cp-size, src-size: src-size bytes from
+        // global memory, the rest of the cp-size bytes zero (PTX ISA, "cp.async"); .cg takes 16
+        // bytes only, .ca 4, 8 or 16; both addresses aligned to cp-size.
+        scalar(4);
+        const int size = o.get<int>(ops[2][0], what);
+        const int src_size = o.get<int>(ops[3][0], what);
+        if (size != 16 && (mnemonic == "cp.async.cg.shared.global" || (size != 4 && size != 8)))
+            fail(what + ": cp-size " + std::to_string(size) + " not allowed");
+        if (src_size < 0 || src_size > size)
+            fail(what + ": src-size " + std::to_string(src_size) + " outside 0.." + std::to_string(size));
+        AsyncCopy c{shared_ptr(o.get<uint32_t>(ops[0][0], what), size, what), {}, size};
+        const unsigned char* src = o.get<const unsigned char*>(ops[1][0], what);
+        if ((uintptr_t)src % size != 0) fail(what + ": global address not aligned to cp-size");
+        if (src_size > 0) std::memcpy(c.bytes, src, src_size);
+        uncommitted.push_back(c);
+    } else if (mnemonic == "cp.async.commit_group") {
+        scalar(0);
+        groups.push_back(std::move(uncommitted));
+        uncommitted.clear();
+    } else if (mnemonic == "cp.async.wait_group") {
+        scalar(1);
+        const int n = o.get<int>(ops[0][0], what);
+        if (n < 0) fail(what + ": negative group count");
+        complete_groups((size_t)n);
+    } else if (mnemonic == "cp.async.wait_all") {
+        scalar(0);
+        groups.push_back(std::move(uncommitted));
+        uncommitted.clear();
+        complete_groups(0);
     } else {
         fail("PTX instruction not emulated: " + mnemonic);
     }
@@ -356,6 +450,7 @@ std::string run(const emu::Entry& e, dim3 grid, dim3 block, void** args) {
                 blockIdx = {(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y),
                             (unsigned)(b / ((long)grid.x * grid.y))};
                 rendezvous.arrive_and_wait();
+                emu::block_start();
                 try {
                     e.call(args);
                 } catch (const KernelError& err) {

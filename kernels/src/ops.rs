@@ -173,6 +173,43 @@ fn grid(x: usize, y: usize, block: usize) -> LaunchConfig {
     }
 }
 
+/// The first of one to [`shapes::GEMV_MAX_WEIGHTS`] weights read in one launch, after checking
+/// that there is one output each and that they share their dtype and width.
+fn shared_weights<'a>(ws: &[&'a DeviceWeight], outs: usize) -> Result<&'a DeviceWeight> {
+    let first = *ws
+        .first()
+        .ok_or_else(|| shape("gemv", "no weight to multiply by"))?;
+    if ws.len() != outs {
+        return Err(shape(
+            "gemv",
+            format!("{} weights for {outs} outputs", ws.len()),
+        ));
+    }
+    if ws.len() > shapes::GEMV_MAX_WEIGHTS {
+        return Err(shape(
+            "gemv",
+            format!(
+                "{} weights in one launch (at most {})",
+                ws.len(),
+                shapes::GEMV_MAX_WEIGHTS
+            ),
+        ));
+    }
+    if let Some(w) = ws
+        .iter()
+        .find(|w| w.dtype != first.dtype || w.cols != first.cols)
+    {
+        return Err(shape(
+            "gemv",
+            format!(
+                "weights read in one launch differ: {:?} × {} and {:?} × {}",
+                first.dtype, first.cols, w.dtype, w.cols
+            ),
+        ));
+    }
+    Ok(first)
+}
+
 /// Blocks of a grid-stride loop over `len` values.
 fn stride_blocks(len: usize) -> usize {
     len.div_ceil(256).clamp(1, 65_535)
@@ -475,49 +512,102 @@ impl Gpu {
         prompt_rows: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        shapes::matmul(x.len(), w.rows, w.cols, rows, out.len())?;
+        self.matmul_shared(x, &[w], rows, prompt_rows, &mut [out])
+    }
+
+    /// `outs[p] = x · ws[p]ᵀ` for one to three weights of one dtype and width that read the
+    /// same input (Q, K and V; gate and up): prompt rows through the GEMM, one GEMM per weight;
+    /// decode rows through one GEMV launch over all the weights. Each output is exactly what
+    /// [`Gpu::matmul`] gives for its weight alone.
+    pub fn matmul_shared(
+        &self,
+        x: &CudaSlice<f32>,
+        ws: &[&DeviceWeight],
+        rows: usize,
+        prompt_rows: usize,
+        outs: &mut [&mut CudaSlice<f32>],
+    ) -> Result<()> {
+        let first = shared_weights(ws, outs.len())?;
+        for (w, out) in ws.iter().zip(outs.iter()) {
+            shapes::matmul(x.len(), w.rows, w.cols, rows, out.len())?;
+        }
         if prompt_rows > rows {
             return Err(shape(
                 "matmul",
                 format!("{prompt_rows} prompt rows of {rows}"),
             ));
         }
-        if w.dtype == WeightType::F32 {
-            return self.gemv(x, w, 0, rows, out);
+        let gemm_rows = if first.dtype == WeightType::F32 {
+            0
+        } else {
+            prompt_rows
+        };
+        if gemm_rows > 0 {
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                self.gemm(x, w, gemm_rows, out)?;
+            }
         }
-        if prompt_rows > 0 {
-            self.gemm(x, w, prompt_rows, out)?;
-        }
-        if rows > prompt_rows {
-            self.gemv(x, w, prompt_rows, rows - prompt_rows, out)?;
+        if rows > gemm_rows {
+            self.gemv(x, ws, gemm_rows, rows - gemm_rows, outs)?;
         }
         Ok(())
     }
 
-    /// The GEMV kernel for rows `first..first + rows` of `x` into the same rows of `out`.
+    /// The GEMV kernel for rows `first..first + rows` of `x` into the same rows of each of
+    /// `outs`, one launch for all of `ws` (one to three weights of one dtype and width).
     pub fn gemv(
         &self,
         x: &CudaSlice<f32>,
-        w: &DeviceWeight,
+        ws: &[&DeviceWeight],
         first: usize,
         rows: usize,
-        out: &mut CudaSlice<f32>,
+        outs: &mut [&mut CudaSlice<f32>],
     ) -> Result<()> {
+        let w0 = shared_weights(ws, outs.len())?;
         let end = first
             .checked_add(rows)
             .ok_or_else(|| shape("gemv", "rows overflow"))?;
-        shapes::matmul(x.len(), w.rows, w.cols, end, out.len())?;
+        for (w, out) in ws.iter().zip(outs.iter()) {
+            shapes::matmul(x.len(), w.rows, w.cols, end, out.len())?;
+        }
         shapes::dim("gemv", "rows", rows)?;
-        let f = self.function(w.dtype.pick(["gemv_f32", "gemv_bf16", "gemv_f16"]))?;
-        let (n, k) = (w.rows as i32, w.cols as i32);
-        let xs = x.slice(first * w.cols..end * w.cols);
-        let mut ys = out.slice_mut(first * w.rows..end * w.rows);
+        let n: Vec<usize> = ws.iter().map(|w| w.rows).collect();
+        let (gx, gy) = shapes::gemv_grid(&n, rows)?;
+        let f = self.function(w0.dtype.pick(["gemv_f32", "gemv_bf16", "gemv_f16"]))?;
+        let k = w0.cols;
+        let xs = x.slice(first * k..end * k);
+        let mut ys: Vec<_> = outs
+            .iter_mut()
+            .zip(&n)
+            .map(|(o, &n)| o.slice_mut(first * n..end * n))
+            .collect();
+        let mut ns = [0i32; shapes::GEMV_MAX_WEIGHTS];
+        for (d, &s) in ns.iter_mut().zip(&n) {
+            *d = s as i32; // bounded by shapes::matmul
+        }
+        let (rows_i, k_i, null) = (rows as i32, k as i32, 0u64);
         let mut b = self.stream.launch_builder(f);
-        b.arg(&w.data).arg(&xs).arg(&mut ys).arg(&n).arg(&k);
-        // SAFETY: gemv_* (W, x, y, n, k): W holds n·k elements, the x view ≥ rows·k, the y
-        // view ≥ rows·n (checked: first + rows rows fit both buffers); grid (⌈n/GEMV_WARPS⌉,
-        // rows), rows ≤ 65535; warps past n return.
-        unsafe { b.launch(grid(w.rows.div_ceil(GEMV_WARPS), rows, 32 * GEMV_WARPS)) }?;
+        for p in 0..shapes::GEMV_MAX_WEIGHTS {
+            match ws.get(p) {
+                Some(w) => b.arg(&w.data),
+                None => b.arg(&null),
+            };
+        }
+        let present = ys.len();
+        for y in ys.iter_mut() {
+            b.arg(y);
+        }
+        for _ in present..shapes::GEMV_MAX_WEIGHTS {
+            b.arg(&null);
+        }
+        b.arg(&ns[0]).arg(&ns[1]).arg(&ns[2]);
+        b.arg(&xs).arg(&rows_i).arg(&k_i);
+        // SAFETY: gemv_* (W0, W1, W2, y0, y1, y2, n0, n1, n2, x, rows, k): each present W_p
+        // holds n_p·k elements and its y_p view rows·n_p (checked: first + rows rows fit every
+        // buffer); absent weights are null with n_p = 0 and get no blocks; the x view holds
+        // rows·k; grid from shapes::gemv_grid (x ≤ i32::MAX, y ≤ 65535); warps past n_p and
+        // row groups past rows return.
+        unsafe { b.launch(grid(gx as usize, gy as usize, 32 * GEMV_WARPS)) }?;
         Ok(())
     }
 

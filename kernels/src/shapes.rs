@@ -6,6 +6,10 @@ use crate::error::{shape, Result};
 
 /// Warps (one output each) in a GEMV block (`GEMV_WARPS` in gemv.cu).
 pub const GEMV_WARPS: usize = 4;
+/// Activation rows a GEMV warp serves from one read of its weight row (`GEMV_ROWS`).
+pub const GEMV_ROWS: usize = 4;
+/// Most weights one GEMV launch reads (Q, K and V).
+pub const GEMV_MAX_WEIGHTS: usize = 3;
 /// Output tile side of the tensor-core GEMM (`GEMM_BM` = `GEMM_BN` in gemm.cu).
 pub const GEMM_TILE: usize = 64;
 /// Threads of a GEMM block (`GEMM_THREADS` in gemm.cu).
@@ -163,6 +167,34 @@ pub fn matmul(x: usize, n: usize, k: usize, rows: usize, out: usize) -> Result<(
         return Err(shape(K, format!("{rows} rows exceed the grid's 65535")));
     }
     Ok(())
+}
+
+/// The GEMV's grid `(x, y)` for weights of `n[p]` rows (one to [`GEMV_MAX_WEIGHTS`], read in
+/// one launch) over `rows` activation rows: x walks the blocks of each weight in turn, y the
+/// groups of [`GEMV_ROWS`] rows.
+pub fn gemv_grid(n: &[usize], rows: usize) -> Result<(u32, u32)> {
+    const K: &str = "gemv";
+    if n.is_empty() || n.len() > GEMV_MAX_WEIGHTS {
+        return Err(shape(
+            K,
+            format!(
+                "{} weights in one launch (1 to {GEMV_MAX_WEIGHTS})",
+                n.len()
+            ),
+        ));
+    }
+    let x: usize = n.iter().map(|n| n.div_ceil(GEMV_WARPS)).sum();
+    let y = rows.div_ceil(GEMV_ROWS);
+    if x > i32::MAX as usize {
+        return Err(shape(K, format!("{x} blocks exceed the grid's x limit")));
+    }
+    if y == 0 || y > 65_535 {
+        return Err(shape(
+            K,
+            format!("{rows} rows: {y} row groups (1 to 65535)"),
+        ));
+    }
+    Ok((x as u32, y as u32))
 }
 
 /// Positions per block of the paged KV pool (`KV_BLOCK` in common.cuh).
@@ -333,6 +365,7 @@ mod tests {
     fn constants_match_the_cuda_sources() {
         let d = |f: &str, n: &str| define(text(f), n).unwrap() as usize;
         assert_eq!(d("gemv.cu", "GEMV_WARPS"), GEMV_WARPS);
+        assert_eq!(d("gemv.cu", "GEMV_ROWS"), GEMV_ROWS);
         assert_eq!(d("gemm.cu", "GEMM_BM"), GEMM_TILE);
         assert_eq!(d("gemm.cu", "GEMM_BN"), GEMM_TILE);
         assert_eq!(d("gemm.cu", "GEMM_THREADS"), GEMM_THREADS);
@@ -345,7 +378,7 @@ mod tests {
         assert_eq!(define(PRELUDE, "KV_BLOCK"), Some(KV_BLOCK as i64));
     }
 
-    fn problem(r: Result<()>) -> String {
+    fn problem<T: std::fmt::Debug>(r: Result<T>) -> String {
         match r {
             Err(Error::Shape { problem, .. }) => problem,
             other => panic!("expected a shape error, got {other:?}"),
@@ -385,6 +418,17 @@ mod tests {
         assert!(problem(matmul(0, 1536, 576, 0, 0)).contains("rows 0"));
         assert!(problem(matmul(usize::MAX, 1, 1, 70_000, usize::MAX)).contains("65535"));
         assert!(problem(matmul(1 << 40, 1 << 32, 1, 1, 1 << 40)).contains("weight rows"));
+    }
+
+    #[test]
+    fn gemv_grid_walks_each_weight_and_row_group() {
+        // SmolLM2's Q, K, V: 576 + 192 + 192 outputs = 144 + 48 + 48 blocks; 5 rows, 2 groups.
+        assert_eq!(gemv_grid(&[576, 192, 192], 5).unwrap(), (240, 2));
+        assert_eq!(gemv_grid(&[37], 1).unwrap(), (10, 1));
+        assert!(problem(gemv_grid(&[], 1)).contains("0 weights"));
+        assert!(problem(gemv_grid(&[1, 1, 1, 1], 1)).contains("4 weights"));
+        assert!(problem(gemv_grid(&[8], 0)).contains("row groups"));
+        assert!(problem(gemv_grid(&[8], 4 * 65_535 + 1)).contains("row groups"));
     }
 
     #[test]

@@ -18,7 +18,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use cocoon_bench::kernel_check::{act, encode, random, read, weight, Report};
-use cocoon_kernels::shapes::{split_grid_chunks, ATT_WARPS, GEMM_TILE, GEMV_WARPS};
+use cocoon_kernels::shapes::{
+    gemv_grid, split_grid_chunks, ATT_WARPS, GEMM_TILE, GEMV_MAX_WEIGHTS, GEMV_WARPS,
+};
 use cocoon_kernels::source::SOURCES;
 use cocoon_runtime::backend::cpu::CpuBackend;
 use cocoon_runtime::backend::{AttentionShape, Backend, Batch, Logits, RowKind, KV_BLOCK};
@@ -117,19 +119,20 @@ fn rewrite_asm(src: &str) -> Result<String, String> {
         for (n, e) in ins.iter().enumerate() {
             call += &format!("auto emu_in{n} = ({e}); ");
         }
-        let list = |v: Vec<String>| {
+        // Arrays of at least one element (an instruction may have no operands at all).
+        let list = |v: Vec<String>, none: &str| {
             if v.is_empty() {
-                "nullptr".to_owned()
+                none.to_owned()
             } else {
                 v.join(", ")
             }
         };
         call += &format!(
             "void* emu_o[] = {{{}}}; int emu_os[] = {{{}}}; void* emu_i[] = {{{}}}; int emu_is[] = {{{}}}; ",
-            list(outs.iter().map(|e| format!("(void*)&({e})")).collect()),
-            list(outs.iter().map(|e| format!("(int)sizeof({e})")).collect()),
-            list((0..ins.len()).map(|n| format!("(void*)&emu_in{n}")).collect()),
-            list((0..ins.len()).map(|n| format!("(int)sizeof(emu_in{n})")).collect()),
+            list(outs.iter().map(|e| format!("(void*)&({e})")).collect(), "nullptr"),
+            list(outs.iter().map(|e| format!("(int)sizeof({e})")).collect(), "0"),
+            list((0..ins.len()).map(|n| format!("(void*)&emu_in{n}")).collect(), "nullptr"),
+            list((0..ins.len()).map(|n| format!("(int)sizeof(emu_in{n})")).collect(), "0"),
         );
         call += &format!(
             "emu::ptx({template:?}, emu_o, emu_os, {}, emu_i, emu_is, {}); }}",
@@ -475,54 +478,154 @@ impl Checks<'_> {
         }
     }
 
-    fn matmul(&mut self, rows: usize, n: usize, k: usize, dtype: DType, prompt: bool) {
+    /// `x · wᵀ` for the weights of `ns` rows each (one to three, as Q, K and V share one GEMV
+    /// launch), the first `prompt_rows` rows through the GEMM as `Gpu::matmul_shared` sends
+    /// them, the rest through one GEMV launch; then the last row again alone through the GEMV,
+    /// which must give the same bits (batch invariance).
+    fn matmul(&mut self, rows: usize, ns: &[usize], k: usize, dtype: DType, prompt_rows: usize) {
         let x = random(&mut self.rng, rows * k, 2.0);
-        let w = random(&mut self.rng, n * k, 0.2);
+        let ws: Vec<Vec<f32>> = ns
+            .iter()
+            .map(|&n| random(&mut self.rng, n * k, 0.2))
+            .collect();
         let cpu = self.cpu;
-        let (xa, wa) = (act(cpu, rows, k, &x), weight(cpu, dtype, &[n, k], &w));
-        let mut o = cpu.alloc(rows * n).unwrap();
-        let prompt_rows = if prompt { rows } else { 0 };
-        cpu.matmul(&xa, &wa, rows, prompt_rows, &mut o).unwrap();
-        let want = read(cpu, &o, rows * n);
-        let gemm = prompt && dtype != DType::F32;
-        let mut args = vec![
-            Arg::Buf(if gemm { f32s(&x) } else { encode(dtype, &w) }),
-            Arg::Buf(if gemm { encode(dtype, &w) } else { f32s(&x) }),
-            Arg::Buf(vec![0; rows * n * 4]),
-        ];
-        let got = if gemm {
-            args.extend([int(rows as i32), int(n as i32), int(k as i32)]);
-            let grid = [
-                n.div_ceil(GEMM_TILE) as u32,
-                rows.div_ceil(GEMM_TILE) as u32,
-                1,
-            ];
-            self.emu
-                .launch(&format!("gemm_{}", gpu_type(dtype)), grid, 128, &mut args)
-        } else {
-            args.extend([int(n as i32), int(k as i32)]);
-            let grid = [n.div_ceil(GEMV_WARPS) as u32, rows as u32, 1];
-            self.emu.launch(
-                &format!("gemv_{}", gpu_type(dtype)),
-                grid,
-                32 * GEMV_WARPS as u32,
-                &mut args,
-            )
+        let xa = act(cpu, rows, k, &x);
+        let gemm_rows = if dtype == DType::F32 { 0 } else { prompt_rows };
+        let mut wants = Vec::new();
+        for (w, &n) in ws.iter().zip(ns) {
+            let wa = weight(cpu, dtype, &[n, k], w);
+            let mut o = cpu.alloc(rows * n).unwrap();
+            cpu.matmul(&xa, &wa, rows, gemm_rows, &mut o).unwrap();
+            wants.push(read(cpu, &o, rows * n));
+        }
+        let mut gots: Vec<Result<Vec<u8>, String>> =
+            ns.iter().map(|&n| Ok(vec![0u8; rows * n * 4])).collect();
+        if gemm_rows > 0 {
+            for ((w, &n), got) in ws.iter().zip(ns).zip(gots.iter_mut()) {
+                let mut args = vec![
+                    Arg::Buf(f32s(&x[..gemm_rows * k])),
+                    Arg::Buf(encode(dtype, w)),
+                    Arg::Buf(vec![0; gemm_rows * n * 4]),
+                    int(gemm_rows as i32),
+                    int(n as i32),
+                    int(k as i32),
+                ];
+                let grid = [
+                    n.div_ceil(GEMM_TILE) as u32,
+                    gemm_rows.div_ceil(GEMM_TILE) as u32,
+                    1,
+                ];
+                let r = self
+                    .emu
+                    .launch(&format!("gemm_{}", gpu_type(dtype)), grid, 128, &mut args);
+                *got = match (r, got.as_mut()) {
+                    (Ok(()), Ok(g)) => {
+                        g[..gemm_rows * n * 4].copy_from_slice(args[2].bytes());
+                        Ok(std::mem::take(g))
+                    }
+                    (Err(e), _) => Err(e),
+                    (_, Err(e)) => Err(e.clone()),
+                };
+            }
+        }
+        // The last row's bits from the launch over all decode rows, and from a launch alone.
+        let (mut in_group, mut alone) = (None, None);
+        if rows > gemm_rows {
+            let first = gemm_rows;
+            let r = self.gemv(dtype, &ws, ns, k, &x[first * k..]);
+            if let Some(Ok(y0)) = r.first() {
+                in_group = Some(y0[y0.len() - ns[0] * 4..].to_vec());
+            }
+            for ((got, &n), r) in gots.iter_mut().zip(ns).zip(r.iter()) {
+                *got = match (got.as_mut(), r) {
+                    (Ok(g), Ok(y)) => {
+                        g[first * n * 4..].copy_from_slice(y);
+                        Ok(std::mem::take(g))
+                    }
+                    (Err(e), _) => Err(e.clone()),
+                    (_, Err(e)) => Err(e.clone()),
+                };
+            }
+            if rows - first > 1 {
+                alone = self
+                    .gemv(dtype, &ws[..1], &ns[..1], k, &x[(rows - 1) * k..])
+                    .swap_remove(0)
+                    .ok();
+            }
+        }
+        let kind = match (gemm_rows, rows - gemm_rows) {
+            (0, _) => "gemv",
+            (_, 0) => "gemm",
+            _ => "gemm+gemv",
         };
-        let tol = match (gemm, dtype) {
+        let tol = match (gemm_rows > 0, dtype) {
             (false, _) => 1e-5,
             (true, DType::BF16) => 1e-2,
             _ => 2e-3,
         };
-        self.compare(
-            format!(
-                "{} {dtype:?} rows={rows} n={n} k={k}",
-                if gemm { "gemm" } else { "gemv" }
-            ),
-            got.map(|()| to_f32(args[2].bytes())),
-            &want,
-            tol,
-        );
+        let label = format!("{kind} {dtype:?} rows={rows} n={ns:?} k={k}");
+        for (p, (got, want)) in gots.into_iter().zip(&wants).enumerate() {
+            let name = if ns.len() > 1 {
+                format!("{label} w{p}")
+            } else {
+                label.clone()
+            };
+            self.compare(name, got.map(|g| to_f32(&g)), want, tol);
+        }
+        if rows - gemm_rows > 1 {
+            let name = format!("{} {label} last row alone, bitwise", self.label);
+            let pass = alone.is_some() && alone == in_group;
+            println!("{name:<58} {}", if pass { "ok" } else { "FAIL" });
+            if !pass {
+                self.report.failures += 1;
+            }
+            self.report
+                .kernels
+                .push(serde_json::json!({"name": name, "pass": pass}));
+        }
+    }
+
+    /// One GEMV launch over `ws` (rows of `x` of width `k`): each output's bytes.
+    fn gemv(
+        &mut self,
+        dtype: DType,
+        ws: &[Vec<f32>],
+        ns: &[usize],
+        k: usize,
+        x: &[f32],
+    ) -> Vec<Result<Vec<u8>, String>> {
+        let rows = x.len() / k;
+        let null = || Arg::Scalar(0u64.to_le_bytes().to_vec());
+        let mut args = Vec::new();
+        for p in 0..GEMV_MAX_WEIGHTS {
+            args.push(ws.get(p).map_or_else(null, |w| Arg::Buf(encode(dtype, w))));
+        }
+        for p in 0..GEMV_MAX_WEIGHTS {
+            args.push(
+                ns.get(p)
+                    .map_or_else(null, |&n| Arg::Buf(vec![0; rows * n * 4])),
+            );
+        }
+        for p in 0..GEMV_MAX_WEIGHTS {
+            args.push(int(ns.get(p).copied().unwrap_or(0) as i32));
+        }
+        args.extend([Arg::Buf(f32s(x)), int(rows as i32), int(k as i32)]);
+        let launched = gemv_grid(ns, rows)
+            .map_err(|e| e.to_string())
+            .and_then(|(gx, gy)| {
+                self.emu.launch(
+                    &format!("gemv_{}", gpu_type(dtype)),
+                    [gx, gy, 1],
+                    32 * GEMV_WARPS as u32,
+                    &mut args,
+                )
+            });
+        (0..ns.len())
+            .map(|p| match &launched {
+                Ok(()) => Ok(args[GEMV_MAX_WEIGHTS + p].bytes().to_vec()),
+                Err(e) => Err(e.clone()),
+            })
+            .collect()
     }
 
     fn norm(&mut self, rows: usize, width: usize, dtype: DType) {
@@ -871,24 +974,38 @@ impl Checks<'_> {
     }
 
     fn all(&mut self, small: bool) {
-        let shapes: &[(usize, usize, usize)] = if small {
-            &[(1, 37, 33), (3, 64, 40), (70, 72, 48)]
+        // (rows, prompt rows, weights' rows, k): odd sizes, tails of the 4-row groups and of
+        // the 4-chunk loop, Q/K/V and gate/up in one launch, prompt and decode rows together.
+        let shapes: &[(usize, usize, &[usize], usize)] = if small {
+            &[
+                (1, 0, &[37], 33),
+                (3, 3, &[64], 40),
+                (6, 2, &[24, 8, 8], 40),
+                (2, 0, &[8, 4], 1032),
+                (5, 5, &[20], 35),
+                (70, 70, &[72], 48),
+            ]
         } else {
             &[
-                (1, 576, 576),
-                (1, 37, 33),
-                (3, 100, 40),
-                (5, 1537, 577),
-                (64, 576, 192),
-                (130, 200, 96),
-                (17, 130, 33),
+                (1, 0, &[576], 576),
+                (1, 0, &[576, 192, 192], 576),
+                (1, 0, &[256, 64, 64], 2048),
+                (1, 0, &[37], 33),
+                (3, 3, &[100], 40),
+                (5, 5, &[1537], 577),
+                (9, 0, &[96, 96], 576),
+                (7, 4, &[96, 32, 32], 1024),
+                (64, 64, &[576], 192),
+                (130, 130, &[200], 96),
+                (17, 17, &[130], 33),
+                (19, 3, &[130, 70], 264),
             ]
         };
-        for &(rows, n, k) in shapes {
+        for &(rows, prompt_rows, ns, k) in shapes {
             for dtype in [DType::F32, DType::BF16, DType::F16] {
-                self.matmul(rows, n, k, dtype, false);
-                if dtype != DType::F32 && rows > 1 {
-                    self.matmul(rows, n, k, dtype, true);
+                self.matmul(rows, ns, k, dtype, 0);
+                if dtype != DType::F32 && prompt_rows > 0 {
+                    self.matmul(rows, ns, k, dtype, prompt_rows);
                 }
             }
         }

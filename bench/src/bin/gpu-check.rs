@@ -67,6 +67,52 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
             );
         }
     }
+    // Decode rows through the GEMV, several weights in one launch (Q/K/V, gate/up), row
+    // counts across the 4-row groups.
+    for (rows, ns, k) in [
+        (1, &[2048, 512, 512][..], 2048),
+        (16, &[2048, 512, 512][..], 2048),
+        (7, &[8192, 8192][..], 2048),
+        (3, &[37, 11][..], 33),
+    ] {
+        let x = random(&mut rng, rows * k, 2.0);
+        let ws: Vec<Vec<f32>> = ns.iter().map(|&n| random(&mut rng, n * k, 0.2)).collect();
+        let outs = |be_cpu: bool| -> Vec<Vec<f32>> {
+            macro_rules! body {
+                ($be:expr) => {{
+                    let be = $be;
+                    let xa = act(be, rows, k, &x);
+                    let wa: Vec<_> = ws
+                        .iter()
+                        .zip(ns)
+                        .map(|(w, &n)| weight(be, DType::BF16, &[n, k], w))
+                        .collect();
+                    let mut os: Vec<_> = ns.iter().map(|&n| be.alloc(rows * n).unwrap()).collect();
+                    let wr: Vec<_> = wa.iter().collect();
+                    let mut or: Vec<_> = os.iter_mut().collect();
+                    be.matmul_shared(&xa, &wr, rows, 0, &mut or).unwrap();
+                    os.iter()
+                        .zip(ns)
+                        .map(|(o, &n)| read(be, o, rows * n))
+                        .collect::<Vec<_>>()
+                }};
+            }
+            if be_cpu {
+                body!(cpu)
+            } else {
+                body!(gpu)
+            }
+        };
+        let (want, got) = (outs(true), outs(false));
+        for (p, (g, w)) in got.iter().zip(&want).enumerate() {
+            r.compare(
+                format!("matmul_shared BF16 rows={rows} n={ns:?} k={k} w{p}"),
+                g,
+                w,
+                1e-5,
+            );
+        }
+    }
     for (rows, width) in [(1, 576), (3, 2048), (5, 77)] {
         let (x, y, w) = (
             random(&mut rng, rows * width, 4.0),

@@ -166,6 +166,18 @@ impl Backend for CudaBackend {
         Ok(self.gpu.matmul(x, w, rows, prompt_rows, out)?)
     }
 
+    /// Q, K and V (or gate and up): decode rows in one GEMV launch over all the weights.
+    fn matmul_shared(
+        &self,
+        x: &CudaSlice<f32>,
+        ws: &[&DeviceWeight],
+        rows: usize,
+        prompt_rows: usize,
+        outs: &mut [&mut CudaSlice<f32>],
+    ) -> Result<()> {
+        Ok(self.gpu.matmul_shared(x, ws, rows, prompt_rows, outs)?)
+    }
+
     fn rope_and_cache(
         &self,
         q: &mut CudaSlice<f32>,
