@@ -84,7 +84,8 @@ impl From<cocoon_runtime::Error> for Failure {
             E::PinMismatch { .. } | E::ModelPinMismatch { .. } => COCOON_ERR_PIN_MISMATCH,
             E::ModelFormat { .. } => COCOON_ERR_MODEL_FORMAT,
             E::Backend(_) => COCOON_ERR_BACKEND,
-            E::Attestation(_) => COCOON_ERR_ATTESTATION,
+            // The runtime meets a sealing error only making the attested key's HPKE pair.
+            E::Attestation(_) | E::Sealing(_) => COCOON_ERR_ATTESTATION,
         };
         Failure(status, e.to_string())
     }

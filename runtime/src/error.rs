@@ -75,6 +75,10 @@ pub enum Error {
     /// A receipt or key binding could not be computed (a value RFC 8785 cannot canonicalize).
     #[error("receipt: {0}")]
     Receipt(#[from] cocoon_receipt::Error),
+    /// A sealed request or the worker's HPKE key failed (never says why a request did not
+    /// open: [`cocoon_sealed::SealError::NotOpened`]).
+    #[error("sealed request: {0}")]
+    Sealing(#[from] cocoon_sealed::SealError),
     /// A backend is unavailable or failed.
     #[error("backend: {0}")]
     Backend(String),

@@ -42,7 +42,7 @@ impl AttestedKey {
         gpus: &dyn Fn([u8; 32]) -> cocoon_attest::Result<Vec<GpuEvidence>>,
     ) -> Result<Self> {
         let key = SigningKey::random(&mut rand_core::OsRng);
-        let hpke = HpkeKeyPair::generate();
+        let hpke = HpkeKeyPair::generate()?;
         let sign = hex::encode(VerifyingKey::from(&key).to_encoded_point(false).as_bytes());
         let hpke_hex = hpke.public_hex();
         let nonce = gpu_nonce(&sign, Some(&hpke_hex))?;

@@ -4,8 +4,7 @@
 
 use std::path::PathBuf;
 
-use p384::ecdsa::signature::Verifier;
-use p384::ecdsa::{Signature, VerifyingKey};
+use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -174,7 +173,7 @@ pub fn seal_request(
     job_id: Option<String>,
     nonce: Option<String>,
 ) -> Result<(Sealed, ClientSecret), SealError> {
-    let reply = HpkeKeyPair::generate();
+    let reply = HpkeKeyPair::generate()?;
     let plain = RequestPlain {
         prompt,
         params,
@@ -231,10 +230,13 @@ pub fn open_response(secret: &ClientSecret, sealed: &Sealed) -> Result<ResponseP
     if hex::encode(binding) != receipt.binding {
         return Err(mismatch("its receipt's binding does not match its body"));
     }
+    // ECDSA P-384 with SHA-384 over the binding, the signature as r ‖ s (DESIGN §5).
     let signed = (|| {
-        let vk = VerifyingKey::from_sec1_bytes(&hex::decode(&key.sign).ok()?).ok()?;
-        let sig = Signature::from_slice(&hex::decode(receipt.signature.as_deref()?).ok()?).ok()?;
-        vk.verify(&binding, &sig).ok()
+        let point = hex::decode(&key.sign).ok()?;
+        let sig = hex::decode(receipt.signature.as_deref()?).ok()?;
+        UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &point)
+            .verify(&binding, &sig)
+            .ok()
     })();
     if signed.is_none() {
         return Err(mismatch("its receipt's signature does not verify"));
