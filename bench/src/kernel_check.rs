@@ -3,7 +3,7 @@
 //! comparisons against the CPU backend.
 
 use cocoon_runtime::backend::{
-    blocks_for, AttentionShape, Backend, Batch, HostTensor, Logits, RowKind,
+    blocks_for, AttentionShape, Backend, Batch, HostTensor, KvType, Logits, RowKind,
 };
 use cocoon_runtime::model::weights::DType;
 use cocoon_tests::Rng;
@@ -46,7 +46,7 @@ pub fn staged<B: Backend>(be: &B, ids: &[u32]) -> B::Pool {
         head_dim: 2,
     };
     let blocks = blocks_for(ids.len());
-    let mut pool = be.new_pool(1, blocks, shape).unwrap();
+    let mut pool = be.new_pool(1, blocks, shape, KvType::F32).unwrap();
     let table: Vec<u32> = (0..blocks as u32).collect();
     let mut batch = Batch::new();
     batch

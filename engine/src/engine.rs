@@ -50,8 +50,9 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    /// The pool's blocks for a model of `config`.
-    pub fn pool_blocks(&self, config: &LlamaConfig) -> usize {
+    /// The pool's blocks for a model of `config` whose cache holds values of `value_bytes`
+    /// bytes (4 for f32, 2 for a BF16 cache).
+    pub fn pool_blocks(&self, config: &LlamaConfig, value_bytes: usize) -> usize {
         if let Some(b) = self.kv_blocks {
             return b.max(1);
         }
@@ -60,8 +61,8 @@ impl EngineConfig {
             * cocoon_runtime::backend::KV_BLOCK
             * config.num_key_value_heads
             * config.head_dim
-            * 4)
-        .max(1) as u64;
+            * value_bytes)
+            .max(1) as u64;
         let by_memory = (self.kv_memory_bytes / block_bytes).max(1) as usize;
         let wanted = self
             .max_batch
@@ -242,7 +243,8 @@ impl Engine {
             ));
         }
         let runtime = Arc::new(runtime);
-        let pool_blocks = config.pool_blocks(&runtime.model().config);
+        let model = runtime.model();
+        let pool_blocks = config.pool_blocks(&model.config, model.kv_type().size());
         let pool = runtime.model().new_pool(pool_blocks)?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),

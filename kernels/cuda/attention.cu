@@ -9,17 +9,20 @@
 //
 // Split-K flash-decoding, the same for every row whatever its kind or its batch, so a row's
 // result depends on its own sequence alone:
-//   * attn_split: grid (heads, chunks, rows). Chunk c covers the keys c·ATT_CHUNK .. c·ATT_CHUNK
+//   * attn_split: grid (heads, chunks, rows − first): rows first.. (the rows before `first` are
+//     prompt rows that attention_prefill.cu computes on tensor cores, or none). Chunk c covers the keys c·ATT_CHUNK .. c·ATT_CHUNK
 //     + ATT_CHUNK − 1 that are ≤ p. The grid may hold more chunks than a row needs (a recorded
 //     step keeps one grid for many positions, and rows of one pass differ in length): a chunk
 //     past p writes the empty state (m = −∞, l = 0, o = 0), which weighs exactly 0 when merged.
 //     The block's ATT_WARPS warps take the chunk's keys round-robin, each "flash" style (a
 //     running maximum m, sum l and unnormalised output o, rescaled as m grows); the warps are
 //     merged in warp order in shared memory and the block writes (m, l, o[d]) to `partial`.
-//   * attn_combine: grid (heads, rows); merges the chunks of each (row, head) in chunk order.
+//   * attn_combine: grid (heads, rows − first); merges the chunks of each (row, head) in chunk
+//     order.
 // Lane j of a warp holds elements j, j+32, … of q and o (d ≤ ATT_MAX_D); a score is a
 // warp_sum of the lanes' partial dot products. No atomics anywhere: the result does not depend
-// on scheduling.
+// on scheduling. The pool holds f32 (`attn_split_f32`) or bf16 (`attn_split_bf16`), widened to
+// f32 as it is read.
 
 #define ATT_WARPS 4
 #define ATT_MAX_D 256
@@ -37,7 +40,8 @@ struct Online {
     }
 
     // Folds in one key with score s and value row v (lane's elements at v[lane + 32e]).
-    __device__ __forceinline__ void push(float s, const float* v, int d, int lane) {
+    template <typename T>
+    __device__ __forceinline__ void push(float s, const typename Kv<T>::Storage* v, int d, int lane) {
         const float m_new = fmaxf(m, s);
         const float corr = __expf(m - m_new);  // m = −∞ the first time: corr = 0
         const float p = __expf(s - m_new);
@@ -45,32 +49,34 @@ struct Online {
 #pragma unroll
         for (int e = 0; e < ATT_PER_LANE; e++) {
             const int c = lane + WARP * e;
-            o[e] = o[e] * corr + (c < d ? p * v[c] : 0.0f);
+            o[e] = o[e] * corr + (c < d ? p * Kv<T>::get(v, c) : 0.0f);
         }
         m = m_new;
     }
 };
 
-__device__ __forceinline__ float score(const float q[ATT_PER_LANE], const float* k, int d,
-                                       int lane, float scale) {
+template <typename T>
+__device__ __forceinline__ float score(const float q[ATT_PER_LANE], const typename Kv<T>::Storage* k,
+                                       int d, int lane, float scale) {
     float acc = 0.0f;
 #pragma unroll
     for (int e = 0; e < ATT_PER_LANE; e++) {
         const int c = lane + WARP * e;
-        if (c < d) acc = fmaf(q[e], k[c], acc);
+        if (c < d) acc = fmaf(q[e], Kv<T>::get(k, c), acc);
     }
     return warp_sum(acc) * scale;
 }
 
 // partial layout: [rows, heads, chunks, d + 2] with (m, l, o[0..d]).
-extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
-    attn_split(const float* q, const float* k_pool, const float* v_pool, float* partial,
-               const int* positions, const int* row_table, const int* tables, int heads,
-               int kv_heads, int d, float scale) {
+template <typename T>
+__device__ void attn_split(const float* q, const typename Kv<T>::Storage* k_pool,
+                           const typename Kv<T>::Storage* v_pool, float* partial,
+                           const int* positions, const int* row_table, const int* tables,
+                           int first, int heads, int kv_heads, int d, float scale) {
     __shared__ float ms[ATT_WARPS], ls[ATT_WARPS];
     __shared__ float os[ATT_WARPS * ATT_MAX_D];
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
-    const int h = blockIdx.x, chunk = blockIdx.y, chunks = gridDim.y, r = blockIdx.z;
+    const int h = blockIdx.x, chunk = blockIdx.y, chunks = gridDim.y, r = first + blockIdx.z;
     const int g = h / (heads / kv_heads);
     const int q_dim = heads * d, kv_dim = kv_heads * d;
     const int* table = tables + row_table[r];
@@ -89,7 +95,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
     for (int t = t_begin + warp; t < t_end; t += ATT_WARPS) {
         const long long slot = (long long)table[t / KV_BLOCK] * KV_BLOCK + t % KV_BLOCK;
         const long long off = slot * kv_dim + g * d;
-        st.push(score(qv, k_pool + off, d, lane, scale), v_pool + off, d, lane);
+        st.push<T>(score<T>(qv, k_pool + off, d, lane, scale), v_pool + off, d, lane);
     }
 
     if (lane == 0) {
@@ -122,9 +128,25 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
     }
 }
 
-// Grid (heads, rows); threads over d. out: [rows, heads · d].
-extern "C" __global__ void attn_combine(const float* partial, float* out, int chunks, int d) {
-    const int h = blockIdx.x, heads = gridDim.x, r = blockIdx.y;
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
+    attn_split_f32(const float* q, const float* k_pool, const float* v_pool, float* partial,
+                   const int* positions, const int* row_table, const int* tables, int first,
+                   int heads, int kv_heads, int d, float scale) {
+    attn_split<F32>(q, k_pool, v_pool, partial, positions, row_table, tables, first, heads,
+                    kv_heads, d, scale);
+}
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
+    attn_split_bf16(const float* q, const u16* k_pool, const u16* v_pool, float* partial,
+                    const int* positions, const int* row_table, const int* tables, int first,
+                    int heads, int kv_heads, int d, float scale) {
+    attn_split<BF16>(q, k_pool, v_pool, partial, positions, row_table, tables, first, heads,
+                     kv_heads, d, scale);
+}
+
+// Grid (heads, rows − first); threads over d. out: [rows, heads · d].
+extern "C" __global__ void attn_combine(const float* partial, float* out, int first, int chunks,
+                                        int d) {
+    const int h = blockIdx.x, heads = gridDim.x, r = first + blockIdx.y;
     const float* base = partial + ((long long)r * heads + h) * chunks * (d + 2);
     float m = NEG_INF;
     for (int c = 0; c < chunks; c++) m = fmaxf(m, base[(long long)c * (d + 2)]);

@@ -68,6 +68,14 @@ __device__ __forceinline__ void ldmatrix_x4(u32 r[4], u32 addr) {
                  : "r"(addr));
 }
 
+// Four 8×8 matrices, transposed (".trans"): register i of lane l receives elements
+// (2 (l % 4), l / 4) and (2 (l % 4) + 1, l / 4) of matrix i, the first in the low half.
+__device__ __forceinline__ void ldmatrix_x4_trans(u32 r[4], u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
 // Weight element types. `Weight<T>::get(p, i)` widens element i to f32; `load8(p, out)` reads
 // eight consecutive elements with 128-bit loads (p must be 16-byte aligned).
 struct F32 { typedef float Storage; };
@@ -109,6 +117,52 @@ template <> struct Weight<F16> {
             out[2 * j] = f16_to_f32((u16)(w[j] & 0xffffu));
             out[2 * j + 1] = f16_to_f32((u16)(w[j] >> 16));
         }
+    }
+};
+
+// KV cache element types: f32, or bf16 for the pool of a BF16/F16 model (half the memory and
+// the bandwidth of attention). `Kv<T>::get(p, i)` widens element i to f32; `put(p, i, v)`
+// stores v rounded to nearest even.
+template <typename T> struct Kv;
+
+template <> struct Kv<F32> {
+    typedef float Storage;
+    __device__ __forceinline__ static float get(const float* p, long long i) { return p[i]; }
+    __device__ __forceinline__ static void put(float* p, long long i, float v) { p[i] = v; }
+};
+
+template <> struct Kv<BF16> {
+    typedef u16 Storage;
+    __device__ __forceinline__ static float get(const u16* p, long long i) { return bf16_to_f32(p[i]); }
+    __device__ __forceinline__ static void put(u16* p, long long i, float v) {
+        p[i] = (u16)(pack_bf16x2(v, 0.0f) & 0xffffu);
+    }
+};
+
+// Tensor-core products of 16-bit inputs: `pack` rounds two f32 to the type (`lo` in the low
+// half), `run` is D = A·B + C for one mma.sync.m16n8k16 with f32 accumulators (fragment
+// layouts in gemm.cu).
+template <typename T> struct Mma;
+
+template <> struct Mma<BF16> {
+    __device__ __forceinline__ static u32 pack(float lo, float hi) { return pack_bf16x2(lo, hi); }
+    __device__ __forceinline__ static void run(float c[4], const u32 a[4], const u32 b[2]) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+};
+
+template <> struct Mma<F16> {
+    __device__ __forceinline__ static u32 pack(float lo, float hi) { return pack_f16x2(lo, hi); }
+    __device__ __forceinline__ static void run(float c[4], const u32 a[4], const u32 b[2]) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
     }
 };
 

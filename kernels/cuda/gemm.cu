@@ -40,30 +40,6 @@
 #define GEMM_TILE_WORDS (GEMM_BM * GEMM_LD32)
 #define GEMM_THREADS 128
 
-template <typename T> struct Mma;
-
-template <> struct Mma<BF16> {
-    __device__ __forceinline__ static u32 pack(float lo, float hi) { return pack_bf16x2(lo, hi); }
-    __device__ __forceinline__ static void run(float c[4], const u32 a[4], const u32 b[2]) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    }
-};
-
-template <> struct Mma<F16> {
-    __device__ __forceinline__ static u32 pack(float lo, float hi) { return pack_f16x2(lo, hi); }
-    __device__ __forceinline__ static void run(float c[4], const u32 a[4], const u32 b[2]) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    }
-};
-
 // The X tile k0.. of this block, as each thread reads it: 64 rows × 8 float4 = 512 float4,
 // four per thread; thread i takes float4 i, i + 128, ... (8 consecutive threads cover a row).
 struct XTile {

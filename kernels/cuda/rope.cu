@@ -14,6 +14,7 @@
 // before the pass) for the same reason: a recorded decode step replays at new positions.
 //
 // Threads: one block per row; threads stride over the (head, i) pairs of q, then of k/v.
+// The pool holds f32 (`rope_cache_f32`) or bf16 (`rope_cache_bf16`, rounded to nearest even).
 
 #define ROPE_MAX_HALF 256
 
@@ -21,10 +22,11 @@ struct InvFreq {
     float f[ROPE_MAX_HALF];
 };
 
-extern "C" __global__ void rope_cache(float* q, const float* k, const float* v, float* k_pool,
-                                      float* v_pool, int rows, const int* positions,
-                                      const int* row_table, const int* tables, int heads,
-                                      int kv_heads, int head_dim, const InvFreq inv_freq) {
+template <typename T>
+__device__ void rope_cache(float* q, const float* k, const float* v, typename Kv<T>::Storage* k_pool,
+                           typename Kv<T>::Storage* v_pool, int rows, const int* positions,
+                           const int* row_table, const int* tables, int heads, int kv_heads,
+                           int head_dim, const InvFreq& inv_freq) {
     const int r = blockIdx.x;
     if (r >= rows) return;
     const int half = head_dim / 2;
@@ -45,17 +47,32 @@ extern "C" __global__ void rope_cache(float* q, const float* k, const float* v, 
 
     const float* kr = k + (long long)r * kv_dim;
     const float* vr = v + (long long)r * kv_dim;
-    float* kc = k_pool + slot * kv_dim;
-    float* vc = v_pool + slot * kv_dim;
+    typename Kv<T>::Storage* kc = k_pool + slot * kv_dim;
+    typename Kv<T>::Storage* vc = v_pool + slot * kv_dim;
     for (int idx = threadIdx.x; idx < kv_heads * half; idx += blockDim.x) {
         const int h = idx / half, i = idx % half;
         float s, c;
         sincosf((float)pos * inv_freq.f[i], &s, &c);
         const int o = h * head_dim;
         const float a = kr[o + i], b = kr[o + i + half];
-        kc[o + i] = a * c - b * s;
-        kc[o + i + half] = b * c + a * s;
-        vc[o + i] = vr[o + i];
-        vc[o + i + half] = vr[o + i + half];
+        Kv<T>::put(kc, o + i, a * c - b * s);
+        Kv<T>::put(kc, o + i + half, b * c + a * s);
+        Kv<T>::put(vc, o + i, vr[o + i]);
+        Kv<T>::put(vc, o + i + half, vr[o + i + half]);
     }
+}
+
+extern "C" __global__ void rope_cache_f32(float* q, const float* k, const float* v, float* k_pool,
+                                          float* v_pool, int rows, const int* positions,
+                                          const int* row_table, const int* tables, int heads,
+                                          int kv_heads, int head_dim, const InvFreq inv_freq) {
+    rope_cache<F32>(q, k, v, k_pool, v_pool, rows, positions, row_table, tables, heads, kv_heads,
+                    head_dim, inv_freq);
+}
+extern "C" __global__ void rope_cache_bf16(float* q, const float* k, const float* v, u16* k_pool,
+                                           u16* v_pool, int rows, const int* positions,
+                                           const int* row_table, const int* tables, int heads,
+                                           int kv_heads, int head_dim, const InvFreq inv_freq) {
+    rope_cache<BF16>(q, k, v, k_pool, v_pool, rows, positions, row_table, tables, heads, kv_heads,
+                     head_dim, inv_freq);
 }

@@ -307,7 +307,10 @@ void mma(const Operands& o, const std::vector<std::vector<int>>& ops, bool bf16,
 // 8i..8i+7 give the 16-byte aligned addresses of the rows of matrix i (for .x1 and .x2 only
 // threads 0-7 and 0-15 count); register i of lane l receives row l / 4, elements
 // 2 (l % 4) and 2 (l % 4) + 1 of matrix i, the lower-indexed element in the low 16 bits.
-void ldmatrix(const Operands& o, const std::vector<std::vector<int>>& ops, int count,
+// With .trans each matrix is delivered transposed: register i of lane l receives elements
+// (2 (l % 4), l / 4) and (2 (l % 4) + 1, l / 4) of matrix i (row, column), the first in the
+// low 16 bits.
+void ldmatrix(const Operands& o, const std::vector<std::vector<int>>& ops, int count, bool trans,
               const std::string& what) {
     if (ops.size() != 2 || (int)ops[0].size() != count || ops[1].size() != 1)
         emu::fail(what + ": expected {" + std::to_string(count) + " registers}, [address]");
@@ -319,8 +322,17 @@ void ldmatrix(const Operands& o, const std::vector<std::vector<int>>& ops, int c
         if (!w.alive[l]) emu::fail(what + ": a lane of the warp is not running (ldmatrix needs all 32)");
     uint32_t regs[4];
     for (int i = 0; i < count; i++) {
-        const unsigned char* row = emu::shared_ptr(w.rows[8 * i + lane / 4], 16, what);
-        std::memcpy(&regs[i], row + 4 * (lane % 4), 4);
+        if (!trans) {
+            const unsigned char* row = emu::shared_ptr(w.rows[8 * i + lane / 4], 16, what);
+            std::memcpy(&regs[i], row + 4 * (lane % 4), 4);
+        } else {
+            uint16_t e[2];
+            for (int k = 0; k < 2; k++) {
+                const unsigned char* row = emu::shared_ptr(w.rows[8 * i + 2 * (lane % 4) + k], 16, what);
+                std::memcpy(&e[k], row + 2 * (lane / 4), 2);
+            }
+            regs[i] = (uint32_t)e[0] | (uint32_t)e[1] << 16;
+        }
     }
     w.barrier.arrive_and_wait();  // every lane has read the warp's addresses
     for (int i = 0; i < count; i++) o.set<uint32_t>(ops[0][i], regs[i], what);
@@ -371,12 +383,15 @@ void ptx(const char* text, void** outs, const int* out_sizes, int n_out, void** 
         mma(o, ops, true, what);
     } else if (mnemonic == "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") {
         mma(o, ops, false, what);
-    } else if (mnemonic == "ldmatrix.sync.aligned.m8n8.x4.shared.b16") {
-        ldmatrix(o, ops, 4, what);
-    } else if (mnemonic == "ldmatrix.sync.aligned.m8n8.x2.shared.b16") {
-        ldmatrix(o, ops, 2, what);
-    } else if (mnemonic == "ldmatrix.sync.aligned.m8n8.x1.shared.b16") {
-        ldmatrix(o, ops, 1, what);
+    } else if (mnemonic.rfind("ldmatrix.sync.aligned.m8n8.", 0) == 0) {
+        // ldmatrix.sync.aligned.m8n8.{x1,x2,x4}[.trans].shared.b16
+        const std::string shape = mnemonic.substr(std::strlen("ldmatrix.sync.aligned.m8n8."));
+        const int count = shape.rfind("x1.", 0) == 0 ? 1 : shape.rfind("x2.", 0) == 0 ? 2
+                        : shape.rfind("x4.", 0) == 0 ? 4 : 0;
+        const std::string rest = count ? shape.substr(3) : "";
+        if (count == 0 || (rest != "shared.b16" && rest != "trans.shared.b16"))
+            fail("PTX instruction not emulated: " + mnemonic);
+        ldmatrix(o, ops, count, rest == "trans.shared.b16", what);
     } else if (mnemonic == "cp.async.cg.shared.global" || mnemonic == "cp.async.ca.shared.global") {
         // cp.async.{ca,cg}.shared.global [dst], [src], cp-size, src-size: src-size bytes from
         // global memory, the rest of the cp-size bytes zero (PTX ISA, "cp.async"); .cg takes 16

@@ -8,7 +8,7 @@ use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use crate::error::{shape, Result};
 use crate::gpu::Gpu;
 use crate::graph::StepGraphs;
-use crate::shapes::{self, Heads, WeightType, ATT_WARPS, GEMM_TILE, GEMV_WARPS};
+use crate::shapes::{self, Heads, KvType, WeightType, ATT_WARPS, GEMM_TILE, GEMV_WARPS};
 
 /// A weight on the device in its stored type, row-major `[rows, cols]`.
 pub struct DeviceWeight {
@@ -53,6 +53,9 @@ pub struct Staged {
     pub max_pos: usize,
     /// The largest staged id (checked against the embedding table before the gather).
     pub max_id: u32,
+    /// Tiles of the tensor-core prefill attention over the prompt rows
+    /// ([`shapes::prefill_tiles`]).
+    pub prefill_tiles: usize,
 }
 
 /// Room on the device for the staged inputs of passes of up to `rows` rows and `tables`
@@ -65,18 +68,21 @@ struct StageBufs {
     logit_rows: CudaSlice<i32>,
     chosen: CudaSlice<u32>,
     workspace: CudaSlice<f32>,
+    /// (first row, rows) of each prefill attention tile: at most one a row.
+    tiles: CudaSlice<i32>,
     rows: usize,
     table_len: usize,
 }
 
 /// The paged key/value pool on the device: per layer a key slab and a value slab of
-/// `blocks · KV_BLOCK` slots of `kv_dim` f32, the staged inputs of the pass being run (ids,
-/// positions, block tables and logit rows, read by the kernels from device memory so that a
-/// recorded step replays with new ones), the split-K workspace, the greedy choices of the
-/// last pass, and the recorded decode steps.
+/// `blocks · KV_BLOCK` slots of `kv_dim` values (f32 or bf16, [`KvType`]), the staged inputs
+/// of the pass being run (ids, positions, block tables, logit rows and prefill tiles, read by
+/// the kernels from device memory so that a recorded step replays with new ones), the split-K
+/// workspace, the greedy choices of the last pass, and the recorded decode steps.
 pub struct KvPool {
-    k: CudaSlice<f32>,
-    v: CudaSlice<f32>,
+    k: CudaSlice<u8>,
+    v: CudaSlice<u8>,
+    kv: KvType,
     stage: Option<StageBufs>,
     staged: Option<Staged>,
     pub(crate) graphs: StepGraphs,
@@ -109,6 +115,12 @@ impl KvPool {
             .ok_or_else(|| shape("kv pool", "no token ids were staged for this pass"))
     }
 
+    /// What the pool stores.
+    pub fn kv_type(&self) -> KvType {
+        self.kv
+    }
+
+    /// The bytes of `layer`'s key (or value) slab.
     fn slab(&self, layer: usize) -> Result<std::ops::Range<usize>> {
         if layer >= self.layers {
             return Err(shape(
@@ -116,7 +128,8 @@ impl KvPool {
                 format!("layer {layer} of {}", self.layers),
             ));
         }
-        Ok(layer * self.layer_len..(layer + 1) * self.layer_len)
+        let bytes = self.layer_len * self.kv.size();
+        Ok(layer * bytes..(layer + 1) * bytes)
     }
 
     /// The split-K grid's chunk count for the staged pass.
@@ -287,12 +300,22 @@ impl Gpu {
         Ok(self.stream.memcpy_dtod(&src, &mut dst)?)
     }
 
-    /// A zeroed pool of `blocks` blocks for `layers` layers of `heads`.
-    pub fn new_pool(&self, layers: usize, blocks: usize, heads: Heads) -> Result<KvPool> {
+    /// A zeroed pool of `blocks` blocks for `layers` layers of `heads`, holding `kv` values.
+    pub fn new_pool(
+        &self,
+        layers: usize,
+        blocks: usize,
+        heads: Heads,
+        kv: KvType,
+    ) -> Result<KvPool> {
         let (layer_len, total) = shapes::pool(heads, layers, blocks)?;
+        let bytes = total
+            .checked_mul(kv.size())
+            .ok_or_else(|| shape("kv pool", "size overflows"))?;
         Ok(KvPool {
-            k: self.alloc(total)?,
-            v: self.alloc(total)?,
+            k: self.stream.alloc_zeros::<u8>(bytes)?,
+            v: self.stream.alloc_zeros::<u8>(bytes)?,
+            kv,
             stage: None,
             staged: None,
             graphs: StepGraphs::default(),
@@ -350,6 +373,7 @@ impl Gpu {
                 tables: self.stream.alloc_zeros::<i32>(cap_tables)?,
                 logit_rows: self.stream.alloc_zeros::<i32>(cap_rows)?,
                 chosen: self.stream.alloc_zeros::<u32>(cap_rows)?,
+                tiles: self.stream.alloc_zeros::<i32>(2 * cap_rows)?,
                 workspace: self.alloc(shapes::split_workspace(pool.heads, cap_rows, all_chunks))?,
                 rows: cap_rows,
                 table_len: cap_tables,
@@ -383,13 +407,20 @@ impl Gpu {
                 &mut bufs.logit_rows.slice_mut(0..count),
             )?;
         }
+        let prompt_rows = input.prompt_rows.min(rows);
+        let tiles = shapes::prefill_tiles(input.positions, input.row_table, prompt_rows);
+        if !tiles.is_empty() {
+            self.stream
+                .memcpy_htod(&tiles, &mut bufs.tiles.slice_mut(0..tiles.len()))?;
+        }
         let max_id = input.ids.iter().copied().max().unwrap_or(0);
         pool.staged = Some(Staged {
             rows,
             logit_rows: count,
-            prompt_rows: input.prompt_rows.min(rows),
+            prompt_rows,
             max_pos,
             max_id,
+            prefill_tiles: tiles.len() / 2,
         });
         Ok(())
     }
@@ -666,7 +697,7 @@ impl Gpu {
         let slab = pool.slab(layer)?;
         let mut freq = InvFreq([0.0; shapes::ROPE_MAX_HALF]);
         freq.0[..inv_freq.len()].copy_from_slice(inv_freq);
-        let f = self.function("rope_cache")?;
+        let f = self.function(pool.kv.pick(["rope_cache_f32", "rope_cache_bf16"]))?;
         let bufs = pool
             .stage
             .as_ref()
@@ -689,17 +720,20 @@ impl Gpu {
             .arg(&kvh)
             .arg(&d)
             .arg(&freq);
-        // SAFETY: rope_cache (q, k, v, k_pool, v_pool, rows, positions, row_table, tables,
-        // heads, kv_heads, head_dim, InvFreq by value): q ≥ rows·q_dim, k and v ≥ rows·kv_dim,
-        // the layer slabs hold blocks·KV_BLOCK·kv_dim; the staged positions, row tables and
-        // tables were checked at staging (every table entry < blocks, every row's table index
-        // within the tables); head_dim/2 frequencies ≤ 256 (checked); one block per row.
+        // SAFETY: rope_cache_{f32,bf16} (q, k, v, k_pool, v_pool, rows, positions, row_table,
+        // tables, heads, kv_heads, head_dim, InvFreq by value), the kernel of the pool's type:
+        // q ≥ rows·q_dim, k and v ≥ rows·kv_dim, the layer slabs hold blocks·KV_BLOCK·kv_dim
+        // values of that type; the staged positions, row tables and tables were checked at
+        // staging (every table entry < blocks, every row's table index within the tables);
+        // head_dim/2 frequencies ≤ 256 (checked); one block per row.
         unsafe { b.launch(grid(rows, 1, 128)) }?;
         Ok(())
     }
 
     /// Causal GQA attention of the staged rows over their sequences' keys and values of
-    /// `layer`: split-K over [`KvPool::split_chunks`] chunks, then the combine.
+    /// `layer`. With a bf16 pool and heads of 64 or 128, the prompt rows run on tensor cores
+    /// (attention_prefill.cu, one block per staged tile and head); every other row runs split-K
+    /// over [`KvPool::split_chunks`] chunks, then the combine.
     pub fn attention(
         &self,
         q: &CudaSlice<f32>,
@@ -708,9 +742,15 @@ impl Gpu {
         heads: Heads,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let Staged { rows, .. } = pool.staged()?;
+        let Staged {
+            rows,
+            prompt_rows,
+            prefill_tiles,
+            ..
+        } = pool.staged()?;
         let chunks = pool.split_chunks()?;
         let slab = pool.slab(layer)?;
+        let kv = pool.kv;
         let bufs = pool
             .stage
             .as_mut()
@@ -732,29 +772,72 @@ impl Gpu {
             heads.kv_heads as i32,
             heads.head_dim as i32,
         );
-        let f = self.function("attn_split")?;
-        let mut b = self.stream.launch_builder(f);
-        b.arg(q).arg(&kc).arg(&vc).arg(&mut bufs.workspace);
-        b.arg(&bufs.positions)
-            .arg(&bufs.row_table)
-            .arg(&bufs.tables)
-            .arg(&h)
-            .arg(&kvh)
-            .arg(&d)
-            .arg(&scale);
-        // SAFETY: attn_split (q, k_pool, v_pool, partial, positions, row_table, tables, heads,
-        // kv_heads, d, scale): q ≥ rows·q_dim, the workspace ≥ rows·heads·chunks·(d + 2), d ≤
-        // 256 and heads a multiple of kv_heads (checked); the staged tables name blocks of the
-        // pool and cover every row's positions (checked at staging); grid (heads, chunks,
-        // rows); a chunk past a row's position reads no key.
-        unsafe { b.launch(grid3(heads.heads, chunks, rows, 32 * ATT_WARPS)) }?;
-        let chunks_i = chunks as i32;
-        let f = self.function("attn_combine")?;
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&bufs.workspace).arg(out).arg(&chunks_i).arg(&d);
-        // SAFETY: attn_combine (partial, out, chunks, d): the partials written above, out ≥
-        // rows·heads·d (checked); grid (heads, rows).
-        unsafe { b.launch(grid(heads.heads, rows, 128)) }?;
+        let tensor_cores =
+            kv == KvType::BF16 && shapes::prefill_head_dim(heads.head_dim) && prefill_tiles > 0;
+        let first = if tensor_cores { prompt_rows } else { 0 };
+        if tensor_cores {
+            let f = self.function(if heads.head_dim == 64 {
+                "attn_prefill_d64"
+            } else {
+                "attn_prefill_d128"
+            })?;
+            let mut b = self.stream.launch_builder(f);
+            b.arg(q).arg(&kc).arg(&vc).arg(&mut *out);
+            b.arg(&bufs.positions)
+                .arg(&bufs.row_table)
+                .arg(&bufs.tables)
+                .arg(&bufs.tiles)
+                .arg(&h)
+                .arg(&kvh)
+                .arg(&scale);
+            // SAFETY: attn_prefill_d{64,128} (q, k_pool, v_pool, out, positions, row_table,
+            // tables, tiles, heads, kv_heads, scale) on a bf16 pool whose slabs hold
+            // blocks·KV_BLOCK·kv_dim values, head_dim the kernel's: q and out ≥ rows·q_dim,
+            // heads a multiple of kv_heads (checked); the staged tiles (prefill_tiles ≤ rows ≤
+            // 65535 of them) cover prompt rows of one sequence at consecutive positions, each
+            // within its table (checked at staging); grid (heads, tiles).
+            unsafe {
+                b.launch(LaunchConfig {
+                    grid_dim: (heads.heads as u32, prefill_tiles as u32, 1),
+                    block_dim: (shapes::PF_THREADS as u32, 1, 1),
+                    shared_mem_bytes: 0,
+                })
+            }?;
+        }
+        if rows > first {
+            let first_i = first as i32;
+            let f = self.function(kv.pick(["attn_split_f32", "attn_split_bf16"]))?;
+            let mut b = self.stream.launch_builder(f);
+            b.arg(q).arg(&kc).arg(&vc).arg(&mut bufs.workspace);
+            b.arg(&bufs.positions)
+                .arg(&bufs.row_table)
+                .arg(&bufs.tables)
+                .arg(&first_i)
+                .arg(&h)
+                .arg(&kvh)
+                .arg(&d)
+                .arg(&scale);
+            // SAFETY: attn_split_{f32,bf16} (q, k_pool, v_pool, partial, positions, row_table,
+            // tables, first, heads, kv_heads, d, scale), the kernel of the pool's type, whose
+            // slabs hold blocks·KV_BLOCK·kv_dim values of it: q ≥ rows·q_dim, the workspace ≥
+            // rows·heads·chunks·(d + 2), d ≤ 256 and heads a multiple of kv_heads (checked);
+            // the staged tables name blocks of the pool and cover every row's positions
+            // (checked at staging); grid (heads, chunks, rows − first) over rows first..rows;
+            // a chunk past a row's position reads no key.
+            unsafe { b.launch(grid3(heads.heads, chunks, rows - first, 32 * ATT_WARPS)) }?;
+            let chunks_i = chunks as i32;
+            let f = self.function("attn_combine")?;
+            let mut b = self.stream.launch_builder(f);
+            b.arg(&bufs.workspace)
+                .arg(out)
+                .arg(&first_i)
+                .arg(&chunks_i)
+                .arg(&d);
+            // SAFETY: attn_combine (partial, out, first, chunks, d): the partials written
+            // above for rows first..rows, out ≥ rows·heads·d (checked); grid (heads, rows −
+            // first).
+            unsafe { b.launch(grid(heads.heads, rows - first, 128)) }?;
+        }
         Ok(())
     }
 

@@ -20,6 +20,11 @@ pub const ATT_WARPS: usize = 4;
 pub const ATT_MAX_D: usize = 256;
 /// Positions per split-K chunk of decode attention (`ATT_CHUNK`).
 pub const ATT_CHUNK: usize = 256;
+/// Query rows of a tile of the tensor-core prefill attention (`PF_ROWS` in
+/// attention_prefill.cu).
+pub const PF_ROWS: usize = 64;
+/// Threads of a prefill attention block: a warp per 16 rows of its tile.
+pub const PF_THREADS: usize = PF_ROWS / 16 * 32;
 /// Largest number of RoPE frequencies passed by value (`ROPE_MAX_HALF` in rope.cu).
 pub const ROPE_MAX_HALF: usize = 256;
 /// Threads of an argmax block (`ARGMAX_THREADS` in argmax.cu).
@@ -51,6 +56,33 @@ impl WeightType {
             WeightType::F32 => names[0],
             WeightType::BF16 => names[1],
             WeightType::F16 => names[2],
+        }
+    }
+}
+
+/// What the KV pool stores: f32, or bf16 (`Kv<BF16>` in common.cuh) for 16-bit models.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvType {
+    /// IEEE binary32.
+    F32,
+    /// bfloat16, rounded to nearest even as it is written.
+    BF16,
+}
+
+impl KvType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            KvType::F32 => 4,
+            KvType::BF16 => 2,
+        }
+    }
+
+    /// The one of `[f32, bf16]` kernel names specialised for it.
+    pub fn pick(self, names: [&'static str; 2]) -> &'static str {
+        match self {
+            KvType::F32 => names[0],
+            KvType::BF16 => names[1],
         }
     }
 }
@@ -195,6 +227,33 @@ pub fn gemv_grid(n: &[usize], rows: usize) -> Result<(u32, u32)> {
         ));
     }
     Ok((x as u32, y as u32))
+}
+
+/// Whether the tensor-core prefill attention takes heads of `head_dim` (64 and 128).
+pub fn prefill_head_dim(head_dim: usize) -> bool {
+    head_dim == 64 || head_dim == 128
+}
+
+/// The tiles of the tensor-core prefill attention over the first `prompt_rows` rows: runs of
+/// rows of one sequence (the same table start) at consecutive positions, cut into tiles of at
+/// most [`PF_ROWS`] rows, each as (first row, row count), flattened.
+pub fn prefill_tiles(positions: &[u32], row_table: &[u32], prompt_rows: usize) -> Vec<i32> {
+    let n = prompt_rows.min(positions.len()).min(row_table.len());
+    let mut tiles = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        while end < n
+            && end - start < PF_ROWS
+            && row_table[end] == row_table[start]
+            && positions[end - 1].checked_add(1) == Some(positions[end])
+        {
+            end += 1;
+        }
+        tiles.extend([start as i32, (end - start) as i32]);
+        start = end;
+    }
+    tiles
 }
 
 /// Positions per block of the paged KV pool (`KV_BLOCK` in common.cuh).
@@ -372,6 +431,7 @@ mod tests {
         assert_eq!(d("attention.cu", "ATT_WARPS"), ATT_WARPS);
         assert_eq!(d("attention.cu", "ATT_MAX_D"), ATT_MAX_D);
         assert_eq!(d("attention.cu", "ATT_CHUNK"), ATT_CHUNK);
+        assert_eq!(d("attention_prefill.cu", "PF_WARPS") * 16, PF_ROWS);
         assert_eq!(d("rope.cu", "ROPE_MAX_HALF"), ROPE_MAX_HALF);
         assert_eq!(d("argmax.cu", "ARGMAX_THREADS"), ARGMAX_THREADS);
         assert_eq!(define(PRELUDE, "WARP"), Some(32));
@@ -418,6 +478,28 @@ mod tests {
         assert!(problem(matmul(0, 1536, 576, 0, 0)).contains("rows 0"));
         assert!(problem(matmul(usize::MAX, 1, 1, 70_000, usize::MAX)).contains("65535"));
         assert!(problem(matmul(1 << 40, 1 << 32, 1, 1, 1 << 40)).contains("weight rows"));
+    }
+
+    #[test]
+    fn prefill_tiles_follow_sequences_and_positions() {
+        // Two sequences' prompts (tables at 0 and 5), 70 rows then 3, then a decode row.
+        let mut positions: Vec<u32> = (10..80).collect();
+        positions.extend([0, 1, 2, 7]);
+        let mut row_table = vec![0u32; 70];
+        row_table.extend([5, 5, 5, 9]);
+        assert_eq!(
+            prefill_tiles(&positions, &row_table, 73),
+            vec![0, 64, 64, 6, 70, 3]
+        );
+        // A gap in positions or another table starts a new tile; prompt rows only.
+        assert_eq!(
+            prefill_tiles(&[4, 5, 9, 10], &[0, 0, 0, 0], 4),
+            vec![0, 2, 2, 2]
+        );
+        assert_eq!(prefill_tiles(&[4, 5], &[0, 1], 2), vec![0, 1, 1, 1]);
+        assert!(prefill_tiles(&[4, 5], &[0, 0], 0).is_empty());
+        assert_eq!(prefill_tiles(&[u32::MAX, 0], &[0, 0], 2), vec![0, 1, 1, 1]);
+        assert!(prefill_head_dim(64) && prefill_head_dim(128) && !prefill_head_dim(96));
     }
 
     #[test]

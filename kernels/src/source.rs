@@ -62,12 +62,17 @@ pub const SOURCES: &[Source] = &[
     Source {
         file: "rope.cu",
         text: include_str!("../cuda/rope.cu"),
-        kernels: &["rope_cache"],
+        kernels: &["rope_cache_f32", "rope_cache_bf16"],
     },
     Source {
         file: "attention.cu",
         text: include_str!("../cuda/attention.cu"),
-        kernels: &["attn_split", "attn_combine"],
+        kernels: &["attn_split_f32", "attn_split_bf16", "attn_combine"],
+    },
+    Source {
+        file: "attention_prefill.cu",
+        text: include_str!("../cuda/attention_prefill.cu"),
+        kernels: &["attn_prefill_d64", "attn_prefill_d128"],
     },
     Source {
         file: "swiglu.cu",

@@ -19,11 +19,12 @@ use std::time::Duration;
 
 use cocoon_bench::kernel_check::{act, encode, random, read, weight, Report};
 use cocoon_kernels::shapes::{
-    gemv_grid, split_grid_chunks, ATT_WARPS, GEMM_TILE, GEMV_MAX_WEIGHTS, GEMV_WARPS,
+    gemv_grid, prefill_head_dim, prefill_tiles, split_grid_chunks, ATT_WARPS, GEMM_TILE,
+    GEMV_MAX_WEIGHTS, GEMV_WARPS, PF_THREADS,
 };
 use cocoon_kernels::source::SOURCES;
 use cocoon_runtime::backend::cpu::CpuBackend;
-use cocoon_runtime::backend::{AttentionShape, Backend, Batch, Logits, RowKind, KV_BLOCK};
+use cocoon_runtime::backend::{AttentionShape, Backend, Batch, KvType, Logits, RowKind, KV_BLOCK};
 use cocoon_runtime::model::weights::DType;
 use cocoon_runtime::sampling::argmax;
 use cocoon_tests::Rng;
@@ -814,7 +815,9 @@ impl Checks<'_> {
 
     /// Two passes over sequences given as (positions already cached, new positions): the
     /// first only caches (RoPE) the old positions, the second caches and attends the new.
-    fn attention(&mut self, shape: AttentionShape, seqs: &[(usize, usize)]) {
+    /// RoPE with the write to the paged pool, then split-K attention, with the pool holding
+    /// `kv` values; the CPU backend (an f32 pool) is the reference.
+    fn attention(&mut self, shape: AttentionShape, seqs: &[(usize, usize)], kv: KvType) {
         let (q_dim, kv_dim, d) = (shape.q_dim(), shape.kv_dim(), shape.head_dim);
         let inv_freq: Vec<f32> = (0..d / 2)
             .map(|i| 10000f32.powf(-2.0 * i as f32 / d as f32))
@@ -836,10 +839,16 @@ impl Checks<'_> {
             }
         }
         let cpu = self.cpu;
-        let mut pool = cpu.new_pool(1, total_blocks, shape).unwrap();
+        let mut pool = cpu.new_pool(1, total_blocks, shape, KvType::F32).unwrap();
         let slots = total_blocks * KV_BLOCK;
-        let mut k_pool = vec![0u8; slots * kv_dim * 4];
-        let mut v_pool = vec![0u8; slots * kv_dim * 4];
+        let mut k_pool = vec![0u8; slots * kv_dim * kv.size()];
+        let mut v_pool = vec![0u8; slots * kv_dim * kv.size()];
+        // A bf16 pool rounds keys and values to 8 significant bits: attention's relative
+        // error grows to about 2⁻⁹ per value.
+        let att_tol = match kv {
+            KvType::F32 => 1e-4,
+            KvType::BF16 => 1e-2,
+        };
         let mut freq = [0f32; 256];
         freq[..inv_freq.len()].copy_from_slice(&inv_freq);
         let mut results = Vec::new();
@@ -901,21 +910,29 @@ impl Checks<'_> {
                 int(d as i32),
                 Arg::Scalar(f32s(&freq)),
             ];
-            let rope = self
-                .emu
-                .launch("rope_cache", [rows as u32, 1, 1], 128, &mut args);
+            let rope = self.emu.launch(
+                kv.pick(["rope_cache_f32", "rope_cache_bf16"]),
+                [rows as u32, 1, 1],
+                128,
+                &mut args,
+            );
             let mut args = args.into_iter();
             let q_rot = args.next().map(|a| to_f32(a.bytes())).unwrap_or_default();
             let _ = (args.next(), args.next());
             k_pool = args.next().map(|a| a.bytes().to_vec()).unwrap_or_default();
             v_pool = args.next().map(|a| a.bytes().to_vec()).unwrap_or_default();
             if let Err(e) = rope {
-                results.push((format!("rope_cache rows={rows}"), Err(e), Vec::new(), 1e-5));
+                results.push((
+                    format!("rope_cache {kv:?} rows={rows}"),
+                    Err(e),
+                    Vec::new(),
+                    1e-5,
+                ));
                 break;
             }
             let want_q = read(cpu, &qa, rows * q_dim);
             results.push((
-                format!("rope_cache {shape:?} rows={rows}"),
+                format!("rope_cache {kv:?} {shape:?} rows={rows}"),
                 Ok(q_rot.clone()),
                 want_q,
                 1e-5,
@@ -928,44 +945,100 @@ impl Checks<'_> {
             let want = read(cpu, &out, rows * q_dim);
             let max_pos = *positions.iter().max().unwrap_or(&0) as usize;
             let chunks = split_grid_chunks(max_pos, slots);
-            let mut split = vec![
-                Arg::Buf(f32s(&q_rot)),
-                Arg::Buf(std::mem::take(&mut k_pool)),
-                Arg::Buf(std::mem::take(&mut v_pool)),
-                Arg::Buf(vec![0; rows * shape.heads * chunks * (d + 2) * 4]),
-                Arg::Buf(i32s(&positions)),
-                Arg::Buf(i32s(&row_table)),
-                Arg::Buf(i32s(&flat)),
-                int(shape.heads as i32),
-                int(shape.kv_heads as i32),
-                int(d as i32),
-                float(1.0 / (d as f32).sqrt()),
-            ];
-            let grid = [shape.heads as u32, chunks as u32, rows as u32];
-            let got = self
-                .emu
-                .launch("attn_split", grid, 32 * ATT_WARPS as u32, &mut split)
-                .and_then(|()| {
-                    let mut comb = vec![
-                        Arg::Buf(split[3].bytes().to_vec()),
-                        Arg::Buf(vec![0; rows * q_dim * 4]),
-                        int(chunks as i32),
-                        int(d as i32),
-                    ];
-                    self.emu
-                        .launch(
+            // As Gpu::attention: prompt rows on tensor cores where the pool and head allow,
+            // the other rows split-K from `first` on, into one output.
+            let as_u32 = |v: &[i32]| v.iter().map(|x| *x as u32).collect::<Vec<u32>>();
+            let tiles = prefill_tiles(
+                &as_u32(&positions),
+                &as_u32(&row_table),
+                batch.prompt_rows(),
+            );
+            let tensor_cores = kv == KvType::BF16 && prefill_head_dim(d) && !tiles.is_empty();
+            let first = if tensor_cores { batch.prompt_rows() } else { 0 };
+            let mut out_bytes = vec![0u8; rows * q_dim * 4];
+            let mut got = Ok(());
+            if tensor_cores {
+                let mut pre = vec![
+                    Arg::Buf(f32s(&q_rot)),
+                    Arg::Buf(std::mem::take(&mut k_pool)),
+                    Arg::Buf(std::mem::take(&mut v_pool)),
+                    Arg::Buf(out_bytes),
+                    Arg::Buf(i32s(&positions)),
+                    Arg::Buf(i32s(&row_table)),
+                    Arg::Buf(i32s(&flat)),
+                    Arg::Buf(i32s(&tiles)),
+                    int(shape.heads as i32),
+                    int(shape.kv_heads as i32),
+                    float(1.0 / (d as f32).sqrt()),
+                ];
+                let name = if d == 64 {
+                    "attn_prefill_d64"
+                } else {
+                    "attn_prefill_d128"
+                };
+                let grid = [shape.heads as u32, (tiles.len() / 2) as u32, 1];
+                got = self.emu.launch(name, grid, PF_THREADS as u32, &mut pre);
+                let mut pre = pre.into_iter().skip(1);
+                k_pool = pre.next().map(|a| a.bytes().to_vec()).unwrap_or_default();
+                v_pool = pre.next().map(|a| a.bytes().to_vec()).unwrap_or_default();
+                out_bytes = pre.next().map(|a| a.bytes().to_vec()).unwrap_or_default();
+            }
+            if got.is_ok() && rows > first {
+                let mut split = vec![
+                    Arg::Buf(f32s(&q_rot)),
+                    Arg::Buf(std::mem::take(&mut k_pool)),
+                    Arg::Buf(std::mem::take(&mut v_pool)),
+                    Arg::Buf(vec![0; rows * shape.heads * chunks * (d + 2) * 4]),
+                    Arg::Buf(i32s(&positions)),
+                    Arg::Buf(i32s(&row_table)),
+                    Arg::Buf(i32s(&flat)),
+                    int(first as i32),
+                    int(shape.heads as i32),
+                    int(shape.kv_heads as i32),
+                    int(d as i32),
+                    float(1.0 / (d as f32).sqrt()),
+                ];
+                let grid = [shape.heads as u32, chunks as u32, (rows - first) as u32];
+                got = self
+                    .emu
+                    .launch(
+                        kv.pick(["attn_split_f32", "attn_split_bf16"]),
+                        grid,
+                        32 * ATT_WARPS as u32,
+                        &mut split,
+                    )
+                    .and_then(|()| {
+                        let mut comb = vec![
+                            Arg::Buf(split[3].bytes().to_vec()),
+                            Arg::Buf(std::mem::take(&mut out_bytes)),
+                            int(first as i32),
+                            int(chunks as i32),
+                            int(d as i32),
+                        ];
+                        let r = self.emu.launch(
                             "attn_combine",
-                            [shape.heads as u32, rows as u32, 1],
+                            [shape.heads as u32, (rows - first) as u32, 1],
                             128,
                             &mut comb,
-                        )
-                        .map(|()| to_f32(comb[1].bytes()))
-                });
+                        );
+                        out_bytes = comb[1].bytes().to_vec();
+                        r
+                    });
+                k_pool = split[1].bytes().to_vec();
+                v_pool = split[2].bytes().to_vec();
+            }
+            let got = got.map(|()| to_f32(&out_bytes));
+            let chunks = if rows > first { chunks } else { 0 };
+            let path = if tensor_cores {
+                format!("prefill tiles={} + ", tiles.len() / 2)
+            } else {
+                String::new()
+            };
             results.push((
-                format!("attention {shape:?} rows={rows} chunks={chunks}"),
+                format!("attention {kv:?} {shape:?} rows={rows} {path}chunks={chunks}"),
                 got,
                 want,
-                1e-4,
+                att_tol,
             ));
         }
         for (name, got, want, tol) in results {
@@ -1042,14 +1115,25 @@ impl Checks<'_> {
         }
         self.gather(if small { 5 } else { 9 }, if small { 40 } else { 576 });
         let attn: Vec<(AttentionShape, Vec<(usize, usize)>)> = if small {
-            vec![(
-                AttentionShape {
-                    heads: 2,
-                    kv_heads: 1,
-                    head_dim: 16,
-                },
-                vec![(3, 5), (0, 4)],
-            )]
+            vec![
+                (
+                    AttentionShape {
+                        heads: 2,
+                        kv_heads: 1,
+                        head_dim: 16,
+                    },
+                    vec![(3, 5), (0, 4)],
+                ),
+                (
+                    // Two prompts, one across a tile and a key block, after 3 cached positions.
+                    AttentionShape {
+                        heads: 2,
+                        kv_heads: 1,
+                        head_dim: 64,
+                    },
+                    vec![(3, 70), (0, 5)],
+                ),
+            ]
         } else {
             vec![
                 (
@@ -1077,6 +1161,16 @@ impl Checks<'_> {
                     vec![(0, 9)],
                 ),
                 (
+                    // 128-wide heads: a 130-row prompt chunk after 100 cached positions (three
+                    // tiles, four key blocks) beside a decode row.
+                    AttentionShape {
+                        heads: 4,
+                        kv_heads: 1,
+                        head_dim: 128,
+                    },
+                    vec![(100, 130), (0, 1)],
+                ),
+                (
                     AttentionShape {
                         heads: 4,
                         kv_heads: 4,
@@ -1086,8 +1180,13 @@ impl Checks<'_> {
                 ),
             ]
         };
+        // Each shape with an f32 pool, and with a bf16 pool in the small set and where the
+        // head width takes the tensor-core prefill (64, 128) in the large one.
         for (shape, seqs) in attn {
-            self.attention(shape, &seqs);
+            self.attention(shape, &seqs, KvType::F32);
+            if small || prefill_head_dim(shape.head_dim) {
+                self.attention(shape, &seqs, KvType::BF16);
+            }
         }
     }
 }

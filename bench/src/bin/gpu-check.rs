@@ -16,7 +16,7 @@ use cocoon_kernels::gpu::Gpu;
 use cocoon_runtime::backend::cpu::CpuBackend;
 use cocoon_runtime::backend::cuda::CudaBackend;
 use cocoon_runtime::backend::{
-    blocks_for, AttentionShape, Backend, Batch, Logits as BatchLogits, RowKind,
+    blocks_for, AttentionShape, Backend, Batch, KvType, Logits as BatchLogits, RowKind,
 };
 use cocoon_runtime::model::llama::{Llama, Logits};
 use cocoon_runtime::model::weights::DType;
@@ -226,10 +226,10 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
             })
             .collect();
         macro_rules! attn {
-            ($be:expr) => {{
+            ($be:expr, $kv:expr) => {{
                 let be = $be;
                 let blocks = blocks_for(positions);
-                let mut pool = be.new_pool(2, blocks, shape).unwrap();
+                let mut pool = be.new_pool(2, blocks, shape, $kv).unwrap();
                 let table: Vec<u32> = (0..blocks as u32).rev().collect();
                 let mut outs = Vec::new();
                 for (&(pos0, rows), (q, k, v)) in steps.iter().zip(&data) {
@@ -260,11 +260,17 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
                 outs
             }};
         }
-        let (c, g) = (attn!(cpu), attn!(gpu));
-        for (((pos0, rows), (qc, oc)), (qg, og)) in steps.iter().zip(&c).zip(&g) {
-            let tag = format!("h={heads} kv={kv_heads} d={head_dim} pos0={pos0} rows={rows}");
-            r.compare(format!("rope {tag}"), qg, qc, 1e-5);
-            r.compare(format!("attention {tag}"), og, oc, 1e-4);
+        let c = attn!(cpu, KvType::F32);
+        // The f32 pool, then the bf16 pool of 16-bit models (keys and values rounded to 8
+        // significant bits: attention within 1e-2).
+        for (kv, tol) in [(KvType::F32, 1e-4), (KvType::BF16, 1e-2)] {
+            let g = attn!(gpu, kv);
+            for (((pos0, rows), (qc, oc)), (qg, og)) in steps.iter().zip(&c).zip(&g) {
+                let tag =
+                    format!("{kv:?} h={heads} kv={kv_heads} d={head_dim} pos0={pos0} rows={rows}");
+                r.compare(format!("rope {tag}"), qg, qc, 1e-5);
+                r.compare(format!("attention {tag}"), og, oc, tol);
+            }
         }
     }
     {

@@ -11,7 +11,7 @@ use super::dot::{
     bf16_to_f32, dot, rows_dot_bf16, rows_dot_f16, rows_dot_f32, weight_rows_times, Blocking,
     PackedRows,
 };
-use super::{AttentionShape, Backend, Batch, HostTensor, KV_BLOCK};
+use super::{AttentionShape, Backend, Batch, HostTensor, KvType, KV_BLOCK};
 use crate::error::{Error, Result};
 use crate::model::weights::DType;
 use crate::sampling::argmax;
@@ -229,7 +229,18 @@ impl Backend for CpuBackend {
         Ok(vec![0.0; len])
     }
 
-    fn new_pool(&self, layers: usize, blocks: usize, shape: AttentionShape) -> Result<CpuPool> {
+    fn new_pool(
+        &self,
+        layers: usize,
+        blocks: usize,
+        shape: AttentionShape,
+        kv: KvType,
+    ) -> Result<CpuPool> {
+        if kv != KvType::F32 {
+            return Err(Error::Backend(format!(
+                "the CPU backend keeps its KV cache in f32, not {kv:?}"
+            )));
+        }
         Ok(CpuPool {
             layers,
             kv_dim: shape.kv_dim(),
@@ -735,7 +746,11 @@ mod tests {
             kv_heads: 1,
             head_dim: 2,
         };
-        let mut pool = be.new_pool(1, 1, shape).unwrap();
+        // The CPU keeps f32 caches, for 16-bit models too, and refuses another kind.
+        assert_eq!(be.kv_type(DType::BF16), KvType::F32);
+        let err = be.new_pool(1, 1, shape, KvType::BF16).err().unwrap();
+        assert!(err.to_string().contains("in f32, not BF16"), "{err}");
+        let mut pool = be.new_pool(1, 1, shape, KvType::F32).unwrap();
         // Nothing staged yet: RoPE and attention say so.
         let (mut q, kv) = (vec![0.0; 2], vec![0.0; 2]);
         let err = be

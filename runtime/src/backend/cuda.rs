@@ -14,7 +14,7 @@ use cocoon_kernels::ops::{DeviceWeight, KvPool, StageInput};
 use cocoon_kernels::shapes::{Heads, WeightType};
 use cudarc::driver::CudaSlice;
 
-use super::{AttentionShape, Backend, Batch, HostTensor};
+use super::{AttentionShape, Backend, Batch, HostTensor, KvType};
 use crate::error::{Error, Result};
 use crate::model::weights::DType;
 
@@ -22,6 +22,8 @@ use crate::model::weights::DType;
 #[derive(Debug)]
 pub struct CudaBackend {
     gpu: Gpu,
+    /// `COCOON_CUDA_KV=f32`: keep f32 KV caches for 16-bit models too.
+    f32_kv: bool,
 }
 
 impl From<cocoon_kernels::Error> for Error {
@@ -42,14 +44,16 @@ impl CudaBackend {
     /// Opens device `ordinal`, compiling the kernels for it (or loading them from the kernel
     /// cache, [`KernelCache::default_dir`]). Without a driver, a device or NVRTC: an error.
     /// Decode steps are recorded in CUDA graphs unless the environment sets
-    /// `COCOON_CUDA_GRAPHS=0` (see [`Gpu::set_graphs`]).
+    /// `COCOON_CUDA_GRAPHS=0` (see [`Gpu::set_graphs`]); 16-bit models keep a BF16 KV cache
+    /// unless it sets `COCOON_CUDA_KV=f32`.
     pub fn new(ordinal: usize) -> Result<Self> {
         let cache = KernelCache::default_dir().map(KernelCache::new);
         let gpu = Gpu::open(ordinal, cache.as_ref())?;
         if std::env::var_os("COCOON_CUDA_GRAPHS").is_some_and(|v| v == "0") {
             gpu.set_graphs(false);
         }
-        Ok(CudaBackend { gpu })
+        let f32_kv = std::env::var_os("COCOON_CUDA_KV").is_some_and(|v| v == "f32");
+        Ok(CudaBackend { gpu, f32_kv })
     }
 
     /// The device.
@@ -89,8 +93,23 @@ impl Backend for CudaBackend {
         Ok(self.gpu.alloc(len)?)
     }
 
-    fn new_pool(&self, layers: usize, blocks: usize, shape: AttentionShape) -> Result<KvPool> {
-        Ok(self.gpu.new_pool(layers, blocks, heads(shape))?)
+    /// BF16 for BF16 and F16 models unless `COCOON_CUDA_KV=f32` was set when the backend
+    /// was made; f32 for f32 models.
+    fn kv_type(&self, weights: DType) -> KvType {
+        match weights {
+            DType::BF16 | DType::F16 if !self.f32_kv => KvType::BF16,
+            _ => KvType::F32,
+        }
+    }
+
+    fn new_pool(
+        &self,
+        layers: usize,
+        blocks: usize,
+        shape: AttentionShape,
+        kv: KvType,
+    ) -> Result<KvPool> {
+        Ok(self.gpu.new_pool(layers, blocks, heads(shape), kv)?)
     }
 
     fn pool_blocks(&self, pool: &KvPool) -> usize {

@@ -13,6 +13,7 @@ pub mod cuda;
 pub mod dot;
 
 pub use batch::{blocks_for, Batch, Logits, RowKind, KV_BLOCK};
+pub use cocoon_kernels::shapes::KvType;
 
 use crate::error::Result;
 use crate::model::weights::DType;
@@ -71,10 +72,24 @@ pub trait Backend: Send + Sync {
     /// A zeroed buffer of `len` f32.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
 
+    /// What this backend's KV pool stores for a model whose weights are `weights`: f32 unless
+    /// the backend keeps a 16-bit cache for 16-bit models (CUDA). The CPU keeps f32.
+    fn kv_type(&self, weights: DType) -> KvType {
+        let _ = weights;
+        KvType::F32
+    }
+
     /// A pool of `blocks` blocks for `layers` layers of keys and values of `shape`
-    /// (`shape.kv_dim()` wide). A backend may give a block memory only when a staged batch
-    /// first names it, and take it back at [`Backend::release`].
-    fn new_pool(&self, layers: usize, blocks: usize, shape: AttentionShape) -> Result<Self::Pool>;
+    /// (`shape.kv_dim()` wide), holding `kv` values (one [`Backend::kv_type`] gave; another
+    /// is an error). A backend may give a block memory only when a staged batch first names
+    /// it, and take it back at [`Backend::release`].
+    fn new_pool(
+        &self,
+        layers: usize,
+        blocks: usize,
+        shape: AttentionShape,
+        kv: KvType,
+    ) -> Result<Self::Pool>;
 
     /// Blocks of the pool.
     fn pool_blocks(&self, pool: &Self::Pool) -> usize;

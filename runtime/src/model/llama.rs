@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::{
-    blocks_for, AttentionShape, Backend, Batch, HostTensor, Logits as BatchLogits, RowKind,
+    blocks_for, AttentionShape, Backend, Batch, HostTensor, KvType, Logits as BatchLogits, RowKind,
 };
 use crate::error::{Error, Result};
 use crate::model::config::LlamaConfig;
@@ -37,6 +37,7 @@ pub struct Llama<B: Backend> {
     lm_head: Option<B::Weight>,
     inv_freq: Vec<f32>,
     weight_bytes: u64,
+    kv: KvType,
     id: u64,
 }
 
@@ -190,6 +191,13 @@ impl<B: Backend> Llama<B> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        // The KV cache's type follows the embedding table's (16-bit models may keep a 16-bit
+        // cache where the backend has one).
+        let embed_dtype = model
+            .weights
+            .get("model.embed_tokens.weight")
+            .map_or(crate::model::weights::DType::F32, |t| t.dtype);
+        let kv = backend.kv_type(embed_dtype);
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
@@ -203,6 +211,7 @@ impl<B: Backend> Llama<B> {
             lm_head,
             inv_freq: inv_freq(c),
             weight_bytes: model.weights.data_bytes(),
+            kv,
             id: MODEL_IDS.fetch_add(1, Ordering::Relaxed),
             backend,
         })
@@ -216,6 +225,11 @@ impl<B: Backend> Llama<B> {
     /// Bytes of weights read per decoded token (all of them).
     pub fn weight_bytes(&self) -> u64 {
         self.weight_bytes
+    }
+
+    /// What the KV pools of this model store.
+    pub fn kv_type(&self) -> KvType {
+        self.kv
     }
 
     fn attention_shape(&self) -> AttentionShape {
@@ -233,6 +247,7 @@ impl<B: Backend> Llama<B> {
             self.config.num_hidden_layers,
             blocks,
             self.attention_shape(),
+            self.kv,
         )
     }
 
