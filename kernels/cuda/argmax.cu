@@ -17,6 +17,7 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
 
 extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS)
     argmax_rows(const float* logits, u32* out, int rows, int width) {
+    stream_order();
     __shared__ float vals[ARGMAX_THREADS];
     __shared__ int idxs[ARGMAX_THREADS];
     const int r = blockIdx.x;

@@ -14,7 +14,7 @@
 //     + ATT_CHUNK − 1 that are ≤ p. The grid may hold more chunks than a row needs (a recorded
 //     step keeps one grid for many positions, and rows of one pass differ in length): a chunk
 //     past p writes the empty state (m = −∞, l = 0, o = 0), which weighs exactly 0 when merged.
-//     The block's ATT_WARPS warps take the chunk's keys round-robin, each "flash" style (a
+//     The block's ATT_WARPS warps take the chunk's keys round-robin (ATT_KEYS at a time), each "flash" style (a
 //     running maximum m, sum l and unnormalised output o, rescaled as m grows); the warps are
 //     merged in warp order in shared memory and the block writes (m, l, o[d]) to `partial`.
 //   * attn_combine: grid (heads, rows − first); merges the chunks of each (row, head) in chunk
@@ -27,7 +27,8 @@
 #define ATT_WARPS 4
 #define ATT_MAX_D 256
 #define ATT_PER_LANE (ATT_MAX_D / WARP)
-#define ATT_CHUNK 256
+#define ATT_CHUNK 128
+#define ATT_KEYS 4    // keys a warp scores at once
 
 struct Online {
     float m, l, o[ATT_PER_LANE];
@@ -92,7 +93,23 @@ __device__ void attn_split(const float* q, const typename Kv<T>::Storage* k_pool
     }
     Online st;
     st.init();
-    for (int t = t_begin + warp; t < t_end; t += ATT_WARPS) {
+    // The warp's keys t, t + ATT_WARPS, … in order, ATT_KEYS at a time so that their loads are
+    // in flight together; the fold order is the same as one at a time.
+    int t = t_begin + warp;
+    for (; t + (ATT_KEYS - 1) * ATT_WARPS < t_end; t += ATT_KEYS * ATT_WARPS) {
+        long long off[ATT_KEYS];
+        float s[ATT_KEYS];
+#pragma unroll
+        for (int u = 0; u < ATT_KEYS; u++) {
+            const int tu = t + u * ATT_WARPS;
+            off[u] = ((long long)table[tu / KV_BLOCK] * KV_BLOCK + tu % KV_BLOCK) * kv_dim + g * d;
+        }
+#pragma unroll
+        for (int u = 0; u < ATT_KEYS; u++) s[u] = score<T>(qv, k_pool + off[u], d, lane, scale);
+#pragma unroll
+        for (int u = 0; u < ATT_KEYS; u++) st.push<T>(s[u], v_pool + off[u], d, lane);
+    }
+    for (; t < t_end; t += ATT_WARPS) {
         const long long slot = (long long)table[t / KV_BLOCK] * KV_BLOCK + t % KV_BLOCK;
         const long long off = slot * kv_dim + g * d;
         st.push<T>(score<T>(qv, k_pool + off, d, lane, scale), v_pool + off, d, lane);
@@ -132,6 +149,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
     attn_split_f32(const float* q, const float* k_pool, const float* v_pool, float* partial,
                    const int* positions, const int* row_table, const int* tables, int first,
                    int heads, int kv_heads, int d, float scale) {
+    stream_order();
     attn_split<F32>(q, k_pool, v_pool, partial, positions, row_table, tables, first, heads,
                     kv_heads, d, scale);
 }
@@ -139,6 +157,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
     attn_split_bf16(const float* q, const u16* k_pool, const u16* v_pool, float* partial,
                     const int* positions, const int* row_table, const int* tables, int first,
                     int heads, int kv_heads, int d, float scale) {
+    stream_order();
     attn_split<BF16>(q, k_pool, v_pool, partial, positions, row_table, tables, first, heads,
                      kv_heads, d, scale);
 }
@@ -146,6 +165,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
 // Grid (heads, rows − first); threads over d. out: [rows, heads · d].
 extern "C" __global__ void attn_combine(const float* partial, float* out, int first, int chunks,
                                         int d) {
+    stream_order();
     const int h = blockIdx.x, heads = gridDim.x, r = first + blockIdx.y;
     const float* base = partial + ((long long)r * heads + h) * chunks * (d + 2);
     float m = NEG_INF;

@@ -180,6 +180,7 @@ extern "C" __global__ void __launch_bounds__(PF_THREADS)
     attn_prefill_d64(const float* q, const u16* k_pool, const u16* v_pool, float* out,
                      const int* positions, const int* row_table, const int* tables,
                      const int* tiles, int heads, int kv_heads, float scale) {
+    stream_wait();
     attn_prefill<64>(q, k_pool, v_pool, out, positions, row_table, tables, tiles, heads, kv_heads,
                      scale);
 }
@@ -187,6 +188,7 @@ extern "C" __global__ void __launch_bounds__(PF_THREADS)
     attn_prefill_d128(const float* q, const u16* k_pool, const u16* v_pool, float* out,
                       const int* positions, const int* row_table, const int* tables,
                       const int* tiles, int heads, int kv_heads, float scale) {
+    stream_wait();
     attn_prefill<128>(q, k_pool, v_pool, out, positions, row_table, tables, tiles, heads,
                       kv_heads, scale);
 }

@@ -18,6 +18,26 @@ typedef unsigned int u32;
 #define NEG_INF __int_as_float(0xff800000)
 #define QNAN __int_as_float(0x7fc00000)
 
+// Every kernel begins here. Launched with programmatic dependent launch (sm_90+, kernels/src/
+// launch.rs), a kernel may start while the kernel before it on the stream is still running:
+// this first lets the next kernel start launching, then waits until the previous one has
+// finished and its writes are visible, so no global memory is touched out of stream order.
+// Before sm_90, and in the emulator (kernels run one after another), there is nothing to do.
+__device__ __forceinline__ void stream_order() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+// The same without the early start of the next kernel, for kernels of many waves (the prefill
+// GEMM and attention): there the next kernel's blocks, started early, would wait on SMs this
+// kernel's later blocks need. The next kernel then starts as this one's blocks exit.
+__device__ __forceinline__ void stream_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // bf16 → f32: the bf16 pattern is the top half of the f32 pattern.
 __device__ __forceinline__ float bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
 

@@ -24,14 +24,17 @@ __device__ void embed(const typename T::Storage* table, const u32* ids, float* o
 
 extern "C" __global__ void embed_f32(const float* table, const u32* ids, float* out, int rows,
                                      int width, int vocab) {
+    stream_order();
     embed<F32>(table, ids, out, rows, width, vocab);
 }
 extern "C" __global__ void embed_bf16(const u16* table, const u32* ids, float* out, int rows,
                                       int width, int vocab) {
+    stream_order();
     embed<BF16>(table, ids, out, rows, width, vocab);
 }
 extern "C" __global__ void embed_f16(const u16* table, const u32* ids, float* out, int rows,
                                      int width, int vocab) {
+    stream_order();
     embed<F16>(table, ids, out, rows, width, vocab);
 }
 
@@ -40,6 +43,7 @@ extern "C" __global__ void embed_f16(const u16* table, const u32* ids, float* ou
 // Threads: one block per output row, threads striding over the columns.
 extern "C" __global__ void gather_rows(const float* x, const int* rows, float* out, int count,
                                        int width) {
+    stream_order();
     const int i = blockIdx.x;
     if (i >= count) return;
     const float* src = x + (long long)rows[i] * width;

@@ -190,9 +190,11 @@ __device__ void gemm(const float* X, const u16* W, float* Y, int m, int n, int k
 
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     gemm_bf16(const float* X, const u16* W, float* Y, int m, int n, int k) {
+    stream_wait();
     gemm<BF16>(X, W, Y, m, n, k);
 }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     gemm_f16(const float* X, const u16* W, float* Y, int m, int n, int k) {
+    stream_wait();
     gemm<F16>(X, W, Y, m, n, k);
 }

@@ -107,15 +107,18 @@ __device__ void gemv(const typename T::Storage* W0, const typename T::Storage* W
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)
     gemv_f32(const float* W0, const float* W1, const float* W2, float* y0, float* y1, float* y2,
              int n0, int n1, int n2, const float* x, int rows, int k) {
+    stream_order();
     gemv<F32>(W0, W1, W2, y0, y1, y2, n0, n1, n2, x, rows, k);
 }
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)
     gemv_bf16(const u16* W0, const u16* W1, const u16* W2, float* y0, float* y1, float* y2,
               int n0, int n1, int n2, const float* x, int rows, int k) {
+    stream_order();
     gemv<BF16>(W0, W1, W2, y0, y1, y2, n0, n1, n2, x, rows, k);
 }
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)
     gemv_f16(const u16* W0, const u16* W1, const u16* W2, float* y0, float* y1, float* y2,
              int n0, int n1, int n2, const float* x, int rows, int k) {
+    stream_order();
     gemv<F16>(W0, W1, W2, y0, y1, y2, n0, n1, n2, x, rows, k);
 }

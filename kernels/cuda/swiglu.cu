@@ -6,6 +6,7 @@
 // result within a few ulp of the CPU backend.
 
 extern "C" __global__ void swiglu(float* gate, const float* up, long long len) {
+    stream_order();
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < len;
          i += (long long)gridDim.x * blockDim.x) {
         const float g = gate[i];

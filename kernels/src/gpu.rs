@@ -1,9 +1,10 @@
 //! A CUDA device with every kernel loaded.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaStream};
+use cudarc::driver::{sys, CudaContext, CudaEvent, CudaFunction, CudaStream};
 use cudarc::nvrtc::Ptx;
 
 use crate::cache::KernelCache;
@@ -24,6 +25,23 @@ pub struct Gpu {
     arch: Arch,
     functions: HashMap<&'static str, CudaFunction>,
     pub(crate) graph_switch: GraphSwitch,
+    /// While a profile runs ([`Gpu::profile_start`]): a timed event recorded on the stream
+    /// before each launch, with the kernel's name.
+    profile: Mutex<Option<Vec<(&'static str, CudaEvent)>>>,
+    /// Whether launches may overlap the previous kernel's end (programmatic dependent launch).
+    pdl: AtomicBool,
+}
+
+/// The device time of one kernel over a profile: from the event before its launch to the next
+/// launch's (or the profile's end).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The kernel's name.
+    pub name: &'static str,
+    /// Launches of it in the profile.
+    pub launches: usize,
+    /// Their device time, in milliseconds.
+    pub ms: f64,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -109,6 +127,10 @@ impl Gpu {
             arch,
             functions,
             graph_switch: GraphSwitch::new(),
+            profile: Mutex::new(None),
+            pdl: AtomicBool::new(
+                arch.major >= 9 && std::env::var_os("COCOON_CUDA_PDL").is_none_or(|v| v != "0"),
+            ),
         })
     }
 
@@ -120,6 +142,19 @@ impl Gpu {
     /// Its compute capability.
     pub fn arch(&self) -> Arch {
         self.arch
+    }
+
+    /// Turns programmatic dependent launch on or off (on by default on sm_90 and later unless
+    /// `COCOON_CUDA_PDL=0`; older devices ignore turning it on). On, each kernel may be
+    /// launched while the previous one finishes; results are identical either way.
+    pub fn set_pdl(&self, on: bool) {
+        self.pdl
+            .store(on && self.arch.major >= 9, Ordering::Relaxed);
+    }
+
+    /// Whether launches overlap the previous kernel's end.
+    pub fn pdl(&self) -> bool {
+        self.pdl.load(Ordering::Relaxed)
     }
 
     /// The stream every operation is issued on.
@@ -138,9 +173,62 @@ impl Gpu {
     }
 
     pub(crate) fn function(&self, name: &'static str) -> Result<&CudaFunction> {
-        self.functions
+        let f = self
+            .functions
             .get(name)
-            .ok_or_else(|| crate::error::shape(name, "kernel not loaded"))
+            .ok_or_else(|| crate::error::shape(name, "kernel not loaded"))?;
+        let mut profile = self.profile.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(events) = profile.as_mut() {
+            events.push((name, self.timed_event()?));
+        }
+        Ok(f)
+    }
+
+    /// An event recorded now on the stream, with timing on: device time between two of them
+    /// is `a.elapsed_ms(&b)`.
+    pub fn timed_event(&self) -> Result<CudaEvent> {
+        Ok(self
+            .stream
+            .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?)
+    }
+
+    /// Starts timing every kernel launched from now on, with an event before each launch.
+    /// For eager launches only (turn graphs off): events do not time the nodes of a replayed
+    /// graph. A kernel's time is its launch's device time only while the stream is kept busy
+    /// ahead of the host (queue long device work first); otherwise it includes the wait for
+    /// the host's next launch.
+    pub fn profile_start(&self) {
+        *self.profile.lock().unwrap_or_else(PoisonError::into_inner) = Some(Vec::new());
+    }
+
+    /// Ends the profile begun by [`Gpu::profile_start`], waits for the device, and returns
+    /// each kernel's total device time, in the order the kernels first ran. The last kernel's
+    /// time runs to this call's own event, so it includes any work queued after it.
+    pub fn profile_finish(&self) -> Result<Vec<KernelTime>> {
+        let events = self
+            .profile
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .unwrap_or_default();
+        let end = self.timed_event()?;
+        let mut times: Vec<KernelTime> = Vec::new();
+        for (i, (name, start)) in events.iter().enumerate() {
+            let next = events.get(i + 1).map_or(&end, |(_, e)| e);
+            let ms = f64::from(start.elapsed_ms(next)?);
+            match times.iter_mut().find(|t| t.name == *name) {
+                Some(t) => {
+                    t.launches += 1;
+                    t.ms += ms;
+                }
+                None => times.push(KernelTime {
+                    name,
+                    launches: 1,
+                    ms,
+                }),
+            }
+        }
+        Ok(times)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod error;
 pub mod gpu;
 pub mod graph;
+mod launch;
 pub mod nvrtc;
 pub mod ops;
 pub mod peer;

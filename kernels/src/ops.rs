@@ -3,11 +3,12 @@
 //! comment ties the argument list to the kernel's signature and the checked shapes to the
 //! indices the kernel touches.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig};
 
 use crate::error::{shape, Result};
 use crate::gpu::Gpu;
 use crate::graph::StepGraphs;
+use crate::launch::{ByValue, Launch};
 use crate::shapes::{self, Heads, KvType, WeightType, ATT_WARPS, GEMM_TILE, GEMV_WARPS};
 
 /// A weight on the device in its stored type, row-major `[rows, cols]`.
@@ -167,6 +168,7 @@ struct InvFreq([f32; shapes::ROPE_MAX_HALF]);
 // SAFETY: a plain array of f32 with C layout, the same size and layout as rope.cu's
 // `struct InvFreq { float f[ROPE_MAX_HALF]; }` (the constant is checked against the source).
 unsafe impl DeviceRepr for InvFreq {}
+impl ByValue for InvFreq {}
 
 fn grid3(x: usize, y: usize, z: usize, block: usize) -> LaunchConfig {
     // Every caller bounded x, y and z by 65535 (shapes::attention).
@@ -456,7 +458,7 @@ impl Gpu {
         shapes::embed(table.rows, table.cols, ids.len(), rows, out.len())?;
         let f = self.function(table.dtype.pick(["embed_f32", "embed_bf16", "embed_f16"]))?;
         let (rows_i, width, vocab) = (rows as i32, table.cols as i32, table.rows as i32);
-        let mut b = self.stream.launch_builder(f);
+        let mut b = Launch::new(self, f);
         b.arg(&table.data)
             .arg(ids)
             .arg(out)
@@ -487,7 +489,7 @@ impl Gpu {
                     .pick(["rms_norm_f32", "rms_norm_bf16", "rms_norm_f16"]),
             )?;
         let (rows_i, width_i) = (rows as i32, width as i32);
-        let mut b = self.stream.launch_builder(f);
+        let mut b = Launch::new(self, f);
         b.arg(x)
             .arg(&weight.data)
             .arg(out)
@@ -518,7 +520,7 @@ impl Gpu {
             "add_rms_norm_f16",
         ]))?;
         let (rows_i, width_i) = (rows as i32, width as i32);
-        let mut b = self.stream.launch_builder(f);
+        let mut b = Launch::new(self, f);
         b.arg(x)
             .arg(y)
             .arg(&weight.data)
@@ -617,7 +619,7 @@ impl Gpu {
             *d = s as i32; // bounded by shapes::matmul
         }
         let (rows_i, k_i, null) = (rows as i32, k as i32, 0u64);
-        let mut b = self.stream.launch_builder(f);
+        let mut b = Launch::new(self, f);
         for p in 0..shapes::GEMV_MAX_WEIGHTS {
             match ws.get(p) {
                 Some(w) => b.arg(&w.data),
@@ -657,7 +659,7 @@ impl Gpu {
             WeightType::F32 => return Err(shape("gemm", "f32 weights have no tensor-core path")),
         })?;
         let (m, n, k) = (rows as i32, w.rows as i32, w.cols as i32);
-        let mut b = self.stream.launch_builder(f);
+        let mut b = Launch::new(self, f);
         b.arg(x).arg(&w.data).arg(out).arg(&m).arg(&n).arg(&k);
         // SAFETY: gemm_* (X, W, Y, m, n, k): X ≥ m·k, W = n·k, Y ≥ m·n (checked); every load
         // and store is guarded by m, n, k; grid (⌈n/64⌉, ⌈m/64⌉) with m ≤ 65535.
@@ -710,7 +712,7 @@ impl Gpu {
             heads.kv_heads as i32,
             heads.head_dim as i32,
         );
-        let mut b = self.stream.launch_builder(f);
+        let mut b = Launch::new(self, f);
         b.arg(q).arg(k).arg(v).arg(&mut kc).arg(&mut vc);
         b.arg(&rows_i)
             .arg(&bufs.positions)
@@ -725,8 +727,10 @@ impl Gpu {
         // q ≥ rows·q_dim, k and v ≥ rows·kv_dim, the layer slabs hold blocks·KV_BLOCK·kv_dim
         // values of that type; the staged positions, row tables and tables were checked at
         // staging (every table entry < blocks, every row's table index within the tables);
-        // head_dim/2 frequencies ≤ 256 (checked); one block per row.
-        unsafe { b.launch(grid(rows, 1, 128)) }?;
+        // head_dim/2 frequencies ≤ 256 (checked); grid from shapes::rope_grid, threads past
+        // the pairs return.
+        let (gx, gy) = shapes::rope_grid(heads, rows);
+        unsafe { b.launch(grid(gx as usize, gy as usize, shapes::ROPE_THREADS)) }?;
         Ok(())
     }
 
@@ -781,7 +785,7 @@ impl Gpu {
             } else {
                 "attn_prefill_d128"
             })?;
-            let mut b = self.stream.launch_builder(f);
+            let mut b = Launch::new(self, f);
             b.arg(q).arg(&kc).arg(&vc).arg(&mut *out);
             b.arg(&bufs.positions)
                 .arg(&bufs.row_table)
@@ -807,7 +811,7 @@ impl Gpu {
         if rows > first {
             let first_i = first as i32;
             let f = self.function(kv.pick(["attn_split_f32", "attn_split_bf16"]))?;
-            let mut b = self.stream.launch_builder(f);
+            let mut b = Launch::new(self, f);
             b.arg(q).arg(&kc).arg(&vc).arg(&mut bufs.workspace);
             b.arg(&bufs.positions)
                 .arg(&bufs.row_table)
@@ -827,7 +831,7 @@ impl Gpu {
             unsafe { b.launch(grid3(heads.heads, chunks, rows - first, 32 * ATT_WARPS)) }?;
             let chunks_i = chunks as i32;
             let f = self.function("attn_combine")?;
-            let mut b = self.stream.launch_builder(f);
+            let mut b = Launch::new(self, f);
             b.arg(&bufs.workspace)
                 .arg(out)
                 .arg(&first_i)
@@ -856,7 +860,7 @@ impl Gpu {
         let bufs = pool.bufs()?;
         let f = self.function("gather_rows")?;
         let (count, width_i) = (logit_rows as i32, width as i32);
-        let mut b = self.stream.launch_builder(f);
+        let mut b = Launch::new(self, f);
         b.arg(x)
             .arg(&bufs.logit_rows)
             .arg(out)
@@ -890,7 +894,7 @@ impl Gpu {
         shapes::elementwise(kernel, x.len(), y.len(), len)?;
         let f = self.function(kernel)?;
         let n = len as i64;
-        let mut b = self.stream.launch_builder(f);
+        let mut b = Launch::new(self, f);
         b.arg(x).arg(y).arg(&n);
         // SAFETY: swiglu and add both take (float* x, const float* y, long long len) and touch
         // indices < len; both buffers hold ≥ len values (checked); grid-stride loop.
@@ -909,7 +913,7 @@ impl Gpu {
         shapes::argmax(logits.len(), rows, width, out.len())?;
         let f = self.function("argmax_rows")?;
         let (rows_i, width_i) = (rows as i32, width as i32);
-        let mut b = self.stream.launch_builder(f);
+        let mut b = Launch::new(self, f);
         b.arg(logits).arg(out).arg(&rows_i).arg(&width_i);
         // SAFETY: argmax_rows (logits, out, rows, width): logits ≥ rows·width, out ≥ rows
         // (checked); one block of ARGMAX_THREADS per row.

@@ -10,6 +10,8 @@ pub const GEMV_WARPS: usize = 4;
 pub const GEMV_ROWS: usize = 4;
 /// Most weights one GEMV launch reads (Q, K and V).
 pub const GEMV_MAX_WEIGHTS: usize = 3;
+/// Threads of a RoPE block (`ROPE_THREADS` in rope.cu), one (head, pair) each.
+pub const ROPE_THREADS: usize = 128;
 /// Output tile side of the tensor-core GEMM (`GEMM_BM` = `GEMM_BN` in gemm.cu).
 pub const GEMM_TILE: usize = 64;
 /// Threads of a GEMM block (`GEMM_THREADS` in gemm.cu).
@@ -19,7 +21,7 @@ pub const ATT_WARPS: usize = 4;
 /// Largest head width the attention kernels hold in registers (`ATT_MAX_D`).
 pub const ATT_MAX_D: usize = 256;
 /// Positions per split-K chunk of decode attention (`ATT_CHUNK`).
-pub const ATT_CHUNK: usize = 256;
+pub const ATT_CHUNK: usize = 128;
 /// Query rows of a tile of the tensor-core prefill attention (`PF_ROWS` in
 /// attention_prefill.cu).
 pub const PF_ROWS: usize = 64;
@@ -199,6 +201,14 @@ pub fn matmul(x: usize, n: usize, k: usize, rows: usize, out: usize) -> Result<(
         return Err(shape(K, format!("{rows} rows exceed the grid's 65535")));
     }
     Ok(())
+}
+
+/// The RoPE kernel's grid `(x, y)` for `rows` rows: x the rows, y the blocks of
+/// [`ROPE_THREADS`] (head, pair) slots of q then k.
+pub fn rope_grid(heads: Heads, rows: usize) -> (u32, u32) {
+    let pairs = (heads.heads + heads.kv_heads) * (heads.head_dim / 2);
+    // Bounded by shapes::rope: rows ≤ i32::MAX, heads and head_dim small.
+    (rows as u32, pairs.div_ceil(ROPE_THREADS).max(1) as u32)
 }
 
 /// The GEMV's grid `(x, y)` for weights of `n[p]` rows (one to [`GEMV_MAX_WEIGHTS`], read in
@@ -425,6 +435,7 @@ mod tests {
         let d = |f: &str, n: &str| define(text(f), n).unwrap() as usize;
         assert_eq!(d("gemv.cu", "GEMV_WARPS"), GEMV_WARPS);
         assert_eq!(d("gemv.cu", "GEMV_ROWS"), GEMV_ROWS);
+        assert_eq!(d("rope.cu", "ROPE_THREADS"), ROPE_THREADS);
         assert_eq!(d("gemm.cu", "GEMM_BM"), GEMM_TILE);
         assert_eq!(d("gemm.cu", "GEMM_BN"), GEMM_TILE);
         assert_eq!(d("gemm.cu", "GEMM_THREADS"), GEMM_THREADS);
@@ -550,15 +561,15 @@ mod tests {
     fn attention_checks_and_sizes_the_split_workspace() {
         let q = SMOL.q_dim();
         assert_eq!(split_chunks(1), 1);
-        assert_eq!(split_chunks(256), 1);
-        assert_eq!(split_chunks(257), 2);
+        assert_eq!(split_chunks(128), 1);
+        assert_eq!(split_chunks(129), 2);
         // The grid: a power of two of chunks, never more than the pool has.
         assert_eq!(split_grid_chunks(0, 2048), 1);
-        assert_eq!(split_grid_chunks(256, 2048), 2);
-        assert_eq!(split_grid_chunks(512, 2048), 4);
-        assert_eq!(split_grid_chunks(767, 2048), 4);
-        assert_eq!(split_grid_chunks(1024, 2048), 8);
-        assert_eq!(split_grid_chunks(1024, 1100), 5);
+        assert_eq!(split_grid_chunks(128, 2048), 2);
+        assert_eq!(split_grid_chunks(256, 2048), 4);
+        assert_eq!(split_grid_chunks(383, 2048), 4);
+        assert_eq!(split_grid_chunks(512, 2048), 8);
+        assert_eq!(split_grid_chunks(512, 600), 5);
         assert_eq!(split_grid_chunks(9, 10), 1);
         let ws = split_workspace(SMOL, 3, 8);
         assert_eq!(ws, 3 * 9 * 8 * 66);

@@ -143,6 +143,32 @@ mod tests {
     }
 
     #[test]
+    fn every_kernel_begins_by_keeping_stream_order() {
+        // Launched with programmatic dependent launch, a kernel that touched memory before
+        // stream_order() (or stream_wait()) could read what the previous kernel has not yet
+        // written.
+        for s in SOURCES {
+            let mut entries = 0;
+            for (i, _) in s.text.match_indices("extern \"C\" __global__") {
+                let body = &s.text[i..];
+                let open = body.find('{').unwrap();
+                let first = body[open + 1..]
+                    .split(';')
+                    .next()
+                    .unwrap()
+                    .trim_start_matches(|c: char| c.is_whitespace() || c == '\\');
+                assert!(
+                    first == "stream_order()" || first == "stream_wait()",
+                    "a kernel of {} begins with {first}",
+                    s.file
+                );
+                entries += 1;
+            }
+            assert!(entries > 0, "{} has no entry point", s.file);
+        }
+    }
+
+    #[test]
     fn program_hash_changes_with_the_text() {
         let a = SOURCES[0];
         let mut b = a;

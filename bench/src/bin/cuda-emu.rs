@@ -910,10 +910,18 @@ impl Checks<'_> {
                 int(d as i32),
                 Arg::Scalar(f32s(&freq)),
             ];
+            let (gx, gy) = cocoon_kernels::shapes::rope_grid(
+                cocoon_kernels::shapes::Heads {
+                    heads: shape.heads,
+                    kv_heads: shape.kv_heads,
+                    head_dim: shape.head_dim,
+                },
+                rows,
+            );
             let rope = self.emu.launch(
                 kv.pick(["rope_cache_f32", "rope_cache_bf16"]),
-                [rows as u32, 1, 1],
-                128,
+                [gx, gy, 1],
+                cocoon_kernels::shapes::ROPE_THREADS as u32,
                 &mut args,
             );
             let mut args = args.into_iter();

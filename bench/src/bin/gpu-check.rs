@@ -43,16 +43,19 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
         for dtype in [DType::F32, DType::BF16, DType::F16] {
             let x = random(&mut rng, rows * k, 2.0);
             let w = random(&mut rng, n * k, 0.2);
+            // One row is a decode row (the GEMV, exact in f32); more are prompt rows (the
+            // GEMM, activations rounded to the weight's type).
+            let prompt_rows = if rows == 1 { 0 } else { rows };
             let run = |be: &dyn Fn() -> Vec<f32>| be();
             let want = run(&|| {
                 let (xa, wa) = (act(cpu, rows, k, &x), weight(cpu, dtype, &[n, k], &w));
                 let mut o = cpu.alloc(rows * n).unwrap();
-                cpu.matmul(&xa, &wa, rows, rows, &mut o).unwrap();
+                cpu.matmul(&xa, &wa, rows, prompt_rows, &mut o).unwrap();
                 read(cpu, &o, rows * n)
             });
             let (xa, wa) = (act(gpu, rows, k, &x), weight(gpu, dtype, &[n, k], &w));
             let mut o = gpu.alloc(rows * n).unwrap();
-            gpu.matmul(&xa, &wa, rows, rows, &mut o).unwrap();
+            gpu.matmul(&xa, &wa, rows, prompt_rows, &mut o).unwrap();
             let got = read(gpu, &o, rows * n);
             let tol = match (rows, dtype) {
                 (1, _) | (_, DType::F32) => 1e-5,
@@ -493,8 +496,13 @@ fn copy_gbps(g: &Gpu) -> f64 {
 /// Tokens per second of greedy decoding as `generate` runs it (device argmax; graphs on or
 /// off), after a 16-token prompt and 8 warm-up steps.
 fn decode_rate<B: Backend>(m: &Llama<B>, steps: usize) -> f64 {
-    let mut s = m.session_with_capacity(16 + 8 + steps + 1).unwrap();
-    let prompt: Vec<u32> = (0..16).collect();
+    decode_rate_after(m, 16, steps)
+}
+
+/// Tokens per second of greedy decoding after a prompt of `prompt` tokens and 8 warm-up steps.
+fn decode_rate_after<B: Backend>(m: &Llama<B>, prompt: usize, steps: usize) -> f64 {
+    let mut s = m.session_with_capacity(prompt + 8 + steps + 1).unwrap();
+    let prompt: Vec<u32> = (0..prompt as u32).map(|i| i % 1000).collect();
     let mut id = m.forward_greedy(&mut s, &prompt).unwrap();
     for _ in 0..8 {
         id = m.forward_greedy(&mut s, &[id]).unwrap();
@@ -509,15 +517,94 @@ fn decode_rate<B: Backend>(m: &Llama<B>, steps: usize) -> f64 {
 fn decode(dir: &Path, copy: f64) -> Value {
     let m = open(dir, CudaBackend::new(0).unwrap());
     let g = m.backend().gpu();
+    let pdl = g.pdl();
     g.set_graphs(false);
     let eager = decode_rate(&m, 64);
     g.set_graphs(true);
+    g.set_pdl(false);
+    let serial = decode_rate(&m, 64);
+    g.set_pdl(pdl);
     let tps = decode_rate(&m, 64);
+    let at_1024 = decode_rate_after(&m, 1024, 32);
     let gbps = m.weight_bytes() as f64 * tps / 1e9;
-    let v = json!({"model": dir.display().to_string(), "tokens_per_s": tps,
+    let v = json!({"model": dir.display().to_string(), "tokens_per_s": tps, "pdl": pdl,
+        "tokens_per_s_without_pdl": serial, "tokens_per_s_after_1024": at_1024,
         "tokens_per_s_without_graphs": eager, "weight_bytes": m.weight_bytes(),
         "achieved_gbps": gbps, "copy_gbps": copy, "fraction": gbps / copy});
     println!("decode {v}");
+    v
+}
+
+/// Where a decode step's device time goes, on the model in `dir`: each kernel's device time
+/// over eager steps, and a replayed step's device time from staging to readback. Before each
+/// step about 4 ms of copies are queued, so the host has queued the step's launches before the
+/// device reaches them and a kernel's time is its own, not a wait for the host.
+fn decode_profile(dir: &Path) -> Value {
+    let m = open(dir, CudaBackend::new(0).unwrap());
+    let g = m.backend().gpu();
+    let n = 1usize << 30;
+    let src = g.stream().alloc_zeros::<u8>(n).unwrap();
+    let mut dst = g.stream().alloc_zeros::<u8>(n).unwrap();
+    let mut queue_ahead = || {
+        for _ in 0..8 {
+            g.copy_device(&src, &mut dst).unwrap();
+        }
+    };
+    let steps = 8;
+    let mut s = m.session_with_capacity(16 + 4 + 3 * steps + 3).unwrap();
+    let prompt: Vec<u32> = (0..16).collect();
+    let mut id = m.forward_greedy(&mut s, &prompt).unwrap();
+    // Kernels one after another (no overlap), so each one's time is its own.
+    let pdl = g.pdl();
+    g.set_pdl(false);
+    g.set_graphs(false);
+    for _ in 0..4 {
+        id = m.forward_greedy(&mut s, &[id]).unwrap();
+    }
+    let mut kernels: Vec<cocoon_kernels::gpu::KernelTime> = Vec::new();
+    for _ in 0..steps {
+        queue_ahead();
+        g.profile_start();
+        id = m.forward_greedy(&mut s, &[id]).unwrap();
+        for t in g.profile_finish().unwrap() {
+            match kernels.iter_mut().find(|k| k.name == t.name) {
+                Some(k) => {
+                    k.launches += t.launches;
+                    k.ms += t.ms;
+                }
+                None => kernels.push(t),
+            }
+        }
+    }
+    g.set_graphs(true);
+    let timed = || g.timed_event().unwrap();
+    let mut replay_ms = [0.0; 2];
+    for (i, on) in [false, pdl].into_iter().enumerate() {
+        g.set_pdl(on);
+        id = m.forward_greedy(&mut s, &[id]).unwrap();
+        for _ in 0..steps {
+            queue_ahead();
+            let a = timed();
+            id = m.forward_greedy(&mut s, &[id]).unwrap();
+            replay_ms[i] += f64::from(a.elapsed_ms(&timed()).unwrap());
+        }
+    }
+    kernels.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    let eager_us: f64 = kernels.iter().map(|k| k.ms).sum::<f64>() * 1e3 / steps as f64;
+    let per_step: Vec<Value> = kernels
+        .iter()
+        .map(|k| {
+            json!({"kernel": k.name, "launches_per_step": k.launches / steps,
+                "us_per_step": k.ms * 1e3 / steps as f64})
+        })
+        .collect();
+    let v = json!({"model": dir.display().to_string(), "eager_device_us_per_step": eager_us,
+        "replayed_step_device_us": replay_ms[1] * 1e3 / steps as f64, "pdl": pdl,
+        "replayed_step_device_us_without_pdl": replay_ms[0] * 1e3 / steps as f64,
+        "note": "eager: kernel device times, the last one up to the readback; replayed: staging, graph and readback",
+        "kernels": per_step});
+    println!("decode profile {v}");
+    let _ = id;
     v
 }
 
@@ -813,6 +900,11 @@ fn main() {
         );
         long_decode(&m, m.backend().gpu(), 600)
     });
+    for name in ["llama-3.2-1b-shape", "smollm2-135m-shape"] {
+        phases.run(&format!("decode_profile_{name}"), || {
+            (decode_profile(&tmp.join(name)), true)
+        });
+    }
     phases.run("prefill", || (prefill(g), true));
     phases.run("nvgpu_evidence", nvgpu_evidence);
 
