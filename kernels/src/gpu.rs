@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cudarc::driver::{sys, CudaContext, CudaEvent, CudaFunction, CudaStream};
+use cudarc::driver::{sys, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream};
 use cudarc::nvrtc::Ptx;
 
 use crate::cache::KernelCache;
@@ -25,12 +25,21 @@ pub struct Gpu {
     arch: Arch,
     functions: HashMap<&'static str, CudaFunction>,
     pub(crate) graph_switch: GraphSwitch,
-    /// While a profile runs ([`Gpu::profile_start`]): a timed event recorded on the stream
-    /// before each launch, with the kernel's name.
-    profile: Mutex<Option<Vec<(&'static str, CudaEvent)>>>,
+    /// While a profile runs ([`Gpu::profile_start`]).
+    profile: Mutex<Option<Profile>>,
     /// Whether launches may overlap the previous kernel's end (programmatic dependent launch).
     pdl: AtomicBool,
 }
+
+/// A running profile: a timed event recorded on the stream before each launch, with the
+/// kernel's name, and the scratch copied ahead of the first launch.
+struct Profile {
+    events: Vec<(&'static str, CudaEvent)>,
+    ahead: Option<(CudaSlice<u8>, CudaSlice<u8>)>,
+}
+
+/// Copies of the profile's scratch queued before its first launch.
+const PROFILE_AHEAD_COPIES: usize = 8;
 
 /// The device time of one kernel over a profile: from the event before its launch to the next
 /// launch's (or the profile's end).
@@ -178,8 +187,14 @@ impl Gpu {
             .get(name)
             .ok_or_else(|| crate::error::shape(name, "kernel not loaded"))?;
         let mut profile = self.profile.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(events) = profile.as_mut() {
-            events.push((name, self.timed_event()?));
+        if let Some(p) = profile.as_mut() {
+            if let Some((src, dst)) = p.ahead.as_mut() {
+                for _ in 0..PROFILE_AHEAD_COPIES {
+                    self.stream.memcpy_dtod(src, dst)?;
+                }
+                p.ahead = None;
+            }
+            p.events.push((name, self.timed_event()?));
         }
         Ok(f)
     }
@@ -193,12 +208,25 @@ impl Gpu {
     }
 
     /// Starts timing every kernel launched from now on, with an event before each launch.
-    /// For eager launches only (turn graphs off): events do not time the nodes of a replayed
-    /// graph. A kernel's time is its launch's device time only while the stream is kept busy
-    /// ahead of the host (queue long device work first); otherwise it includes the wait for
-    /// the host's next launch.
-    pub fn profile_start(&self) {
-        *self.profile.lock().unwrap_or_else(PoisonError::into_inner) = Some(Vec::new());
+    /// For eager launches only (turn graphs and PDL off): events do not time the nodes of a
+    /// replayed graph. A kernel's time is its own only while the device is behind the host;
+    /// otherwise it includes the wait for the host's next launch. So, when `ahead_bytes` is not
+    /// zero, copies of a scratch buffer of that size (eight of them, device to device) are
+    /// queued just before the first launch, giving the host a head start over the device.
+    pub fn profile_start(&self, ahead_bytes: usize) -> Result<()> {
+        let ahead = if ahead_bytes == 0 {
+            None
+        } else {
+            Some((
+                self.stream.alloc_zeros::<u8>(ahead_bytes)?,
+                self.stream.alloc_zeros::<u8>(ahead_bytes)?,
+            ))
+        };
+        *self.profile.lock().unwrap_or_else(PoisonError::into_inner) = Some(Profile {
+            events: Vec::new(),
+            ahead,
+        });
+        Ok(())
     }
 
     /// Ends the profile begun by [`Gpu::profile_start`], waits for the device, and returns
@@ -210,6 +238,7 @@ impl Gpu {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+            .map(|p| p.events)
             .unwrap_or_default();
         let end = self.timed_event()?;
         let mut times: Vec<KernelTime> = Vec::new();

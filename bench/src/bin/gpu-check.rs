@@ -536,20 +536,12 @@ fn decode(dir: &Path, copy: f64) -> Value {
 }
 
 /// Where a decode step's device time goes, on the model in `dir`: each kernel's device time
-/// over eager steps, and a replayed step's device time from staging to readback. Before each
-/// step about 4 ms of copies are queued, so the host has queued the step's launches before the
-/// device reaches them and a kernel's time is its own, not a wait for the host.
+/// over eager steps (with 16 GiB of copies queued before each step's first launch, so the host
+/// is ahead of the device and a kernel's time is its own), and a replayed step's device time
+/// from staging to readback, with and without PDL.
 fn decode_profile(dir: &Path) -> Value {
     let m = open(dir, CudaBackend::new(0).unwrap());
     let g = m.backend().gpu();
-    let n = 1usize << 30;
-    let src = g.stream().alloc_zeros::<u8>(n).unwrap();
-    let mut dst = g.stream().alloc_zeros::<u8>(n).unwrap();
-    let mut queue_ahead = || {
-        for _ in 0..8 {
-            g.copy_device(&src, &mut dst).unwrap();
-        }
-    };
     let steps = 8;
     let mut s = m.session_with_capacity(16 + 4 + 3 * steps + 3).unwrap();
     let prompt: Vec<u32> = (0..16).collect();
@@ -563,8 +555,7 @@ fn decode_profile(dir: &Path) -> Value {
     }
     let mut kernels: Vec<cocoon_kernels::gpu::KernelTime> = Vec::new();
     for _ in 0..steps {
-        queue_ahead();
-        g.profile_start();
+        g.profile_start(1 << 30).unwrap();
         id = m.forward_greedy(&mut s, &[id]).unwrap();
         for t in g.profile_finish().unwrap() {
             match kernels.iter_mut().find(|k| k.name == t.name) {
@@ -583,7 +574,6 @@ fn decode_profile(dir: &Path) -> Value {
         g.set_pdl(on);
         id = m.forward_greedy(&mut s, &[id]).unwrap();
         for _ in 0..steps {
-            queue_ahead();
             let a = timed();
             id = m.forward_greedy(&mut s, &[id]).unwrap();
             replay_ms[i] += f64::from(a.elapsed_ms(&timed()).unwrap());
@@ -605,6 +595,47 @@ fn decode_profile(dir: &Path) -> Value {
         "kernels": per_step});
     println!("decode profile {v}");
     let _ = id;
+    v
+}
+
+/// The decode GEMV alone on the 1B shape's weights, one row: each launch's device time (the
+/// host kept ahead, so launches do not wait for it) and the weight bytes it read per second.
+fn gemv_alone(g: &Gpu, copy: f64) -> Value {
+    use cocoon_kernels::shapes::WeightType;
+    let mut rng = Rng(5);
+    let mut out = Vec::new();
+    for (label, ns, k) in [
+        ("q,k,v", &[2048, 512, 512][..], 2048),
+        ("o", &[2048][..], 2048),
+        ("gate,up", &[8192, 8192][..], 2048),
+        ("down", &[2048][..], 8192),
+        ("lm_head", &[128_256][..], 2048),
+    ] {
+        let ws: Vec<_> = ns
+            .iter()
+            .map(|&n| {
+                let w = random(&mut rng, n * k, 0.1);
+                g.upload_weight(WeightType::BF16, n, k, &encode(DType::BF16, &w))
+                    .unwrap()
+            })
+            .collect();
+        let x = g.upload(&random(&mut rng, k, 1.0)).unwrap();
+        let mut ys: Vec<_> = ns.iter().map(|&n| g.alloc(n).unwrap()).collect();
+        let wr: Vec<_> = ws.iter().collect();
+        let launches = 20;
+        g.profile_start(1 << 30).unwrap();
+        for _ in 0..launches {
+            let mut yr: Vec<_> = ys.iter_mut().collect();
+            g.gemv(&x, &wr, 0, 1, &mut yr).unwrap();
+        }
+        let t = g.profile_finish().unwrap();
+        let us = t.iter().map(|t| t.ms).sum::<f64>() * 1e3 / launches as f64;
+        let bytes: usize = ws.iter().map(|w| w.bytes()).sum();
+        let gbps = bytes as f64 / us / 1e3;
+        out.push(json!({"weights": label, "bytes": bytes, "us": us, "gbps": gbps, "fraction_of_copy": gbps / copy}));
+    }
+    let v = json!({"rows": 1, "dtype": "bf16", "launches": out});
+    println!("gemv alone {v}");
     v
 }
 
@@ -905,6 +936,7 @@ fn main() {
             (decode_profile(&tmp.join(name)), true)
         });
     }
+    phases.run("gemv_alone", || (gemv_alone(g, copy), true));
     phases.run("prefill", || (prefill(g), true));
     phases.run("nvgpu_evidence", nvgpu_evidence);
 
