@@ -16,7 +16,9 @@
 //     past p writes the empty state (m = −∞, l = 0, o = 0), which weighs exactly 0 when merged.
 //     The block's ATT_WARPS warps take the chunk's keys round-robin (ATT_KEYS at a time), each "flash" style (a
 //     running maximum m, sum l and unnormalised output o, rescaled as m grows); the warps are
-//     merged in warp order in shared memory and the block writes (m, l, o[d]) to `partial`.
+//     merged in warp order in shared memory and the block writes (m, l, o[d]) to `partial`;
+//     with one chunk in the grid it writes the normalised output to `out` itself, with the
+//     combine's arithmetic, and no combine is launched.
 //   * attn_combine: grid (heads, rows − first); merges the chunks of each (row, head) in chunk
 //     order.
 // Lane j of a warp holds elements j, j+32, … of q and o (d ≤ ATT_MAX_D); a score is a
@@ -71,7 +73,7 @@ __device__ __forceinline__ float score(const float q[ATT_PER_LANE], const typena
 // partial layout: [rows, heads, chunks, d + 2] with (m, l, o[0..d]).
 template <typename T>
 __device__ void attn_split(const float* q, const typename Kv<T>::Storage* k_pool,
-                           const typename Kv<T>::Storage* v_pool, float* partial,
+                           const typename Kv<T>::Storage* v_pool, float* partial, float* out,
                            const int* positions, const int* row_table, const int* tables,
                            int first, int heads, int kv_heads, int d, float scale) {
     __shared__ float ms[ATT_WARPS], ls[ATT_WARPS];
@@ -129,6 +131,23 @@ __device__ void attn_split(const float* q, const typename Kv<T>::Storage* k_pool
     // Merge the warps in order 0..ATT_WARPS (a warp that saw no key has m = −∞, weight 0).
     float m = NEG_INF;
     for (int w = 0; w < ATT_WARPS; w++) m = fmaxf(m, ms[w]);
+    float l = 0.0f;
+    for (int w = 0; w < ATT_WARPS; w++)
+        if (ms[w] != NEG_INF) l += ls[w] * __expf(ms[w] - m);
+    if (chunks == 1) {
+        // One chunk: the combine's arithmetic here, with its one weight __expf(m − m) = 1
+        // (ex2 of +0 is exactly 1), so the result has the same bits as through attn_combine.
+        float* row = out + ((long long)r * heads + h) * d;
+        const float wgt = __expf(m - m);
+        const float inv = 1.0f / (0.0f + l * wgt);
+        for (int c = threadIdx.x; c < d; c += blockDim.x) {
+            float o = 0.0f;
+            for (int w = 0; w < ATT_WARPS; w++)
+                if (ms[w] != NEG_INF) o += os[w * ATT_MAX_D + c] * __expf(ms[w] - m);
+            row[c] = (0.0f + o * wgt) * inv;
+        }
+        return;
+    }
     float* dst = partial + (((long long)r * heads + h) * chunks + chunk) * (d + 2);
     for (int c = threadIdx.x; c < d; c += blockDim.x) {
         float o = 0.0f;
@@ -137,9 +156,6 @@ __device__ void attn_split(const float* q, const typename Kv<T>::Storage* k_pool
         dst[2 + c] = o;
     }
     if (threadIdx.x == 0) {
-        float l = 0.0f;
-        for (int w = 0; w < ATT_WARPS; w++)
-            if (ms[w] != NEG_INF) l += ls[w] * __expf(ms[w] - m);
         dst[0] = m;
         dst[1] = l;
     }
@@ -147,18 +163,18 @@ __device__ void attn_split(const float* q, const typename Kv<T>::Storage* k_pool
 
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
     attn_split_f32(const float* q, const float* k_pool, const float* v_pool, float* partial,
-                   const int* positions, const int* row_table, const int* tables, int first,
-                   int heads, int kv_heads, int d, float scale) {
+                   float* out, const int* positions, const int* row_table, const int* tables,
+                   int first, int heads, int kv_heads, int d, float scale) {
     stream_order();
-    attn_split<F32>(q, k_pool, v_pool, partial, positions, row_table, tables, first, heads,
+    attn_split<F32>(q, k_pool, v_pool, partial, out, positions, row_table, tables, first, heads,
                     kv_heads, d, scale);
 }
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)
     attn_split_bf16(const float* q, const u16* k_pool, const u16* v_pool, float* partial,
-                    const int* positions, const int* row_table, const int* tables, int first,
-                    int heads, int kv_heads, int d, float scale) {
+                    float* out, const int* positions, const int* row_table, const int* tables,
+                    int first, int heads, int kv_heads, int d, float scale) {
     stream_order();
-    attn_split<BF16>(q, k_pool, v_pool, partial, positions, row_table, tables, first, heads,
+    attn_split<BF16>(q, k_pool, v_pool, partial, out, positions, row_table, tables, first, heads,
                      kv_heads, d, scale);
 }
 

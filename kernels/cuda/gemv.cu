@@ -12,16 +12,16 @@
 //     read once from memory for all the rows of the group, so a decode step over a batch reads
 //     the weights ⌈rows / GEMV_ROWS⌉ times instead of once per row;
 //   * when k % 8 == 0 and the pointers are 16-byte aligned, each lane reads 8 weights with one
-//     128-bit load, four chunks (four independent 128-bit loads) in flight per iteration; lanes
+//     128-bit load, GEMV_UNROLL chunks (independent 128-bit loads) in flight per round; lanes
 //     take consecutive 8-element chunks, so a warp reads 512 contiguous bytes of bf16 per load;
 //   * otherwise a scalar loop (odd shapes of test models).
 // Each row's sum is formed the same way whatever its slot in the group and however many rows
-// the launch has (two accumulators: chunks 0 and 2 of an iteration into the first, 1 and 3
-// into the second; then the tail; then a fixed shuffle tree): no atomics, deterministic and
-// batch-invariant.
+// the launch has (two accumulators: the even chunks of a round into the first, the odd ones
+// into the second; then a fixed shuffle tree): no atomics, deterministic and batch-invariant.
 
 #define GEMV_WARPS 4
 #define GEMV_ROWS 4
+#define GEMV_UNROLL 8  // 128-bit weight loads in flight per lane
 
 template <typename T>
 __device__ __forceinline__ void gemv_rows(const typename T::Storage* w, const float* x, float* y, int j,
@@ -34,35 +34,27 @@ __device__ __forceinline__ void gemv_rows(const typename T::Storage* w, const fl
     const bool aligned =
         k % 8 == 0 && ((unsigned long long)w % 16 == 0) && ((unsigned long long)x % 16 == 0);
     if (aligned) {
+        // Rounds of GEMV_UNROLL chunks per lane, every load of a round issued before the
+        // first product; the last round's missing chunks are skipped (predicated), so a short
+        // row (k = 576: 72 chunks) is one round of loads rather than a loop of single ones.
         const int chunks = k / 8;
-        int c = lane;
-        for (; c + 3 * WARP < chunks; c += 4 * WARP) {
-            float wv[4][8];
+        for (int c0 = lane; c0 < chunks; c0 += GEMV_UNROLL * WARP) {
+            float wv[GEMV_UNROLL][8];
 #pragma unroll
-            for (int u = 0; u < 4; u++) Weight<T>::load8(w + 8 * (c + u * WARP), wv[u]);
+            for (int u = 0; u < GEMV_UNROLL; u++)
+                if (c0 + u * WARP < chunks) Weight<T>::load8(w + 8 * (c0 + u * WARP), wv[u]);
 #pragma unroll
             for (int s = 0; s < GEMV_ROWS; s++) {
                 if (s < nrows) {
 #pragma unroll
-                    for (int u = 0; u < 4; u++) {
-                        float xv[8];
-                        Weight<F32>::load8(x + (long long)s * k + 8 * (c + u * WARP), xv);
+                    for (int u = 0; u < GEMV_UNROLL; u++) {
+                        if (c0 + u * WARP < chunks) {
+                            float xv[8];
+                            Weight<F32>::load8(x + (long long)s * k + 8 * (c0 + u * WARP), xv);
 #pragma unroll
-                        for (int e = 0; e < 8; e++) acc[s][u % 2] = fmaf(wv[u][e], xv[e], acc[s][u % 2]);
+                            for (int e = 0; e < 8; e++) acc[s][u % 2] = fmaf(wv[u][e], xv[e], acc[s][u % 2]);
+                        }
                     }
-                }
-            }
-        }
-        for (; c < chunks; c += WARP) {
-            float wv[8];
-            Weight<T>::load8(w + 8 * c, wv);
-#pragma unroll
-            for (int s = 0; s < GEMV_ROWS; s++) {
-                if (s < nrows) {
-                    float xv[8];
-                    Weight<F32>::load8(x + (long long)s * k + 8 * c, xv);
-#pragma unroll
-                    for (int e = 0; e < 8; e++) acc[s][0] = fmaf(wv[e], xv[e], acc[s][0]);
                 }
             }
         }

@@ -497,8 +497,8 @@ impl Gpu {
             .arg(&width_i)
             .arg(&eps);
         // SAFETY: rms_norm_* (x, w, out, rows, width, eps): x and out ≥ rows·width, w = width
-        // (checked); one block per row.
-        unsafe { b.launch(grid(rows, 1, 256)) }?;
+        // (checked); one block of NORM_THREADS per row.
+        unsafe { b.launch(grid(rows, 1, shapes::NORM_THREADS)) }?;
         Ok(())
     }
 
@@ -529,8 +529,8 @@ impl Gpu {
             .arg(&width_i)
             .arg(&eps);
         // SAFETY: add_rms_norm_* (x, y, w, out, rows, width, eps): x, y, out ≥ rows·width,
-        // w = width (checked); one block per row.
-        unsafe { b.launch(grid(rows, 1, 256)) }?;
+        // w = width (checked); one block of NORM_THREADS per row.
+        unsafe { b.launch(grid(rows, 1, shapes::NORM_THREADS)) }?;
         Ok(())
     }
 
@@ -812,7 +812,11 @@ impl Gpu {
             let first_i = first as i32;
             let f = self.function(kv.pick(["attn_split_f32", "attn_split_bf16"]))?;
             let mut b = Launch::new(self, f);
-            b.arg(q).arg(&kc).arg(&vc).arg(&mut bufs.workspace);
+            b.arg(q)
+                .arg(&kc)
+                .arg(&vc)
+                .arg(&mut bufs.workspace)
+                .arg(&mut *out);
             b.arg(&bufs.positions)
                 .arg(&bufs.row_table)
                 .arg(&bufs.tables)
@@ -821,26 +825,29 @@ impl Gpu {
                 .arg(&kvh)
                 .arg(&d)
                 .arg(&scale);
-            // SAFETY: attn_split_{f32,bf16} (q, k_pool, v_pool, partial, positions, row_table,
-            // tables, first, heads, kv_heads, d, scale), the kernel of the pool's type, whose
-            // slabs hold blocks·KV_BLOCK·kv_dim values of it: q ≥ rows·q_dim, the workspace ≥
-            // rows·heads·chunks·(d + 2), d ≤ 256 and heads a multiple of kv_heads (checked);
-            // the staged tables name blocks of the pool and cover every row's positions
-            // (checked at staging); grid (heads, chunks, rows − first) over rows first..rows;
-            // a chunk past a row's position reads no key.
+            // SAFETY: attn_split_{f32,bf16} (q, k_pool, v_pool, partial, out, positions,
+            // row_table, tables, first, heads, kv_heads, d, scale), the kernel of the pool's
+            // type, whose slabs hold blocks·KV_BLOCK·kv_dim values of it: q and out ≥
+            // rows·q_dim, the workspace ≥ rows·heads·chunks·(d + 2), d ≤ 256 and heads a
+            // multiple of kv_heads (checked); the staged tables name blocks of the pool and
+            // cover every row's positions (checked at staging); grid (heads, chunks, rows −
+            // first) over rows first..rows; a chunk past a row's position reads no key; with
+            // one chunk the kernel writes out's rows first..rows itself.
             unsafe { b.launch(grid3(heads.heads, chunks, rows - first, 32 * ATT_WARPS)) }?;
-            let chunks_i = chunks as i32;
-            let f = self.function("attn_combine")?;
-            let mut b = Launch::new(self, f);
-            b.arg(&bufs.workspace)
-                .arg(out)
-                .arg(&first_i)
-                .arg(&chunks_i)
-                .arg(&d);
-            // SAFETY: attn_combine (partial, out, first, chunks, d): the partials written
-            // above for rows first..rows, out ≥ rows·heads·d (checked); grid (heads, rows −
-            // first).
-            unsafe { b.launch(grid(heads.heads, rows - first, 128)) }?;
+            if chunks > 1 {
+                let chunks_i = chunks as i32;
+                let f = self.function("attn_combine")?;
+                let mut b = Launch::new(self, f);
+                b.arg(&bufs.workspace)
+                    .arg(out)
+                    .arg(&first_i)
+                    .arg(&chunks_i)
+                    .arg(&d);
+                // SAFETY: attn_combine (partial, out, first, chunks, d): the partials written
+                // above for rows first..rows, out ≥ rows·heads·d (checked); grid (heads, rows −
+                // first).
+                unsafe { b.launch(grid(heads.heads, rows - first, 128)) }?;
+            }
         }
         Ok(())
     }

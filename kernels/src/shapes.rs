@@ -10,6 +10,8 @@ pub const GEMV_WARPS: usize = 4;
 pub const GEMV_ROWS: usize = 4;
 /// Most weights one GEMV launch reads (Q, K and V).
 pub const GEMV_MAX_WEIGHTS: usize = 3;
+/// Threads of a norm block, one block per row (`NORM_THREADS` in norm.cu).
+pub const NORM_THREADS: usize = 512;
 /// Threads of a RoPE block (`ROPE_THREADS` in rope.cu), one (head, pair) each.
 pub const ROPE_THREADS: usize = 128;
 /// Output tile side of the tensor-core GEMM (`GEMM_BM` = `GEMM_BN` in gemm.cu).
@@ -30,7 +32,7 @@ pub const PF_THREADS: usize = PF_ROWS / 16 * 32;
 /// Largest number of RoPE frequencies passed by value (`ROPE_MAX_HALF` in rope.cu).
 pub const ROPE_MAX_HALF: usize = 256;
 /// Threads of an argmax block (`ARGMAX_THREADS` in argmax.cu).
-pub const ARGMAX_THREADS: usize = 256;
+pub const ARGMAX_THREADS: usize = 1024;
 
 /// Stored type of a weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -436,6 +438,7 @@ mod tests {
         assert_eq!(d("gemv.cu", "GEMV_WARPS"), GEMV_WARPS);
         assert_eq!(d("gemv.cu", "GEMV_ROWS"), GEMV_ROWS);
         assert_eq!(d("rope.cu", "ROPE_THREADS"), ROPE_THREADS);
+        assert_eq!(d("norm.cu", "NORM_THREADS"), NORM_THREADS);
         assert_eq!(d("gemm.cu", "GEMM_BM"), GEMM_TILE);
         assert_eq!(d("gemm.cu", "GEMM_BN"), GEMM_TILE);
         assert_eq!(d("gemm.cu", "GEMM_THREADS"), GEMM_THREADS);

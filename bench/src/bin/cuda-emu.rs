@@ -657,7 +657,7 @@ impl Checks<'_> {
         let got = self.emu.launch(
             &format!("rms_norm_{s}"),
             [rows as u32, 1, 1],
-            256,
+            cocoon_kernels::shapes::NORM_THREADS as u32,
             &mut args,
         );
         self.compare(
@@ -678,7 +678,7 @@ impl Checks<'_> {
         let got = self.emu.launch(
             &format!("add_rms_norm_{s}"),
             [rows as u32, 1, 1],
-            256,
+            cocoon_kernels::shapes::NORM_THREADS as u32,
             &mut args,
         );
         let both = got.map(|()| [to_f32(args[3].bytes()), to_f32(args[0].bytes())].concat());
@@ -763,6 +763,12 @@ impl Checks<'_> {
             logits[7] = 100.0;
             logits[1] = f32::NAN;
         }
+        // A tie one thread sees in one unrolled round (slots 0 and 1) and one across rounds.
+        if width > 3 * 8192 {
+            logits[5 + 1024] = 200.0;
+            logits[5] = 200.0;
+            logits[5 + 8 * 1024] = 200.0;
+        }
         if rows > 1 {
             logits[width..2 * width]
                 .iter_mut()
@@ -775,9 +781,12 @@ impl Checks<'_> {
             int(rows as i32),
             int(width as i32),
         ];
-        let got = self
-            .emu
-            .launch("argmax_rows", [rows as u32, 1, 1], 256, &mut args);
+        let got = self.emu.launch(
+            "argmax_rows",
+            [rows as u32, 1, 1],
+            cocoon_kernels::shapes::ARGMAX_THREADS as u32,
+            &mut args,
+        );
         let got = got.map(|()| {
             args[1]
                 .bytes()
@@ -997,6 +1006,7 @@ impl Checks<'_> {
                     Arg::Buf(std::mem::take(&mut k_pool)),
                     Arg::Buf(std::mem::take(&mut v_pool)),
                     Arg::Buf(vec![0; rows * shape.heads * chunks * (d + 2) * 4]),
+                    Arg::Buf(std::mem::take(&mut out_bytes)),
                     Arg::Buf(i32s(&positions)),
                     Arg::Buf(i32s(&row_table)),
                     Arg::Buf(i32s(&flat)),
@@ -1016,6 +1026,11 @@ impl Checks<'_> {
                         &mut split,
                     )
                     .and_then(|()| {
+                        // One chunk: the split kernel wrote the output (as Gpu::attention).
+                        out_bytes = split[4].bytes().to_vec();
+                        if chunks == 1 {
+                            return Ok(());
+                        }
                         let mut comb = vec![
                             Arg::Buf(split[3].bytes().to_vec()),
                             Arg::Buf(std::mem::take(&mut out_bytes)),
@@ -1092,7 +1107,8 @@ impl Checks<'_> {
         let norms: &[(usize, usize)] = if small {
             &[(2, 77)]
         } else {
-            &[(1, 576), (3, 2048), (5, 77)]
+            // 16 500 columns: wider than the registers hold (the strided path).
+            &[(1, 576), (3, 2048), (5, 77), (1, 16_500)]
         };
         for &(rows, width) in norms {
             for dtype in [DType::F32, DType::BF16, DType::F16] {
