@@ -12,20 +12,21 @@
 //     read once from memory for all the rows of the group, so a decode step over a batch reads
 //     the weights ⌈rows / GEMV_ROWS⌉ times instead of once per row;
 //   * when k % 8 == 0 and the pointers are 16-byte aligned, each lane reads 8 weights with one
-//     128-bit load, GEMV_UNROLL chunks (independent 128-bit loads) in flight per round; lanes
+//     128-bit load, four chunks (four independent 128-bit loads) in flight per iteration; lanes
 //     take consecutive 8-element chunks, so a warp reads 512 contiguous bytes of bf16 per load;
 //   * otherwise a scalar loop (odd shapes of test models).
 // Each row's sum is formed the same way whatever its slot in the group and however many rows
-// the launch has (two accumulators: the even chunks of a round into the first, the odd ones
-// into the second; then a fixed shuffle tree): no atomics, deterministic and batch-invariant.
+// the launch has (two accumulators: chunks 0 and 2 of an iteration into the first, 1 and 3
+// into the second; then the tail; then a fixed shuffle tree): no atomics, deterministic and
+// batch-invariant.
 
 #define GEMV_WARPS 4
 #define GEMV_ROWS 4
-#define GEMV_UNROLL 8  // 128-bit weight loads in flight per lane
 
+// sums[s] = x[s] · w for the nrows (≤ GEMV_ROWS) rows of x, on every lane of the warp.
 template <typename T>
-__device__ __forceinline__ void gemv_rows(const typename T::Storage* w, const float* x, float* y, int j,
-                                          int n, int k, int nrows) {
+__device__ __forceinline__ void gemv_dot(const typename T::Storage* w, const float* x, int k, int nrows,
+                                         float sums[GEMV_ROWS]) {
     const int lane = threadIdx.x % WARP;
     float acc[GEMV_ROWS][2];
 #pragma unroll
@@ -34,27 +35,35 @@ __device__ __forceinline__ void gemv_rows(const typename T::Storage* w, const fl
     const bool aligned =
         k % 8 == 0 && ((unsigned long long)w % 16 == 0) && ((unsigned long long)x % 16 == 0);
     if (aligned) {
-        // Rounds of GEMV_UNROLL chunks per lane, every load of a round issued before the
-        // first product; the last round's missing chunks are skipped (predicated), so a short
-        // row (k = 576: 72 chunks) is one round of loads rather than a loop of single ones.
         const int chunks = k / 8;
-        for (int c0 = lane; c0 < chunks; c0 += GEMV_UNROLL * WARP) {
-            float wv[GEMV_UNROLL][8];
+        int c = lane;
+        for (; c + 3 * WARP < chunks; c += 4 * WARP) {
+            float wv[4][8];
 #pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; u++)
-                if (c0 + u * WARP < chunks) Weight<T>::load8(w + 8 * (c0 + u * WARP), wv[u]);
+            for (int u = 0; u < 4; u++) Weight<T>::load8(w + 8 * (c + u * WARP), wv[u]);
 #pragma unroll
             for (int s = 0; s < GEMV_ROWS; s++) {
                 if (s < nrows) {
 #pragma unroll
-                    for (int u = 0; u < GEMV_UNROLL; u++) {
-                        if (c0 + u * WARP < chunks) {
-                            float xv[8];
-                            Weight<F32>::load8(x + (long long)s * k + 8 * (c0 + u * WARP), xv);
+                    for (int u = 0; u < 4; u++) {
+                        float xv[8];
+                        Weight<F32>::load8(x + (long long)s * k + 8 * (c + u * WARP), xv);
 #pragma unroll
-                            for (int e = 0; e < 8; e++) acc[s][u % 2] = fmaf(wv[u][e], xv[e], acc[s][u % 2]);
-                        }
+                        for (int e = 0; e < 8; e++) acc[s][u % 2] = fmaf(wv[u][e], xv[e], acc[s][u % 2]);
                     }
+                }
+            }
+        }
+        for (; c < chunks; c += WARP) {
+            float wv[8];
+            Weight<T>::load8(w + 8 * c, wv);
+#pragma unroll
+            for (int s = 0; s < GEMV_ROWS; s++) {
+                if (s < nrows) {
+                    float xv[8];
+                    Weight<F32>::load8(x + (long long)s * k + 8 * c, xv);
+#pragma unroll
+                    for (int e = 0; e < 8; e++) acc[s][0] = fmaf(wv[e], xv[e], acc[s][0]);
                 }
             }
         }
@@ -67,12 +76,17 @@ __device__ __forceinline__ void gemv_rows(const typename T::Storage* w, const fl
         }
     }
 #pragma unroll
-    for (int s = 0; s < GEMV_ROWS; s++) {
-        if (s < nrows) {
-            const float sum = warp_sum(acc[s][0] + acc[s][1]);
-            if (lane == 0) y[(long long)s * n + j] = sum;
-        }
-    }
+    for (int s = 0; s < GEMV_ROWS; s++) sums[s] = s < nrows ? warp_sum(acc[s][0] + acc[s][1]) : 0.0f;
+}
+
+template <typename T>
+__device__ __forceinline__ void gemv_rows(const typename T::Storage* w, const float* x, float* y, int j,
+                                          int n, int k, int nrows) {
+    float sums[GEMV_ROWS];
+    gemv_dot<T>(w, x, k, nrows, sums);
+#pragma unroll
+    for (int s = 0; s < GEMV_ROWS; s++)
+        if (s < nrows && threadIdx.x % WARP == 0) y[(long long)s * n + j] = sums[s];
 }
 
 template <typename T>
@@ -95,6 +109,37 @@ __device__ void gemv(const typename T::Storage* W0, const typename T::Storage* W
     gemv_rows<T>(W + (long long)j * k, x + (long long)r0 * k, y + (long long)r0 * n, j, n, k,
                  min(GEMV_ROWS, rows - r0));
 }
+
+// The MLP's first half for decode rows: y[r, j] = silu(x[r] · Wg[j]) · (x[r] · Wu[j]), one warp
+// per j computing both products (each exactly as gemv computes it) and swiglu.cu's formula,
+// so the result has the bits of the two GEMVs followed by the swiglu kernel, in one launch
+// that writes only y. Grid (⌈n / GEMV_WARPS⌉, ⌈rows / GEMV_ROWS⌉).
+template <typename T>
+__device__ void gemv_swiglu(const typename T::Storage* Wg, const typename T::Storage* Wu, float* y, int n,
+                            const float* x, int rows, int k) {
+    const int j = blockIdx.x * GEMV_WARPS + threadIdx.x / WARP;
+    const int r0 = blockIdx.y * GEMV_ROWS;
+    if (j >= n || r0 >= rows) return;
+    const int nrows = min(GEMV_ROWS, rows - r0);
+    float g[GEMV_ROWS], u[GEMV_ROWS];
+    gemv_dot<T>(Wg + (long long)j * k, x + (long long)r0 * k, k, nrows, g);
+    gemv_dot<T>(Wu + (long long)j * k, x + (long long)r0 * k, k, nrows, u);
+#pragma unroll
+    for (int s = 0; s < GEMV_ROWS; s++)
+        if (s < nrows && threadIdx.x % WARP == 0)
+            y[(long long)(r0 + s) * n + j] = g[s] / (1.0f + expf(-g[s])) * u[s];
+}
+
+#define GEMV_SWIGLU(T, S, W)                                                                      \
+    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)                               \
+        gemv_swiglu_##S(const W* Wg, const W* Wu, float* y, int n, const float* x, int rows,      \
+                        int k) {                                                                  \
+        stream_order();                                                                           \
+        gemv_swiglu<T>(Wg, Wu, y, n, x, rows, k);                                                 \
+    }
+GEMV_SWIGLU(F32, f32, float)
+GEMV_SWIGLU(BF16, bf16, u16)
+GEMV_SWIGLU(F16, f16, u16)
 
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)
     gemv_f32(const float* W0, const float* W1, const float* W2, float* y0, float* y1, float* y2,

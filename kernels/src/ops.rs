@@ -586,6 +586,72 @@ impl Gpu {
         Ok(())
     }
 
+    /// The MLP's first half: `gate = silu(x · wgᵀ) · (x · wuᵀ)` for `rows` rows of `x`. Prompt
+    /// rows (the first `prompt_rows`, BF16/F16 weights) go through the GEMM into `gate` and
+    /// `up` and then the swiglu kernel; decode rows through one fused GEMV launch that writes
+    /// only `gate` (its bits those of [`Gpu::matmul_shared`] and [`Gpu::swiglu`]). `up` is
+    /// scratch afterwards.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gate_up_swiglu(
+        &self,
+        x: &CudaSlice<f32>,
+        wg: &DeviceWeight,
+        wu: &DeviceWeight,
+        rows: usize,
+        prompt_rows: usize,
+        gate: &mut CudaSlice<f32>,
+        up: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        shared_weights(&[wg, wu], 2)?;
+        shapes::matmul(x.len(), wg.rows, wg.cols, rows, gate.len())?;
+        shapes::matmul(x.len(), wu.rows, wu.cols, rows, up.len())?;
+        if prompt_rows > rows {
+            return Err(shape(
+                "gate_up_swiglu",
+                format!("{prompt_rows} prompt rows of {rows}"),
+            ));
+        }
+        let n = wg.rows;
+        let gemm_rows = if wg.dtype == WeightType::F32 {
+            0
+        } else {
+            prompt_rows
+        };
+        if gemm_rows > 0 {
+            self.gemm(x, wg, gemm_rows, gate)?;
+            self.gemm(x, wu, gemm_rows, up)?;
+            self.swiglu(gate, up, gemm_rows * n)?;
+        }
+        if rows == gemm_rows {
+            return Ok(());
+        }
+        let (first, decode) = (gemm_rows, rows - gemm_rows);
+        let (gx, gy) = shapes::gemv_grid(&[n], decode)?;
+        let f = self.function(wg.dtype.pick([
+            "gemv_swiglu_f32",
+            "gemv_swiglu_bf16",
+            "gemv_swiglu_f16",
+        ]))?;
+        let k = wg.cols;
+        let xs = x.slice(first * k..rows * k);
+        let mut ys = gate.slice_mut(first * n..rows * n);
+        let (n_i, rows_i, k_i) = (n as i32, decode as i32, k as i32);
+        let mut b = Launch::new(self, f);
+        b.arg(&wg.data)
+            .arg(&wu.data)
+            .arg(&mut ys)
+            .arg(&n_i)
+            .arg(&xs)
+            .arg(&rows_i)
+            .arg(&k_i);
+        // SAFETY: gemv_swiglu_* (Wg, Wu, y, n, x, rows, k): Wg and Wu hold n·k elements of one
+        // dtype (checked by shared_weights), the y view rows·n and the x view rows·k (both
+        // checked by shapes::matmul for all rows); grid from shapes::gemv_grid (x ≤ i32::MAX,
+        // y ≤ 65535); warps past n and row groups past rows return.
+        unsafe { b.launch(grid(gx as usize, gy as usize, 32 * GEMV_WARPS)) }?;
+        Ok(())
+    }
+
     /// The GEMV kernel for rows `first..first + rows` of `x` into the same rows of each of
     /// `outs`, one launch for all of `ws` (one to three weights of one dtype and width).
     pub fn gemv(

@@ -52,7 +52,14 @@ pub const SOURCES: &[Source] = &[
     Source {
         file: "gemv.cu",
         text: include_str!("../cuda/gemv.cu"),
-        kernels: &["gemv_f32", "gemv_bf16", "gemv_f16"],
+        kernels: &[
+            "gemv_f32",
+            "gemv_bf16",
+            "gemv_f16",
+            "gemv_swiglu_f32",
+            "gemv_swiglu_bf16",
+            "gemv_swiglu_f16",
+        ],
     },
     Source {
         file: "gemm.cu",

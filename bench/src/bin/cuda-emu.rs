@@ -725,6 +725,74 @@ impl Checks<'_> {
         );
     }
 
+    /// The fused MLP first half of decode rows (`gemv_swiglu_*`) against the CPU's gate/up
+    /// products and SwiGLU, and bit for bit against the GEMV of both weights followed by the
+    /// swiglu kernel (what `Gpu::gate_up_swiglu` promises).
+    fn gemv_swiglu(&mut self, rows: usize, n: usize, k: usize, dtype: DType) {
+        let x = random(&mut self.rng, rows * k, 2.0);
+        let (wg, wu) = (
+            random(&mut self.rng, n * k, 0.2),
+            random(&mut self.rng, n * k, 0.2),
+        );
+        let cpu = self.cpu;
+        let xa = act(cpu, rows, k, &x);
+        let (ga, ua) = (
+            weight(cpu, dtype, &[n, k], &wg),
+            weight(cpu, dtype, &[n, k], &wu),
+        );
+        let (mut g, mut u) = (cpu.alloc(rows * n).unwrap(), cpu.alloc(rows * n).unwrap());
+        cpu.gate_up_swiglu(&xa, &ga, &ua, rows, 0, n, &mut g, &mut u)
+            .unwrap();
+        let want = read(cpu, &g, rows * n);
+        let mut args = vec![
+            Arg::Buf(encode(dtype, &wg)),
+            Arg::Buf(encode(dtype, &wu)),
+            Arg::Buf(vec![0; rows * n * 4]),
+            int(n as i32),
+            Arg::Buf(f32s(&x)),
+            int(rows as i32),
+            int(k as i32),
+        ];
+        let fused = gemv_grid(&[n], rows)
+            .map_err(|e| e.to_string())
+            .and_then(|(gx, gy)| {
+                self.emu.launch(
+                    &format!("gemv_swiglu_{}", gpu_type(dtype)),
+                    [gx, gy, 1],
+                    32 * GEMV_WARPS as u32,
+                    &mut args,
+                )
+            })
+            .map(|()| args[2].bytes().to_vec());
+        // The unfused path: one GEMV launch over both weights, then the swiglu kernel.
+        let two = self.gemv(dtype, &[wg, wu], &[n, n], k, &x);
+        let unfused = match (&two[0], &two[1]) {
+            (Ok(gb), Ok(ub)) => {
+                let mut a = vec![
+                    Arg::Buf(gb.clone()),
+                    Arg::Buf(ub.clone()),
+                    Arg::Scalar(((rows * n) as i64).to_le_bytes().to_vec()),
+                ];
+                let blocks = (rows * n).div_ceil(256).clamp(1, 65_535) as u32;
+                self.emu
+                    .launch("swiglu", [blocks, 1, 1], 256, &mut a)
+                    .map(|()| a[0].bytes().to_vec())
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+        };
+        let label = format!("gemv_swiglu {dtype:?} rows={rows} n={n} k={k}");
+        let name = format!("{} {label} = GEMV + swiglu, bitwise", self.label);
+        let pass = matches!((&fused, &unfused), (Ok(f), Ok(u)) if f == u);
+        println!("{name:<58} {}", if pass { "ok" } else { "FAIL" });
+        if !pass {
+            self.report.failures += 1;
+        }
+        self.report
+            .kernels
+            .push(serde_json::json!({"name": name, "pass": pass}));
+        self.compare(label, fused.map(|b| to_f32(&b)), &want, 1e-5);
+    }
+
     fn elementwise(&mut self, len: usize) {
         let (g, u) = (
             random(&mut self.rng, len, 8.0),
@@ -1102,6 +1170,15 @@ impl Checks<'_> {
                 if dtype != DType::F32 && prompt_rows > 0 {
                     self.matmul(rows, ns, k, dtype, prompt_rows);
                 }
+            }
+        }
+        for &(rows, n, k) in if small {
+            &[(5, 40, 64)][..]
+        } else {
+            &[(1, 1536, 576), (6, 200, 264), (3, 37, 33)][..]
+        } {
+            for dtype in [DType::F32, DType::BF16, DType::F16] {
+                self.gemv_swiglu(rows, n, k, dtype);
             }
         }
         let norms: &[(usize, usize)] = if small {

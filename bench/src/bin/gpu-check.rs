@@ -161,6 +161,51 @@ fn check_kernels(cpu: &CpuBackend, gpu: &CudaBackend, r: &mut Report) {
             );
         }
     }
+    // The MLP's first half, fused for decode rows: against the CPU, and on the GPU bit for bit
+    // against the unfused path (both GEMVs in one launch, then the swiglu kernel).
+    for (rows, prompt, n, k) in [(1, 0, 8192, 2048), (5, 0, 1536, 576), (9, 4, 1536, 576)] {
+        let x = random(&mut rng, rows * k, 2.0);
+        let (wg, wu) = (random(&mut rng, n * k, 0.2), random(&mut rng, n * k, 0.2));
+        macro_rules! mlp {
+            ($be:expr, $fused:expr) => {{
+                let be = $be;
+                let xa = act(be, rows, k, &x);
+                let (ga, ua) = (
+                    weight(be, DType::BF16, &[n, k], &wg),
+                    weight(be, DType::BF16, &[n, k], &wu),
+                );
+                let (mut g, mut u) = (be.alloc(rows * n).unwrap(), be.alloc(rows * n).unwrap());
+                if $fused {
+                    be.gate_up_swiglu(&xa, &ga, &ua, rows, prompt, n, &mut g, &mut u)
+                        .unwrap();
+                } else {
+                    be.matmul_shared(&xa, &[&ga, &ua], rows, prompt, &mut [&mut g, &mut u])
+                        .unwrap();
+                    be.swiglu(&mut g, &u, rows * n).unwrap();
+                }
+                read(be, &g, rows * n)
+            }};
+        }
+        let (want, fused, unfused) = (mlp!(cpu, true), mlp!(gpu, true), mlp!(gpu, false));
+        let label = format!("gate_up_swiglu BF16 rows={rows} prompt={prompt} n={n} k={k}");
+        r.compare(
+            label.clone(),
+            &fused,
+            &want,
+            if prompt > 0 { 1e-2 } else { 1e-5 },
+        );
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let same = bits(&fused) == bits(&unfused);
+        println!(
+            "{label:<58} = unfused, bitwise {}",
+            if same { "ok" } else { "FAIL" }
+        );
+        if !same {
+            r.failures += 1;
+        }
+        r.kernels
+            .push(json!({"name": format!("{label} = unfused, bitwise"), "pass": same}));
+    }
     for len in [1usize, 1000, 8192 * 3 + 5] {
         let (a, b) = (random(&mut rng, len, 8.0), random(&mut rng, len, 8.0));
         macro_rules! ew {
@@ -805,6 +850,47 @@ fn batch_invariance(dir: &Path) -> (Value, bool) {
     (v, same == prompts.len())
 }
 
+/// Aggregate decode through the engine on the model in `dir`: `n` requests submitted at once
+/// (16-token prompts, up to 64 new tokens each, greedy), output tokens over the wall time from
+/// the first submission to the last answer, for each `n`, beside one request alone.
+fn engine_aggregate(dir: &Path) -> Value {
+    use cocoon_engine::{Engine, EngineConfig, Request};
+    use cocoon_runtime::{Runtime, SamplingParams};
+    let files = PinnedModel::read(dir, None).unwrap();
+    let rt = Runtime::new(
+        CheckedModel::from_files(files).unwrap(),
+        CudaBackend::new(0).unwrap(),
+    )
+    .unwrap();
+    let engine = Engine::start(rt, EngineConfig::default()).unwrap();
+    let params = SamplingParams {
+        max_tokens: 64,
+        ..Default::default()
+    };
+    let mut rates = Vec::new();
+    for n in [1usize, 16, 64] {
+        let t = Instant::now();
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let prompt: Vec<u32> = (0..16).map(|t| (t * 31 + i as u32 * 7) % 1000).collect();
+                engine.submit(Request::new(prompt, params.clone())).unwrap()
+            })
+            .collect();
+        let tokens: usize = handles
+            .into_iter()
+            .map(|h| h.wait(&mut |_| true).unwrap().output_ids.len())
+            .sum();
+        let secs = t.elapsed().as_secs_f64();
+        rates.push(
+            json!({"requests": n, "output_tokens": tokens, "tokens_per_s": tokens as f64 / secs}),
+        );
+    }
+    let v = json!({"model": dir.display().to_string(), "runs": rates,
+        "note": "prefill of the 16-token prompts included in the wall time"});
+    println!("engine aggregate {v}");
+    v
+}
+
 /// What NVML says about confidential computing here, and GPU evidence for a fixed nonce when
 /// the GPU gives it, verified offline as far as the machine allows (no RIMs or OCSP responses
 /// travel with the check: their absence is among the reasons). Passes when NVML loads.
@@ -934,6 +1020,11 @@ fn main() {
     for name in ["llama-3.2-1b-shape", "smollm2-135m-shape"] {
         phases.run(&format!("decode_profile_{name}"), || {
             (decode_profile(&tmp.join(name)), true)
+        });
+    }
+    for name in ["llama-3.2-1b-shape", "smollm2-135m-shape"] {
+        phases.run(&format!("engine_aggregate_{name}"), || {
+            (engine_aggregate(&tmp.join(name)), true)
         });
     }
     phases.run("gemv_alone", || (gemv_alone(g, copy), true));

@@ -227,6 +227,28 @@ impl Backend for CudaBackend {
         Ok(self.gpu.swiglu(gate, up, len)?)
     }
 
+    fn gate_up_swiglu(
+        &self,
+        x: &CudaSlice<f32>,
+        gate_w: &DeviceWeight,
+        up_w: &DeviceWeight,
+        rows: usize,
+        prompt_rows: usize,
+        width: usize,
+        gate: &mut CudaSlice<f32>,
+        up: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        if gate_w.shape().0 != width {
+            return Err(Error::Backend(format!(
+                "gate_up_swiglu: a gate weight of {} rows for width {width}",
+                gate_w.shape().0
+            )));
+        }
+        Ok(self
+            .gpu
+            .gate_up_swiglu(x, gate_w, up_w, rows, prompt_rows, gate, up)?)
+    }
+
     fn add(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>, len: usize) -> Result<()> {
         Ok(self.gpu.add(x, y, len)?)
     }

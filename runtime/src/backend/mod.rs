@@ -190,6 +190,32 @@ pub trait Backend: Send + Sync {
     /// `gate = silu(gate) · up`, elementwise over `len` values, in place.
     fn swiglu(&self, gate: &mut Self::Buf, up: &Self::Buf, len: usize) -> Result<()>;
 
+    /// The MLP's first half, `gate = silu(x · gate_wᵀ) · (x · up_wᵀ)` for `rows` rows of
+    /// width `width`: by default [`Backend::matmul_shared`] over both weights, then
+    /// [`Backend::swiglu`]; a backend may fuse them with the same result. `up` is scratch
+    /// afterwards.
+    #[allow(clippy::too_many_arguments)]
+    fn gate_up_swiglu(
+        &self,
+        x: &Self::Buf,
+        gate_w: &Self::Weight,
+        up_w: &Self::Weight,
+        rows: usize,
+        prompt_rows: usize,
+        width: usize,
+        gate: &mut Self::Buf,
+        up: &mut Self::Buf,
+    ) -> Result<()> {
+        self.matmul_shared(
+            x,
+            &[gate_w, up_w],
+            rows,
+            prompt_rows,
+            &mut [&mut *gate, &mut *up],
+        )?;
+        self.swiglu(gate, up, rows * width)
+    }
+
     /// `x += y` over `len` values.
     fn add(&self, x: &mut Self::Buf, y: &Self::Buf, len: usize) -> Result<()>;
 

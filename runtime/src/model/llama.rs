@@ -442,14 +442,7 @@ impl<B: Backend> Llama<B> {
             be.attention(&b.q, pool, l, shape, &mut b.att)?;
             be.matmul(&b.att, &w.o, rows, p, &mut b.proj)?;
             be.add_rms_norm(&mut b.x, &b.proj, &w.mlp_norm, eps, rows, h, &mut b.n)?;
-            be.matmul_shared(
-                &b.n,
-                &[&w.gate, &w.up],
-                rows,
-                p,
-                &mut [&mut b.gate, &mut b.up],
-            )?;
-            be.swiglu(&mut b.gate, &b.up, rows * inter)?;
+            be.gate_up_swiglu(&b.n, &w.gate, &w.up, rows, p, inter, &mut b.gate, &mut b.up)?;
             be.matmul(&b.gate, &w.down, rows, p, &mut b.proj)?;
         }
         if !self.blocks.is_empty() {
