@@ -6,11 +6,12 @@
 // launch instead of three, and enough blocks to fill the device even where one weight alone is
 // short (the K and V projections of a GQA model). Decode is bound by reading the weights once,
 // so the kernel is shaped around that stream:
-//   * one warp per output j; GEMV_WARPS warps per block; blockIdx.x walks the blocks of W_0,
-//     then W_1, then W_2 (weights with n_p = 0 have none);
-//   * GEMV_ROWS activation rows per warp (blockIdx.y selects the group): each weight chunk is
-//     read once from memory for all the rows of the group, so a decode step over a batch reads
-//     the weights ⌈rows / GEMV_ROWS⌉ times instead of once per row;
+//   * one warp per output j; GEMV_WARPS warps per block; the block index y + z·gridDim.y walks
+//     the blocks of W_0, then W_1, then W_2 (weights with n_p = 0 have none);
+//   * GEMV_ROWS activation rows per warp (blockIdx.x selects the group): each weight chunk is
+//     read once for all the rows of the group. The groups are the grid's fastest axis, so the
+//     blocks reading one weight chunk for different groups run side by side and all but the
+//     first find it in L2: a batch of decode rows reads the weights from memory about once;
 //   * when k % 8 == 0 and the pointers are 16-byte aligned, each lane reads 8 weights with one
 //     128-bit load, four chunks (four independent 128-bit loads) in flight per iteration; lanes
 //     take consecutive 8-element chunks, so a warp reads 512 contiguous bytes of bf16 per load;
@@ -94,7 +95,7 @@ __device__ void gemv(const typename T::Storage* W0, const typename T::Storage* W
                      const typename T::Storage* W2, float* y0, float* y1, float* y2, int n0, int n1,
                      int n2, const float* x, int rows, int k) {
     const int b0 = (n0 + GEMV_WARPS - 1) / GEMV_WARPS, b1 = (n1 + GEMV_WARPS - 1) / GEMV_WARPS;
-    int b = blockIdx.x;
+    int b = blockIdx.y + blockIdx.z * gridDim.y;
     const typename T::Storage* W = W0;
     float* y = y0;
     int n = n0;
@@ -104,7 +105,7 @@ __device__ void gemv(const typename T::Storage* W0, const typename T::Storage* W
         b -= b0, W = W1, y = y1, n = n1;
     }
     const int j = b * GEMV_WARPS + threadIdx.x / WARP;
-    const int r0 = blockIdx.y * GEMV_ROWS;
+    const int r0 = blockIdx.x * GEMV_ROWS;
     if (j >= n || r0 >= rows) return;
     gemv_rows<T>(W + (long long)j * k, x + (long long)r0 * k, y + (long long)r0 * n, j, n, k,
                  min(GEMV_ROWS, rows - r0));
@@ -113,12 +114,12 @@ __device__ void gemv(const typename T::Storage* W0, const typename T::Storage* W
 // The MLP's first half for decode rows: y[r, j] = silu(x[r] · Wg[j]) · (x[r] · Wu[j]), one warp
 // per j computing both products (each exactly as gemv computes it) and swiglu.cu's formula,
 // so the result has the bits of the two GEMVs followed by the swiglu kernel, in one launch
-// that writes only y. Grid (⌈n / GEMV_WARPS⌉, ⌈rows / GEMV_ROWS⌉).
+// that writes only y. Grid as gemv's (row groups on x).
 template <typename T>
 __device__ void gemv_swiglu(const typename T::Storage* Wg, const typename T::Storage* Wu, float* y, int n,
                             const float* x, int rows, int k) {
-    const int j = blockIdx.x * GEMV_WARPS + threadIdx.x / WARP;
-    const int r0 = blockIdx.y * GEMV_ROWS;
+    const int j = (blockIdx.y + blockIdx.z * gridDim.y) * GEMV_WARPS + threadIdx.x / WARP;
+    const int r0 = blockIdx.x * GEMV_ROWS;
     if (j >= n || r0 >= rows) return;
     const int nrows = min(GEMV_ROWS, rows - r0);
     float g[GEMV_ROWS], u[GEMV_ROWS];

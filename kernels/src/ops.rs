@@ -179,6 +179,14 @@ fn grid3(x: usize, y: usize, z: usize, block: usize) -> LaunchConfig {
     }
 }
 
+fn grid_xyz(g: [u32; 3], block: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (g[0], g[1], g[2]),
+        block_dim: (block as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 fn grid(x: usize, y: usize, block: usize) -> LaunchConfig {
     // Every caller bounded x and y by i32 (shapes::dim) and y by 65535 (grid limit).
     LaunchConfig {
@@ -626,7 +634,7 @@ impl Gpu {
             return Ok(());
         }
         let (first, decode) = (gemm_rows, rows - gemm_rows);
-        let (gx, gy) = shapes::gemv_grid(&[n], decode)?;
+        let g = shapes::gemv_grid(&[n], decode)?;
         let f = self.function(wg.dtype.pick([
             "gemv_swiglu_f32",
             "gemv_swiglu_bf16",
@@ -646,9 +654,9 @@ impl Gpu {
             .arg(&k_i);
         // SAFETY: gemv_swiglu_* (Wg, Wu, y, n, x, rows, k): Wg and Wu hold n·k elements of one
         // dtype (checked by shared_weights), the y view rows·n and the x view rows·k (both
-        // checked by shapes::matmul for all rows); grid from shapes::gemv_grid (x ≤ i32::MAX,
-        // y ≤ 65535); warps past n and row groups past rows return.
-        unsafe { b.launch(grid(gx as usize, gy as usize, 32 * GEMV_WARPS)) }?;
+        // checked by shapes::matmul for all rows); grid from shapes::gemv_grid (each axis ≤
+        // 65535); warps past n and row groups past rows return.
+        unsafe { b.launch(grid_xyz(g, 32 * GEMV_WARPS)) }?;
         Ok(())
     }
 
@@ -671,7 +679,7 @@ impl Gpu {
         }
         shapes::dim("gemv", "rows", rows)?;
         let n: Vec<usize> = ws.iter().map(|w| w.rows).collect();
-        let (gx, gy) = shapes::gemv_grid(&n, rows)?;
+        let g = shapes::gemv_grid(&n, rows)?;
         let f = self.function(w0.dtype.pick(["gemv_f32", "gemv_bf16", "gemv_f16"]))?;
         let k = w0.cols;
         let xs = x.slice(first * k..end * k);
@@ -704,9 +712,9 @@ impl Gpu {
         // SAFETY: gemv_* (W0, W1, W2, y0, y1, y2, n0, n1, n2, x, rows, k): each present W_p
         // holds n_p·k elements and its y_p view rows·n_p (checked: first + rows rows fit every
         // buffer); absent weights are null with n_p = 0 and get no blocks; the x view holds
-        // rows·k; grid from shapes::gemv_grid (x ≤ i32::MAX, y ≤ 65535); warps past n_p and
-        // row groups past rows return.
-        unsafe { b.launch(grid(gx as usize, gy as usize, 32 * GEMV_WARPS)) }?;
+        // rows·k; grid from shapes::gemv_grid (each axis ≤ 65535); warps past n_p, blocks past
+        // the last weight's and row groups past rows return.
+        unsafe { b.launch(grid_xyz(g, 32 * GEMV_WARPS)) }?;
         Ok(())
     }
 

@@ -213,10 +213,11 @@ pub fn rope_grid(heads: Heads, rows: usize) -> (u32, u32) {
     (rows as u32, pairs.div_ceil(ROPE_THREADS).max(1) as u32)
 }
 
-/// The GEMV's grid `(x, y)` for weights of `n[p]` rows (one to [`GEMV_MAX_WEIGHTS`], read in
-/// one launch) over `rows` activation rows: x walks the blocks of each weight in turn, y the
-/// groups of [`GEMV_ROWS`] rows.
-pub fn gemv_grid(n: &[usize], rows: usize) -> Result<(u32, u32)> {
+/// The GEMV's grid `[x, y, z]` for weights of `n[p]` rows (one to [`GEMV_MAX_WEIGHTS`], read
+/// in one launch) over `rows` activation rows: x the groups of [`GEMV_ROWS`] rows (fastest, so
+/// the groups reading one weight block run together), y + z·y_dim the blocks of each weight in
+/// turn (y at most 65535).
+pub fn gemv_grid(n: &[usize], rows: usize) -> Result<[u32; 3]> {
     const K: &str = "gemv";
     if n.is_empty() || n.len() > GEMV_MAX_WEIGHTS {
         return Err(shape(
@@ -227,18 +228,20 @@ pub fn gemv_grid(n: &[usize], rows: usize) -> Result<(u32, u32)> {
             ),
         ));
     }
-    let x: usize = n.iter().map(|n| n.div_ceil(GEMV_WARPS)).sum();
-    let y = rows.div_ceil(GEMV_ROWS);
-    if x > i32::MAX as usize {
-        return Err(shape(K, format!("{x} blocks exceed the grid's x limit")));
-    }
-    if y == 0 || y > 65_535 {
+    let blocks: usize = n.iter().map(|n| n.div_ceil(GEMV_WARPS)).sum();
+    let groups = rows.div_ceil(GEMV_ROWS);
+    if groups == 0 || groups > 65_535 {
         return Err(shape(
             K,
-            format!("{rows} rows: {y} row groups (1 to 65535)"),
+            format!("{rows} rows: {groups} row groups (1 to 65535)"),
         ));
     }
-    Ok((x as u32, y as u32))
+    let y = blocks.clamp(1, 65_535);
+    let z = blocks.div_ceil(y);
+    if z > 65_535 {
+        return Err(shape(K, format!("{blocks} blocks exceed the grid")));
+    }
+    Ok([groups as u32, y as u32, z as u32])
 }
 
 /// Whether the tensor-core prefill attention takes heads of `head_dim` (64 and 128).
@@ -519,8 +522,10 @@ mod tests {
     #[test]
     fn gemv_grid_walks_each_weight_and_row_group() {
         // SmolLM2's Q, K, V: 576 + 192 + 192 outputs = 144 + 48 + 48 blocks; 5 rows, 2 groups.
-        assert_eq!(gemv_grid(&[576, 192, 192], 5).unwrap(), (240, 2));
-        assert_eq!(gemv_grid(&[37], 1).unwrap(), (10, 1));
+        assert_eq!(gemv_grid(&[576, 192, 192], 5).unwrap(), [2, 240, 1]);
+        assert_eq!(gemv_grid(&[37], 1).unwrap(), [1, 10, 1]);
+        // More blocks than one grid axis holds: y × z covers them.
+        assert_eq!(gemv_grid(&[300_000], 1).unwrap(), [1, 65_535, 2]);
         assert!(problem(gemv_grid(&[], 1)).contains("0 weights"));
         assert!(problem(gemv_grid(&[1, 1, 1, 1], 1)).contains("4 weights"));
         assert!(problem(gemv_grid(&[8], 0)).contains("row groups"));

@@ -613,10 +613,10 @@ impl Checks<'_> {
         args.extend([Arg::Buf(f32s(x)), int(rows as i32), int(k as i32)]);
         let launched = gemv_grid(ns, rows)
             .map_err(|e| e.to_string())
-            .and_then(|(gx, gy)| {
+            .and_then(|g| {
                 self.emu.launch(
                     &format!("gemv_{}", gpu_type(dtype)),
-                    [gx, gy, 1],
+                    g,
                     32 * GEMV_WARPS as u32,
                     &mut args,
                 )
@@ -755,10 +755,10 @@ impl Checks<'_> {
         ];
         let fused = gemv_grid(&[n], rows)
             .map_err(|e| e.to_string())
-            .and_then(|(gx, gy)| {
+            .and_then(|g| {
                 self.emu.launch(
                     &format!("gemv_swiglu_{}", gpu_type(dtype)),
-                    [gx, gy, 1],
+                    g,
                     32 * GEMV_WARPS as u32,
                     &mut args,
                 )
