@@ -23,25 +23,34 @@
 
 #define GEMV_WARPS 4
 #define GEMV_ROWS 4
+#define GEMV_PAIR_ROWS 8  // rows from which gemv2_* (two outputs a warp) is used
 
-// sums[s] = x[s] · w for the nrows (≤ GEMV_ROWS) rows of x, on every lane of the warp.
-template <typename T>
-__device__ __forceinline__ void gemv_dot(const typename T::Storage* w, const float* x, int k, int nrows,
-                                         float sums[GEMV_ROWS]) {
+// sums[q][s] = x[s] · w[q] for J weight rows w[q] and the nrows (≤ GEMV_ROWS) rows of x, on
+// every lane of the warp. Each x chunk is loaded once for the J weight rows (J = 2 halves the
+// L1 traffic of x, which at 16 rows exceeds the weights' 16-fold); each sum's own sequence of
+// fmaf is the same whatever J is, so J changes no bit of any result.
+template <typename T, int J>
+__device__ __forceinline__ void gemv_dots(const typename T::Storage* const w[J], const float* x, int k,
+                                          int nrows, float sums[J][GEMV_ROWS]) {
     const int lane = threadIdx.x % WARP;
-    float acc[GEMV_ROWS][2];
+    float acc[J][GEMV_ROWS][2];
 #pragma unroll
-    for (int s = 0; s < GEMV_ROWS; s++) acc[s][0] = acc[s][1] = 0.0f;
+    for (int q = 0; q < J; q++)
+#pragma unroll
+        for (int s = 0; s < GEMV_ROWS; s++) acc[q][s][0] = acc[q][s][1] = 0.0f;
     // The vector path needs 16-byte aligned rows; the check is uniform across the warp.
-    const bool aligned =
-        k % 8 == 0 && ((unsigned long long)w % 16 == 0) && ((unsigned long long)x % 16 == 0);
+    bool aligned = k % 8 == 0 && ((unsigned long long)x % 16 == 0);
+#pragma unroll
+    for (int q = 0; q < J; q++) aligned = aligned && ((unsigned long long)w[q] % 16 == 0);
     if (aligned) {
         const int chunks = k / 8;
         int c = lane;
         for (; c + 3 * WARP < chunks; c += 4 * WARP) {
-            float wv[4][8];
+            float wv[J][4][8];
 #pragma unroll
-            for (int u = 0; u < 4; u++) Weight<T>::load8(w + 8 * (c + u * WARP), wv[u]);
+            for (int q = 0; q < J; q++)
+#pragma unroll
+                for (int u = 0; u < 4; u++) Weight<T>::load8(w[q] + 8 * (c + u * WARP), wv[q][u]);
 #pragma unroll
             for (int s = 0; s < GEMV_ROWS; s++) {
                 if (s < nrows) {
@@ -50,51 +59,73 @@ __device__ __forceinline__ void gemv_dot(const typename T::Storage* w, const flo
                         float xv[8];
                         Weight<F32>::load8(x + (long long)s * k + 8 * (c + u * WARP), xv);
 #pragma unroll
-                        for (int e = 0; e < 8; e++) acc[s][u % 2] = fmaf(wv[u][e], xv[e], acc[s][u % 2]);
+                        for (int q = 0; q < J; q++)
+#pragma unroll
+                            for (int e = 0; e < 8; e++)
+                                acc[q][s][u % 2] = fmaf(wv[q][u][e], xv[e], acc[q][s][u % 2]);
                     }
                 }
             }
         }
         for (; c < chunks; c += WARP) {
-            float wv[8];
-            Weight<T>::load8(w + 8 * c, wv);
+            float wv[J][8];
+#pragma unroll
+            for (int q = 0; q < J; q++) Weight<T>::load8(w[q] + 8 * c, wv[q]);
 #pragma unroll
             for (int s = 0; s < GEMV_ROWS; s++) {
                 if (s < nrows) {
                     float xv[8];
                     Weight<F32>::load8(x + (long long)s * k + 8 * c, xv);
 #pragma unroll
-                    for (int e = 0; e < 8; e++) acc[s][0] = fmaf(wv[e], xv[e], acc[s][0]);
+                    for (int q = 0; q < J; q++)
+#pragma unroll
+                        for (int e = 0; e < 8; e++) acc[q][s][0] = fmaf(wv[q][e], xv[e], acc[q][s][0]);
                 }
             }
         }
     } else {
         for (int c = lane; c < k; c += WARP) {
-            const float wc = Weight<T>::get(w, c);
+            float wc[J];
+#pragma unroll
+            for (int q = 0; q < J; q++) wc[q] = Weight<T>::get(w[q], c);
 #pragma unroll
             for (int s = 0; s < GEMV_ROWS; s++)
-                if (s < nrows) acc[s][0] = fmaf(wc, x[(long long)s * k + c], acc[s][0]);
+                if (s < nrows) {
+                    const float xc = x[(long long)s * k + c];
+#pragma unroll
+                    for (int q = 0; q < J; q++) acc[q][s][0] = fmaf(wc[q], xc, acc[q][s][0]);
+                }
         }
     }
 #pragma unroll
-    for (int s = 0; s < GEMV_ROWS; s++) sums[s] = s < nrows ? warp_sum(acc[s][0] + acc[s][1]) : 0.0f;
-}
-
-template <typename T>
-__device__ __forceinline__ void gemv_rows(const typename T::Storage* w, const float* x, float* y, int j,
-                                          int n, int k, int nrows) {
-    float sums[GEMV_ROWS];
-    gemv_dot<T>(w, x, k, nrows, sums);
+    for (int q = 0; q < J; q++)
 #pragma unroll
-    for (int s = 0; s < GEMV_ROWS; s++)
-        if (s < nrows && threadIdx.x % WARP == 0) y[(long long)s * n + j] = sums[s];
+        for (int s = 0; s < GEMV_ROWS; s++)
+            sums[q][s] = s < nrows ? warp_sum(acc[q][s][0] + acc[q][s][1]) : 0.0f;
 }
 
-template <typename T>
+// Outputs j0 .. j0 + J − 1 (those below n) of the rows of the group.
+template <typename T, int J>
+__device__ __forceinline__ void gemv_rows(const typename T::Storage* W, const float* x, float* y, int j0,
+                                          int n, int k, int nrows) {
+    const typename T::Storage* w[J];
+#pragma unroll
+    for (int q = 0; q < J; q++) w[q] = W + (long long)(J == 1 ? j0 : min(j0 + q, n - 1)) * k;
+    float sums[J][GEMV_ROWS];
+    gemv_dots<T, J>(w, x, k, nrows, sums);
+#pragma unroll
+    for (int q = 0; q < J; q++)
+#pragma unroll
+        for (int s = 0; s < GEMV_ROWS; s++)
+            if (s < nrows && j0 + q < n && threadIdx.x % WARP == 0) y[(long long)s * n + j0 + q] = sums[q][s];
+}
+
+template <typename T, int J>
 __device__ void gemv(const typename T::Storage* W0, const typename T::Storage* W1,
                      const typename T::Storage* W2, float* y0, float* y1, float* y2, int n0, int n1,
                      int n2, const float* x, int rows, int k) {
-    const int b0 = (n0 + GEMV_WARPS - 1) / GEMV_WARPS, b1 = (n1 + GEMV_WARPS - 1) / GEMV_WARPS;
+    const int per_block = GEMV_WARPS * J;
+    const int b0 = (n0 + per_block - 1) / per_block, b1 = (n1 + per_block - 1) / per_block;
     int b = blockIdx.y + blockIdx.z * gridDim.y;
     const typename T::Storage* W = W0;
     float* y = y0;
@@ -104,17 +135,16 @@ __device__ void gemv(const typename T::Storage* W0, const typename T::Storage* W
     } else if (b >= b0) {
         b -= b0, W = W1, y = y1, n = n1;
     }
-    const int j = b * GEMV_WARPS + threadIdx.x / WARP;
+    const int j0 = (b * GEMV_WARPS + threadIdx.x / WARP) * J;
     const int r0 = blockIdx.x * GEMV_ROWS;
-    if (j >= n || r0 >= rows) return;
-    gemv_rows<T>(W + (long long)j * k, x + (long long)r0 * k, y + (long long)r0 * n, j, n, k,
-                 min(GEMV_ROWS, rows - r0));
+    if (j0 >= n || r0 >= rows) return;
+    gemv_rows<T, J>(W, x + (long long)r0 * k, y + (long long)r0 * n, j0, n, k, min(GEMV_ROWS, rows - r0));
 }
 
 // The MLP's first half for decode rows: y[r, j] = silu(x[r] · Wg[j]) · (x[r] · Wu[j]), one warp
-// per j computing both products (each exactly as gemv computes it) and swiglu.cu's formula,
-// so the result has the bits of the two GEMVs followed by the swiglu kernel, in one launch
-// that writes only y. Grid as gemv's (row groups on x).
+// per j computing both products (each exactly as gemv computes it, sharing the loads of x) and
+// swiglu.cu's formula, so the result has the bits of the two GEMVs followed by the swiglu
+// kernel, in one launch that writes only y. Grid as gemv's with one output a warp.
 template <typename T>
 __device__ void gemv_swiglu(const typename T::Storage* Wg, const typename T::Storage* Wu, float* y, int n,
                             const float* x, int rows, int k) {
@@ -122,13 +152,13 @@ __device__ void gemv_swiglu(const typename T::Storage* Wg, const typename T::Sto
     const int r0 = blockIdx.x * GEMV_ROWS;
     if (j >= n || r0 >= rows) return;
     const int nrows = min(GEMV_ROWS, rows - r0);
-    float g[GEMV_ROWS], u[GEMV_ROWS];
-    gemv_dot<T>(Wg + (long long)j * k, x + (long long)r0 * k, k, nrows, g);
-    gemv_dot<T>(Wu + (long long)j * k, x + (long long)r0 * k, k, nrows, u);
+    const typename T::Storage* w[2] = {Wg + (long long)j * k, Wu + (long long)j * k};
+    float gu[2][GEMV_ROWS];
+    gemv_dots<T, 2>(w, x + (long long)r0 * k, k, nrows, gu);
 #pragma unroll
     for (int s = 0; s < GEMV_ROWS; s++)
         if (s < nrows && threadIdx.x % WARP == 0)
-            y[(long long)(r0 + s) * n + j] = g[s] / (1.0f + expf(-g[s])) * u[s];
+            y[(long long)(r0 + s) * n + j] = gu[0][s] / (1.0f + expf(-gu[0][s])) * gu[1][s];
 }
 
 #define GEMV_SWIGLU(T, S, W)                                                                      \
@@ -142,21 +172,18 @@ GEMV_SWIGLU(F32, f32, float)
 GEMV_SWIGLU(BF16, bf16, u16)
 GEMV_SWIGLU(F16, f16, u16)
 
-extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)
-    gemv_f32(const float* W0, const float* W1, const float* W2, float* y0, float* y1, float* y2,
-             int n0, int n1, int n2, const float* x, int rows, int k) {
-    stream_order();
-    gemv<F32>(W0, W1, W2, y0, y1, y2, n0, n1, n2, x, rows, k);
-}
-extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)
-    gemv_bf16(const u16* W0, const u16* W1, const u16* W2, float* y0, float* y1, float* y2,
-              int n0, int n1, int n2, const float* x, int rows, int k) {
-    stream_order();
-    gemv<BF16>(W0, W1, W2, y0, y1, y2, n0, n1, n2, x, rows, k);
-}
-extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)
-    gemv_f16(const u16* W0, const u16* W1, const u16* W2, float* y0, float* y1, float* y2,
-             int n0, int n1, int n2, const float* x, int rows, int k) {
-    stream_order();
-    gemv<F16>(W0, W1, W2, y0, y1, y2, n0, n1, n2, x, rows, k);
-}
+// gemv_*: one output a warp; gemv2_*: two (for batches of GEMV_PAIR_ROWS rows or more, where
+// the loads of x, not of the weights, bound the kernel). Same bits either way.
+#define GEMV_ENTRY(NAME, T, W, J)                                                                 \
+    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)                               \
+        NAME(const W* W0, const W* W1, const W* W2, float* y0, float* y1, float* y2, int n0,      \
+             int n1, int n2, const float* x, int rows, int k) {                                   \
+        stream_order();                                                                           \
+        gemv<T, J>(W0, W1, W2, y0, y1, y2, n0, n1, n2, x, rows, k);                               \
+    }
+GEMV_ENTRY(gemv_f32, F32, float, 1)
+GEMV_ENTRY(gemv_bf16, BF16, u16, 1)
+GEMV_ENTRY(gemv_f16, F16, u16, 1)
+GEMV_ENTRY(gemv2_f32, F32, float, 2)
+GEMV_ENTRY(gemv2_bf16, BF16, u16, 2)
+GEMV_ENTRY(gemv2_f16, F16, u16, 2)

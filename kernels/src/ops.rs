@@ -634,7 +634,7 @@ impl Gpu {
             return Ok(());
         }
         let (first, decode) = (gemm_rows, rows - gemm_rows);
-        let g = shapes::gemv_grid(&[n], decode)?;
+        let g = shapes::gemv_grid(&[n], decode, 1)?;
         let f = self.function(wg.dtype.pick([
             "gemv_swiglu_f32",
             "gemv_swiglu_bf16",
@@ -679,8 +679,13 @@ impl Gpu {
         }
         shapes::dim("gemv", "rows", rows)?;
         let n: Vec<usize> = ws.iter().map(|w| w.rows).collect();
-        let g = shapes::gemv_grid(&n, rows)?;
-        let f = self.function(w0.dtype.pick(["gemv_f32", "gemv_bf16", "gemv_f16"]))?;
+        let per_warp = shapes::gemv_per_warp(rows);
+        let g = shapes::gemv_grid(&n, rows, per_warp)?;
+        let f = self.function(if per_warp == 2 {
+            w0.dtype.pick(["gemv2_f32", "gemv2_bf16", "gemv2_f16"])
+        } else {
+            w0.dtype.pick(["gemv_f32", "gemv_bf16", "gemv_f16"])
+        })?;
         let k = w0.cols;
         let xs = x.slice(first * k..end * k);
         let mut ys: Vec<_> = outs

@@ -8,6 +8,9 @@ use crate::error::{shape, Result};
 pub const GEMV_WARPS: usize = 4;
 /// Activation rows a GEMV warp serves from one read of its weight row (`GEMV_ROWS`).
 pub const GEMV_ROWS: usize = 4;
+/// Rows of a GEMV launch from which each warp computes two outputs (`gemv2_*`,
+/// `GEMV_PAIR_ROWS` in gemv.cu): same bits, half the loads of the activations.
+pub const GEMV_PAIR_ROWS: usize = 8;
 /// Most weights one GEMV launch reads (Q, K and V).
 pub const GEMV_MAX_WEIGHTS: usize = 3;
 /// Threads of a norm block, one block per row (`NORM_THREADS` in norm.cu).
@@ -213,11 +216,21 @@ pub fn rope_grid(heads: Heads, rows: usize) -> (u32, u32) {
     (rows as u32, pairs.div_ceil(ROPE_THREADS).max(1) as u32)
 }
 
+/// Outputs a GEMV warp computes for a launch over `rows` rows: 2 (`gemv2_*`) from
+/// [`GEMV_PAIR_ROWS`] rows, else 1 (`gemv_*`).
+pub fn gemv_per_warp(rows: usize) -> usize {
+    if rows >= GEMV_PAIR_ROWS {
+        2
+    } else {
+        1
+    }
+}
+
 /// The GEMV's grid `[x, y, z]` for weights of `n[p]` rows (one to [`GEMV_MAX_WEIGHTS`], read
-/// in one launch) over `rows` activation rows: x the groups of [`GEMV_ROWS`] rows (fastest, so
-/// the groups reading one weight block run together), y + z·y_dim the blocks of each weight in
-/// turn (y at most 65535).
-pub fn gemv_grid(n: &[usize], rows: usize) -> Result<[u32; 3]> {
+/// in one launch) over `rows` activation rows, `per_warp` outputs a warp: x the groups of
+/// [`GEMV_ROWS`] rows (fastest, so the groups reading one weight block run together), y +
+/// z·y_dim the blocks of each weight in turn (y at most 65535).
+pub fn gemv_grid(n: &[usize], rows: usize, per_warp: usize) -> Result<[u32; 3]> {
     const K: &str = "gemv";
     if n.is_empty() || n.len() > GEMV_MAX_WEIGHTS {
         return Err(shape(
@@ -228,7 +241,10 @@ pub fn gemv_grid(n: &[usize], rows: usize) -> Result<[u32; 3]> {
             ),
         ));
     }
-    let blocks: usize = n.iter().map(|n| n.div_ceil(GEMV_WARPS)).sum();
+    let blocks: usize = n
+        .iter()
+        .map(|n| n.div_ceil(GEMV_WARPS * per_warp.max(1)))
+        .sum();
     let groups = rows.div_ceil(GEMV_ROWS);
     if groups == 0 || groups > 65_535 {
         return Err(shape(
@@ -440,6 +456,7 @@ mod tests {
         let d = |f: &str, n: &str| define(text(f), n).unwrap() as usize;
         assert_eq!(d("gemv.cu", "GEMV_WARPS"), GEMV_WARPS);
         assert_eq!(d("gemv.cu", "GEMV_ROWS"), GEMV_ROWS);
+        assert_eq!(d("gemv.cu", "GEMV_PAIR_ROWS"), GEMV_PAIR_ROWS);
         assert_eq!(d("rope.cu", "ROPE_THREADS"), ROPE_THREADS);
         assert_eq!(d("norm.cu", "NORM_THREADS"), NORM_THREADS);
         assert_eq!(d("gemm.cu", "GEMM_BM"), GEMM_TILE);
@@ -522,14 +539,18 @@ mod tests {
     #[test]
     fn gemv_grid_walks_each_weight_and_row_group() {
         // SmolLM2's Q, K, V: 576 + 192 + 192 outputs = 144 + 48 + 48 blocks; 5 rows, 2 groups.
-        assert_eq!(gemv_grid(&[576, 192, 192], 5).unwrap(), [2, 240, 1]);
-        assert_eq!(gemv_grid(&[37], 1).unwrap(), [1, 10, 1]);
+        assert_eq!(gemv_grid(&[576, 192, 192], 5, 1).unwrap(), [2, 240, 1]);
+        assert_eq!(gemv_grid(&[37], 1, 1).unwrap(), [1, 10, 1]);
+        // Two outputs a warp: half the blocks (each weight rounded up on its own).
+        assert_eq!(gemv_grid(&[576, 192, 192], 9, 2).unwrap(), [3, 120, 1]);
+        assert_eq!(gemv_grid(&[37], 8, 2).unwrap(), [2, 5, 1]);
+        assert_eq!((gemv_per_warp(7), gemv_per_warp(8)), (1, 2));
         // More blocks than one grid axis holds: y × z covers them.
-        assert_eq!(gemv_grid(&[300_000], 1).unwrap(), [1, 65_535, 2]);
-        assert!(problem(gemv_grid(&[], 1)).contains("0 weights"));
-        assert!(problem(gemv_grid(&[1, 1, 1, 1], 1)).contains("4 weights"));
-        assert!(problem(gemv_grid(&[8], 0)).contains("row groups"));
-        assert!(problem(gemv_grid(&[8], 4 * 65_535 + 1)).contains("row groups"));
+        assert_eq!(gemv_grid(&[300_000], 1, 1).unwrap(), [1, 65_535, 2]);
+        assert!(problem(gemv_grid(&[], 1, 1)).contains("0 weights"));
+        assert!(problem(gemv_grid(&[1, 1, 1, 1], 1, 1)).contains("4 weights"));
+        assert!(problem(gemv_grid(&[8], 0, 1)).contains("row groups"));
+        assert!(problem(gemv_grid(&[8], 4 * 65_535 + 1, 1)).contains("row groups"));
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub const SOURCES: &[Source] = &[
             "gemv_f32",
             "gemv_bf16",
             "gemv_f16",
+            "gemv2_f32",
+            "gemv2_bf16",
+            "gemv2_f16",
             "gemv_swiglu_f32",
             "gemv_swiglu_bf16",
             "gemv_swiglu_f16",
@@ -134,10 +137,13 @@ mod tests {
             .collect();
         for s in SOURCES {
             for k in s.kernels {
-                // Entry points are either written out or made by a `NAME_##S` macro.
+                // Entry points are written out, made by a `NAME_##S` macro, or named whole as
+                // a macro's first argument (`ENTRY(NAME, ...)`).
                 let stem = k.rsplit_once('_').map_or(*k, |(a, _)| a);
                 assert!(
-                    s.text.contains(&format!("{k}(")) || s.text.contains(&format!("{stem}_##")),
+                    s.text.contains(&format!("{k}("))
+                        || s.text.contains(&format!("{stem}_##"))
+                        || s.text.contains(&format!("({k},")),
                     "{k} not in {}",
                     s.file
                 );

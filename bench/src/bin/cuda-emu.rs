@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use cocoon_bench::kernel_check::{act, encode, random, read, weight, Report};
 use cocoon_kernels::shapes::{
-    gemv_grid, prefill_head_dim, prefill_tiles, split_grid_chunks, ATT_WARPS, GEMM_TILE,
-    GEMV_MAX_WEIGHTS, GEMV_WARPS, PF_THREADS,
+    gemv_grid, gemv_per_warp, prefill_head_dim, prefill_tiles, split_grid_chunks, ATT_WARPS,
+    GEMM_TILE, GEMV_MAX_WEIGHTS, GEMV_WARPS, PF_THREADS,
 };
 use cocoon_kernels::source::SOURCES;
 use cocoon_runtime::backend::cpu::CpuBackend;
@@ -611,11 +611,13 @@ impl Checks<'_> {
             args.push(int(ns.get(p).copied().unwrap_or(0) as i32));
         }
         args.extend([Arg::Buf(f32s(x)), int(rows as i32), int(k as i32)]);
-        let launched = gemv_grid(ns, rows)
+        let per_warp = gemv_per_warp(rows);
+        let kernel = if per_warp == 2 { "gemv2" } else { "gemv" };
+        let launched = gemv_grid(ns, rows, per_warp)
             .map_err(|e| e.to_string())
             .and_then(|g| {
                 self.emu.launch(
-                    &format!("gemv_{}", gpu_type(dtype)),
+                    &format!("{kernel}_{}", gpu_type(dtype)),
                     g,
                     32 * GEMV_WARPS as u32,
                     &mut args,
@@ -753,7 +755,7 @@ impl Checks<'_> {
             int(rows as i32),
             int(k as i32),
         ];
-        let fused = gemv_grid(&[n], rows)
+        let fused = gemv_grid(&[n], rows, 1)
             .map_err(|e| e.to_string())
             .and_then(|g| {
                 self.emu.launch(
@@ -1148,6 +1150,8 @@ impl Checks<'_> {
                 (2, 0, &[8, 4], 1032),
                 (5, 5, &[20], 35),
                 (70, 70, &[72], 48),
+                // Two outputs a warp (≥ 8 decode rows), odd widths: the last pair half empty.
+                (9, 0, &[37, 11, 5], 40),
             ]
         } else {
             &[
@@ -1162,6 +1166,7 @@ impl Checks<'_> {
                 (64, 64, &[136], 192),
                 (130, 130, &[72], 96),
                 (19, 3, &[130, 70], 264),
+                (9, 0, &[37, 11, 5], 33),
             ]
         };
         for &(rows, prompt_rows, ns, k) in shapes {

@@ -850,9 +850,10 @@ fn batch_invariance(dir: &Path) -> (Value, bool) {
     (v, same == prompts.len())
 }
 
-/// Aggregate decode through the engine on the model in `dir`: `n` requests submitted at once
-/// (16-token prompts, up to 64 new tokens each, greedy), output tokens over the wall time from
-/// the first submission to the last answer, for each `n`, beside one request alone.
+/// Aggregate decode through the engine on the model in `dir` (up to 64 requests in a batch):
+/// `n` requests submitted at once (16-token prompts, up to 64 new tokens each, greedy), output
+/// tokens over the wall time from the first submission to the last answer, and the engine's
+/// passes over that time, for each `n`, beside one request alone.
 fn engine_aggregate(dir: &Path) -> Value {
     use cocoon_engine::{Engine, EngineConfig, Request};
     use cocoon_runtime::{Runtime, SamplingParams};
@@ -862,13 +863,19 @@ fn engine_aggregate(dir: &Path) -> Value {
         CudaBackend::new(0).unwrap(),
     )
     .unwrap();
-    let engine = Engine::start(rt, EngineConfig::default()).unwrap();
+    let config = EngineConfig {
+        max_batch: 64,
+        max_queue: 128,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(rt, config).unwrap();
     let params = SamplingParams {
         max_tokens: 64,
         ..Default::default()
     };
     let mut rates = Vec::new();
     for n in [1usize, 16, 64] {
+        let before = engine.stats();
         let t = Instant::now();
         let handles: Vec<_> = (0..n)
             .map(|i| {
@@ -881,8 +888,12 @@ fn engine_aggregate(dir: &Path) -> Value {
             .map(|h| h.wait(&mut |_| true).unwrap().output_ids.len())
             .sum();
         let secs = t.elapsed().as_secs_f64();
+        let after = engine.stats();
+        let steps = after.steps - before.steps;
         rates.push(
-            json!({"requests": n, "output_tokens": tokens, "tokens_per_s": tokens as f64 / secs}),
+            json!({"requests": n, "output_tokens": tokens, "tokens_per_s": tokens as f64 / secs,
+            "steps": steps, "rows": after.rows - before.rows,
+            "ms_per_step": secs * 1e3 / steps.max(1) as f64}),
         );
     }
     let v = json!({"model": dir.display().to_string(), "runs": rates,
