@@ -24,11 +24,12 @@
 #define GEMV_WARPS 4
 #define GEMV_ROWS 4
 #define GEMV_PAIR_ROWS 8  // rows from which gemv2_* (two outputs a warp) is used
+#define GEMV_QUAD_ROWS 16  // rows from which gemv4_* (four outputs a warp) is used
 
 // sums[q][s] = x[s] · w[q] for J weight rows w[q] and the nrows (≤ GEMV_ROWS) rows of x, on
-// every lane of the warp. Each x chunk is loaded once for the J weight rows (J = 2 halves the
-// L1 traffic of x, which at 16 rows exceeds the weights' 16-fold); each sum's own sequence of
-// fmaf is the same whatever J is, so J changes no bit of any result.
+// every lane of the warp. Each x chunk is loaded once for the J weight rows (J = 2 or 4 divide
+// the L1 traffic of x, which at 16 rows is 32 times the weights' bytes); each sum's own
+// sequence of fmaf is the same whatever J is, so J changes no bit of any result.
 template <typename T, int J>
 __device__ __forceinline__ void gemv_dots(const typename T::Storage* const w[J], const float* x, int k,
                                           int nrows, float sums[J][GEMV_ROWS]) {
@@ -45,24 +46,30 @@ __device__ __forceinline__ void gemv_dots(const typename T::Storage* const w[J],
     if (aligned) {
         const int chunks = k / 8;
         int c = lane;
+        // Four chunks an iteration, taken H at a time (H = 2 for four weight rows, to bound the
+        // registers); each accumulator still sees its chunks in the same order.
+        constexpr int H = J >= 4 ? 2 : 4;
         for (; c + 3 * WARP < chunks; c += 4 * WARP) {
-            float wv[J][4][8];
 #pragma unroll
-            for (int q = 0; q < J; q++)
+            for (int h = 0; h < 4; h += H) {
+                float wv[J][H][8];
 #pragma unroll
-                for (int u = 0; u < 4; u++) Weight<T>::load8(w[q] + 8 * (c + u * WARP), wv[q][u]);
+                for (int q = 0; q < J; q++)
 #pragma unroll
-            for (int s = 0; s < GEMV_ROWS; s++) {
-                if (s < nrows) {
+                    for (int u = 0; u < H; u++) Weight<T>::load8(w[q] + 8 * (c + (h + u) * WARP), wv[q][u]);
 #pragma unroll
-                    for (int u = 0; u < 4; u++) {
-                        float xv[8];
-                        Weight<F32>::load8(x + (long long)s * k + 8 * (c + u * WARP), xv);
+                for (int s = 0; s < GEMV_ROWS; s++) {
+                    if (s < nrows) {
 #pragma unroll
-                        for (int q = 0; q < J; q++)
+                        for (int u = 0; u < H; u++) {
+                            float xv[8];
+                            Weight<F32>::load8(x + (long long)s * k + 8 * (c + (h + u) * WARP), xv);
 #pragma unroll
-                            for (int e = 0; e < 8; e++)
-                                acc[q][s][u % 2] = fmaf(wv[q][u][e], xv[e], acc[q][s][u % 2]);
+                            for (int q = 0; q < J; q++)
+#pragma unroll
+                                for (int e = 0; e < 8; e++)
+                                    acc[q][s][(h + u) % 2] = fmaf(wv[q][u][e], xv[e], acc[q][s][(h + u) % 2]);
+                        }
                     }
                 }
             }
@@ -89,12 +96,12 @@ __device__ __forceinline__ void gemv_dots(const typename T::Storage* const w[J],
 #pragma unroll
             for (int q = 0; q < J; q++) wc[q] = Weight<T>::get(w[q], c);
 #pragma unroll
-            for (int s = 0; s < GEMV_ROWS; s++)
-                if (s < nrows) {
-                    const float xc = x[(long long)s * k + c];
+            for (int s = 0; s < GEMV_ROWS; s++) {
+                if (s >= nrows) break;  // x holds nrows rows
+                const float xc = x[(long long)s * k + c];
 #pragma unroll
-                    for (int q = 0; q < J; q++) acc[q][s][0] = fmaf(wc[q], xc, acc[q][s][0]);
-                }
+                for (int q = 0; q < J; q++) acc[q][s][0] = fmaf(wc[q], xc, acc[q][s][0]);
+            }
         }
     }
 #pragma unroll
@@ -172,8 +179,9 @@ GEMV_SWIGLU(F32, f32, float)
 GEMV_SWIGLU(BF16, bf16, u16)
 GEMV_SWIGLU(F16, f16, u16)
 
-// gemv_*: one output a warp; gemv2_*: two (for batches of GEMV_PAIR_ROWS rows or more, where
-// the loads of x, not of the weights, bound the kernel). Same bits either way.
+// gemv_*: one output a warp; gemv2_*: two (from GEMV_PAIR_ROWS rows), gemv4_*: four (from
+// GEMV_QUAD_ROWS rows), for batches where the loads of x, not of the weights, bound the
+// kernel. Same bits either way.
 #define GEMV_ENTRY(NAME, T, W, J)                                                                 \
     extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)                               \
         NAME(const W* W0, const W* W1, const W* W2, float* y0, float* y1, float* y2, int n0,      \
@@ -187,3 +195,6 @@ GEMV_ENTRY(gemv_f16, F16, u16, 1)
 GEMV_ENTRY(gemv2_f32, F32, float, 2)
 GEMV_ENTRY(gemv2_bf16, BF16, u16, 2)
 GEMV_ENTRY(gemv2_f16, F16, u16, 2)
+GEMV_ENTRY(gemv4_f32, F32, float, 4)
+GEMV_ENTRY(gemv4_bf16, BF16, u16, 4)
+GEMV_ENTRY(gemv4_f16, F16, u16, 4)

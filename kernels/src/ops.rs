@@ -681,10 +681,10 @@ impl Gpu {
         let n: Vec<usize> = ws.iter().map(|w| w.rows).collect();
         let per_warp = shapes::gemv_per_warp(rows);
         let g = shapes::gemv_grid(&n, rows, per_warp)?;
-        let f = self.function(if per_warp == 2 {
-            w0.dtype.pick(["gemv2_f32", "gemv2_bf16", "gemv2_f16"])
-        } else {
-            w0.dtype.pick(["gemv_f32", "gemv_bf16", "gemv_f16"])
+        let f = self.function(match per_warp {
+            4 => w0.dtype.pick(["gemv4_f32", "gemv4_bf16", "gemv4_f16"]),
+            2 => w0.dtype.pick(["gemv2_f32", "gemv2_bf16", "gemv2_f16"]),
+            _ => w0.dtype.pick(["gemv_f32", "gemv_bf16", "gemv_f16"]),
         })?;
         let k = w0.cols;
         let xs = x.slice(first * k..end * k);

@@ -11,6 +11,9 @@ pub const GEMV_ROWS: usize = 4;
 /// Rows of a GEMV launch from which each warp computes two outputs (`gemv2_*`,
 /// `GEMV_PAIR_ROWS` in gemv.cu): same bits, half the loads of the activations.
 pub const GEMV_PAIR_ROWS: usize = 8;
+/// Rows of a GEMV launch from which each warp computes four outputs (`gemv4_*`,
+/// `GEMV_QUAD_ROWS` in gemv.cu).
+pub const GEMV_QUAD_ROWS: usize = 16;
 /// Most weights one GEMV launch reads (Q, K and V).
 pub const GEMV_MAX_WEIGHTS: usize = 3;
 /// Threads of a norm block, one block per row (`NORM_THREADS` in norm.cu).
@@ -216,10 +219,12 @@ pub fn rope_grid(heads: Heads, rows: usize) -> (u32, u32) {
     (rows as u32, pairs.div_ceil(ROPE_THREADS).max(1) as u32)
 }
 
-/// Outputs a GEMV warp computes for a launch over `rows` rows: 2 (`gemv2_*`) from
-/// [`GEMV_PAIR_ROWS`] rows, else 1 (`gemv_*`).
+/// Outputs a GEMV warp computes for a launch over `rows` rows: 4 (`gemv4_*`) from
+/// [`GEMV_QUAD_ROWS`] rows, 2 (`gemv2_*`) from [`GEMV_PAIR_ROWS`], else 1 (`gemv_*`).
 pub fn gemv_per_warp(rows: usize) -> usize {
-    if rows >= GEMV_PAIR_ROWS {
+    if rows >= GEMV_QUAD_ROWS {
+        4
+    } else if rows >= GEMV_PAIR_ROWS {
         2
     } else {
         1
@@ -457,6 +462,7 @@ mod tests {
         assert_eq!(d("gemv.cu", "GEMV_WARPS"), GEMV_WARPS);
         assert_eq!(d("gemv.cu", "GEMV_ROWS"), GEMV_ROWS);
         assert_eq!(d("gemv.cu", "GEMV_PAIR_ROWS"), GEMV_PAIR_ROWS);
+        assert_eq!(d("gemv.cu", "GEMV_QUAD_ROWS"), GEMV_QUAD_ROWS);
         assert_eq!(d("rope.cu", "ROPE_THREADS"), ROPE_THREADS);
         assert_eq!(d("norm.cu", "NORM_THREADS"), NORM_THREADS);
         assert_eq!(d("gemm.cu", "GEMM_BM"), GEMM_TILE);
@@ -544,7 +550,8 @@ mod tests {
         // Two outputs a warp: half the blocks (each weight rounded up on its own).
         assert_eq!(gemv_grid(&[576, 192, 192], 9, 2).unwrap(), [3, 120, 1]);
         assert_eq!(gemv_grid(&[37], 8, 2).unwrap(), [2, 5, 1]);
-        assert_eq!((gemv_per_warp(7), gemv_per_warp(8)), (1, 2));
+        assert_eq!([7, 8, 15, 16].map(gemv_per_warp), [1, 2, 2, 4]);
+        assert_eq!(gemv_grid(&[37], 16, 4).unwrap(), [4, 3, 1]);
         // More blocks than one grid axis holds: y × z covers them.
         assert_eq!(gemv_grid(&[300_000], 1, 1).unwrap(), [1, 65_535, 2]);
         assert!(problem(gemv_grid(&[], 1, 1)).contains("0 weights"));

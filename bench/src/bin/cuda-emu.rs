@@ -612,7 +612,11 @@ impl Checks<'_> {
         }
         args.extend([Arg::Buf(f32s(x)), int(rows as i32), int(k as i32)]);
         let per_warp = gemv_per_warp(rows);
-        let kernel = if per_warp == 2 { "gemv2" } else { "gemv" };
+        let kernel = match per_warp {
+            4 => "gemv4",
+            2 => "gemv2",
+            _ => "gemv",
+        };
         let launched = gemv_grid(ns, rows, per_warp)
             .map_err(|e| e.to_string())
             .and_then(|g| {
@@ -1150,8 +1154,10 @@ impl Checks<'_> {
                 (2, 0, &[8, 4], 1032),
                 (5, 5, &[20], 35),
                 (70, 70, &[72], 48),
-                // Two outputs a warp (≥ 8 decode rows), odd widths: the last pair half empty.
-                (9, 0, &[37, 11, 5], 40),
+                // Two and four outputs a warp (≥ 8 and ≥ 16 decode rows), odd widths: the last
+                // pair or quad part empty; k = 1032 takes the 4-chunk loop and its tail.
+                (9, 0, &[37, 11, 5], 1032),
+                (17, 0, &[42, 9], 1032),
             ]
         } else {
             &[
@@ -1167,6 +1173,9 @@ impl Checks<'_> {
                 (130, 130, &[72], 96),
                 (19, 3, &[130, 70], 264),
                 (9, 0, &[37, 11, 5], 33),
+                (9, 0, &[37, 11, 5], 1032),
+                (17, 0, &[42, 9], 1032),
+                (21, 5, &[42], 2048),
             ]
         };
         for &(rows, prompt_rows, ns, k) in shapes {
