@@ -105,4 +105,13 @@ impl Report {
         );
         self.kernels.push(json!({"name": name, "max_abs_err": max_abs, "rel_err": rel, "tolerance": tol, "pass": pass}));
     }
+
+    /// Records a check that holds or not (a bitwise equality): prints one line and records it.
+    pub fn check(&mut self, name: String, pass: bool) {
+        if !pass {
+            self.failures += 1;
+        }
+        println!("{name:<58} {}", if pass { "ok" } else { "FAIL" });
+        self.kernels.push(json!({"name": name, "pass": pass}));
+    }
 }

@@ -575,14 +575,8 @@ impl Checks<'_> {
         }
         if rows - gemm_rows > 1 {
             let name = format!("{} {label} last row alone, bitwise", self.label);
-            let pass = alone.is_some() && alone == in_group;
-            println!("{name:<58} {}", if pass { "ok" } else { "FAIL" });
-            if !pass {
-                self.report.failures += 1;
-            }
             self.report
-                .kernels
-                .push(serde_json::json!({"name": name, "pass": pass}));
+                .check(name, alone.is_some() && alone == in_group);
         }
     }
 
@@ -796,14 +790,8 @@ impl Checks<'_> {
         };
         let label = format!("gemv_swiglu {dtype:?} rows={rows} n={n} k={k}");
         let name = format!("{} {label} = GEMV + swiglu, bitwise", self.label);
-        let pass = matches!((&fused, &unfused), (Ok(f), Ok(u)) if f == u);
-        println!("{name:<58} {}", if pass { "ok" } else { "FAIL" });
-        if !pass {
-            self.report.failures += 1;
-        }
         self.report
-            .kernels
-            .push(serde_json::json!({"name": name, "pass": pass}));
+            .check(name, matches!((&fused, &unfused), (Ok(f), Ok(u)) if f == u));
         self.compare(label, fused.map(|b| to_f32(&b)), &want, 1e-5);
     }
 
