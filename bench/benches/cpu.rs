@@ -5,7 +5,8 @@
 //! ci/fetch-model models/smollm2-135m-bf16 --dtype bf16
 //! RAYON_NUM_THREADS=2 cargo bench -p cocoon-bench --bench cpu
 //! ```
-//! `decode/*` times one token step at positions 64 and beyond; `prefill/*` one 64-token prompt;
+//! `decode/*` times one token step at positions 64 and beyond; `prefill/*` one 64-token prompt
+//! (`cocoon` with f32 products, `cocoon-bf16` with BF16 products: `--backend cpu:avx512bf16`);
 //! `matmul/*` one CPU matmul of SmolLM2's shapes (BF16) in each register blocking, with
 //! throughput in multiply-adds.
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function
@@ -16,11 +17,17 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::llama as candle_llama;
 use cocoon_bench::model_dir;
+use cocoon_runtime::backend::cpu::{CpuBackend, Products};
 use cocoon_runtime::model::llama::Logits;
+use cocoon_runtime::model::CheckedModel;
 use cocoon_runtime::{PinnedModel, Runtime};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const THREADS: usize = 2;
+
+// As the `cocoon` binary (cli/src/main.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const PROMPT: usize = 64;
 
 fn prompt() -> Vec<u32> {
@@ -47,6 +54,11 @@ fn bench(c: &mut Criterion) {
         return;
     };
     let rt = Runtime::open_cpu(&dir, &pinned.pin(), THREADS, None).unwrap();
+    let bf16_cpu = CpuBackend::new(THREADS)
+        .unwrap()
+        .with_products(Products::Bf16);
+    let checked = CheckedModel::open(&dir, &pinned.pin(), None).unwrap();
+    let rt_bf16 = Runtime::new(checked, bf16_cpu).unwrap();
     drop(pinned);
     let model = rt.model();
     let (candle, cfg) = candle_model(&dir);
@@ -61,19 +73,21 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10)
         .measurement_time(Duration::from_secs(8))
         .throughput(Throughput::Elements(1));
-    g.bench_function("cocoon", |b| {
-        b.iter_custom(|iters| {
-            let mut s = model.session().unwrap();
-            model.forward(&mut s, &ids, Logits::Last).unwrap();
-            let t = Instant::now();
-            for i in 0..iters {
-                model
-                    .forward(&mut s, &[(i % 1000) as u32 + 200], Logits::Last)
-                    .unwrap();
-            }
-            t.elapsed()
-        })
-    });
+    for (name, model) in [("cocoon", model), ("cocoon-bf16", rt_bf16.model())] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut s = model.session().unwrap();
+                model.forward(&mut s, &ids, Logits::Last).unwrap();
+                let t = Instant::now();
+                for i in 0..iters {
+                    model
+                        .forward(&mut s, &[(i % 1000) as u32 + 200], Logits::Last)
+                        .unwrap();
+                }
+                t.elapsed()
+            })
+        });
+    }
     g.bench_function("candle", |b| {
         b.iter_custom(|iters| {
             let mut cache =
@@ -100,12 +114,14 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10)
         .measurement_time(Duration::from_secs(8))
         .throughput(Throughput::Elements(PROMPT as u64));
-    g.bench_function("cocoon", |b| {
-        b.iter(|| {
-            let mut s = model.session().unwrap();
-            model.forward(&mut s, &ids, Logits::Last).unwrap()
-        })
-    });
+    for (name, model) in [("cocoon", model), ("cocoon-bf16", rt_bf16.model())] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut s = model.session().unwrap();
+                model.forward(&mut s, &ids, Logits::Last).unwrap()
+            })
+        });
+    }
     g.bench_function("candle", |b| {
         b.iter(|| {
             let mut cache =
@@ -133,9 +149,9 @@ fn bench(c: &mut Criterion) {
 
 /// The CPU backend's matmul alone: SmolLM2's MLP up projection (1536 × 576, BF16, held in
 /// cache) times 1, 4, 16 and 64 rows of activations, and its output projection (49,152 × 576,
-/// 56 MB, streamed from memory) times 16 rows.
+/// 56 MB, streamed from memory) times 16 rows; with f32 products in both register blockings,
+/// and with BF16 products (`cpu:avx512bf16`).
 fn matmul(c: &mut Criterion) {
-    use cocoon_runtime::backend::cpu::CpuBackend;
     use cocoon_runtime::backend::dot::Blocking;
     use cocoon_runtime::backend::{Backend, HostTensor};
     use cocoon_runtime::model::weights::DType as Stored;
@@ -157,11 +173,19 @@ fn matmul(c: &mut Criterion) {
             shape: &[n, k],
             bytes: &bytes,
         };
-        for blocking in [Blocking::Narrow, Blocking::Wide] {
-            let cpu = CpuBackend::new(THREADS).unwrap().with_blocking(blocking);
+        let kinds = [
+            ("Narrow", Blocking::Narrow, Products::F32),
+            ("Wide", Blocking::Wide, Products::F32),
+            ("Bf16", Blocking::Wide, Products::Bf16),
+        ];
+        for (kind, blocking, products) in kinds {
+            let cpu = CpuBackend::new(THREADS)
+                .unwrap()
+                .with_blocking(blocking)
+                .with_products(products);
             let w = cpu.upload(tensor).unwrap();
             for &rows in row_counts {
-                if rows == 1 && blocking == Blocking::Wide {
+                if rows == 1 && kind == "Wide" {
                     continue; // one row is a plain dot product per weight row either way
                 }
                 let x: Vec<f32> = (0..rows * k)
@@ -169,7 +193,7 @@ fn matmul(c: &mut Criterion) {
                     .collect();
                 let mut out = vec![0f32; rows * n];
                 g.throughput(Throughput::Elements((rows * n * k) as u64));
-                g.bench_function(format!("{name}/{blocking:?}/rows{rows}"), |b| {
+                g.bench_function(format!("{name}/{kind}/rows{rows}"), |b| {
                     b.iter(|| cpu.matmul(&x, &w, rows, 0, &mut out).unwrap())
                 });
             }

@@ -37,6 +37,10 @@ pub enum BackendArg {
     Auto,
     /// The CPU backend.
     Cpu,
+    /// The CPU backend with BF16 products (AVX512-BF16; emulated elsewhere): faster on BF16
+    /// weights, other bits than `cpu`; receipts say `cpu:avx512bf16`.
+    #[value(name = "cpu:avx512bf16")]
+    CpuAvx512Bf16,
     /// The CUDA backend.
     Cuda,
 }
@@ -241,6 +245,7 @@ pub fn open_model(model: &ModelArgs, backend: &BackendArgs, quiet: bool) -> Resu
     let choice = match backend.backend {
         BackendArg::Auto => BackendChoice::Auto,
         BackendArg::Cpu => BackendChoice::Cpu,
+        BackendArg::CpuAvx512Bf16 => BackendChoice::CpuBf16,
         BackendArg::Cuda => BackendChoice::Cuda,
     };
     let bar = progress::Bytes::new("loading", quiet);

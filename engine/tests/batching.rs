@@ -10,11 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cocoon_engine::{Engine, EngineConfig, Event, Request, SubmitError};
+use cocoon_runtime::backend::cpu::{CpuBackend, Products};
+use cocoon_runtime::backend::Backend;
 use cocoon_runtime::backend::{blocks_for, Batch, Logits, RowKind, KV_BLOCK};
 use cocoon_runtime::generate::Finish;
 use cocoon_runtime::model::llama::{Logits as SessionLogits, Output, Workspace};
+use cocoon_runtime::model::CheckedModel;
 use cocoon_runtime::{PinnedModel, Runtime, SamplingParams};
-use cocoon_tests::Rng;
+use cocoon_tests::{write_tiny_model, Rng, TinySpec};
 
 fn dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,6 +29,23 @@ fn open(name: &str) -> Runtime {
     let d = dir(name);
     let pin = PinnedModel::read(&d, None).unwrap().pin();
     Runtime::open_cpu(&d, &pin, 2, None).unwrap()
+}
+
+/// A tiny BF16 model on the CPU with BF16 products (`cpu:avx512bf16`): widths of 48 and 80, so
+/// that dot products have a tail past their last 32-value chunk.
+fn open_bf16_products(dir: &Path) -> Runtime {
+    let spec = TinySpec {
+        hidden: 48,
+        intermediate: 80,
+        dtype: "BF16",
+        seed: 4,
+        ..TinySpec::default()
+    };
+    write_tiny_model(dir, &spec);
+    let pin = PinnedModel::read(dir, None).unwrap().pin();
+    let checked = CheckedModel::open(dir, &pin, None).unwrap();
+    let cpu = CpuBackend::new(2).unwrap().with_products(Products::Bf16);
+    Runtime::new(checked, cpu).unwrap()
 }
 
 /// Prompts of different lengths (byte tokens after BOS 256).
@@ -53,9 +73,20 @@ fn params(i: usize) -> SamplingParams {
 
 #[test]
 fn logits_of_a_row_do_not_depend_on_its_batch() {
+    logits_do_not_depend_on_the_batch(&open("tiny-gqa"));
+}
+
+#[test]
+fn with_bf16_products_logits_of_a_row_do_not_depend_on_its_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = open_bf16_products(tmp.path());
+    assert_eq!(rt.model().backend().name(), "cpu:avx512bf16");
+    logits_do_not_depend_on_the_batch(&rt);
+}
+
+fn logits_do_not_depend_on_the_batch(rt: &Runtime) {
     // Each sequence alone (a session, one chunk per step) against all of them mixed in passes
     // of varying composition, order and chunking: the logits are equal bit for bit.
-    let rt = open("tiny-gqa");
     let m = rt.model();
     let seqs = prompts(6, 3);
     let vocab = m.config.vocab_size;

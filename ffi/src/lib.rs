@@ -197,7 +197,7 @@ pub unsafe extern "C" fn cocoon_pin(
 
 /// Opens the model directory `dir`, verifying every file against `pin_hex`. `options_json`
 /// (NULL for defaults): `backend` ("auto" (default: CUDA when a driver and the device are
-/// usable, else the CPU) | "cpu" | "cuda"), `device` (CUDA ordinal), `threads` (0: all cores), `attest`
+/// usable, else the CPU) | "cpu" | "cpu:avx512bf16" | "cuda"), `device` (CUDA ordinal), `threads` (0: all cores), `attest`
 /// ("auto" (default: TDX or SNP, an error without a TEE) | "tdx" | "snp" | "dev" (insecure
 /// stand-in) | "none"), `attest_key` (bool: bind receipts through an attested key). On success
 /// `*out` is a handle to free with cocoon_model_free.

@@ -9,10 +9,14 @@
 //! shapes ([`shapes`]) before the `unsafe` launch. [`graph`] records a decode step once in a
 //! CUDA graph and replays it for the following tokens.
 //!
+//! [`avx512bf16`] is the one CPU kernel here: the BF16 dot-product instruction, launched after
+//! the CPU is checked for it, as the GPU's kernels are after their shapes.
+//!
 //! cudarc loads the driver and NVRTC libraries at run time (dynamic loading), so the same
 //! binary runs on machines without a GPU; [`gpu::Gpu::open`] then fails with
 //! [`Error::NoDriver`] instead of crashing. This crate knows nothing of models.
 
+pub mod avx512bf16;
 pub mod cache;
 pub mod error;
 pub mod gpu;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::backend::cpu::CpuBackend;
+use crate::backend::cpu::{CpuBackend, Products};
 use crate::backend::cuda::CudaBackend;
 use crate::error::Result;
 use crate::model::CheckedModel;
@@ -18,6 +18,10 @@ pub enum BackendChoice {
     Auto,
     /// The CPU backend.
     Cpu,
+    /// The CPU backend with BF16 products (`cpu:avx512bf16`, [`Products::Bf16`]): faster on
+    /// BF16 weights where the CPU has AVX512-BF16, other bits than `cpu`; emulated (slowly)
+    /// elsewhere, to replay its receipts.
+    CpuBf16,
     /// The CUDA backend; an error where it cannot run.
     Cuda,
 }
@@ -29,8 +33,11 @@ impl std::str::FromStr for BackendChoice {
         match s {
             "auto" => Ok(BackendChoice::Auto),
             "cpu" => Ok(BackendChoice::Cpu),
+            "cpu:avx512bf16" => Ok(BackendChoice::CpuBf16),
             "cuda" => Ok(BackendChoice::Cuda),
-            other => Err(format!("{other:?} is not auto, cpu or cuda")),
+            other => Err(format!(
+                "{other:?} is not auto, cpu, cpu:avx512bf16 or cuda"
+            )),
         }
     }
 }
@@ -70,7 +77,7 @@ impl Opened {
         progress: Option<ProgressFn<'_>>,
     ) -> Result<Opened> {
         let cuda = match choice {
-            BackendChoice::Cpu => None,
+            BackendChoice::Cpu | BackendChoice::CpuBf16 => None,
             BackendChoice::Cuda => Some(CudaBackend::new(device)?),
             BackendChoice::Auto if cocoon_kernels::gpu::driver_present() => {
                 match CudaBackend::new(device) {
@@ -86,7 +93,14 @@ impl Opened {
         let checked = CheckedModel::open(dir, pin, progress)?;
         Ok(match cuda {
             Some(b) => Opened::Cuda(Runtime::new(checked, b)?),
-            None => Opened::Cpu(Runtime::new(checked, CpuBackend::new(threads)?)?),
+            None => {
+                let products = match choice {
+                    BackendChoice::CpuBf16 => Products::Bf16,
+                    _ => Products::F32,
+                };
+                let cpu = CpuBackend::new(threads)?.with_products(products);
+                Opened::Cpu(Runtime::new(checked, cpu)?)
+            }
         })
     }
 }

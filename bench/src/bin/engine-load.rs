@@ -6,14 +6,21 @@
 //! positions held in taken blocks per position needed over that span. Then the time to first
 //! token of requests arriving one at a time while 15 others decode, against a prompt's
 //! prefill alone. `COCOON_LOAD_CONCURRENCY=16,64` runs only
-//! those concurrencies (for profiling one).
+//! those concurrencies (for profiling one); `COCOON_LOAD_BACKEND=cpu:avx512bf16` multiplies
+//! with BF16 products (default `cpu`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use cocoon_engine::{Engine, EngineConfig, Event, Request};
-use cocoon_runtime::backend::KV_BLOCK;
+use cocoon_runtime::backend::cpu::{CpuBackend, Products};
+use cocoon_runtime::backend::{Backend, KV_BLOCK};
+use cocoon_runtime::model::CheckedModel;
 use cocoon_runtime::{PinnedModel, Runtime, SamplingParams};
+
+// As the `cocoon` binary (cli/src/main.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -25,9 +32,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() {
     let (dir, threads) = cocoon_bench::model_and_threads();
+    let products = match std::env::var("COCOON_LOAD_BACKEND").as_deref() {
+        Ok("cpu:avx512bf16") => Products::Bf16,
+        Ok("cpu") | Err(_) => Products::F32,
+        Ok(other) => panic!("COCOON_LOAD_BACKEND={other}: cpu or cpu:avx512bf16"),
+    };
     let open = || {
         let pin = PinnedModel::read(&dir, None).expect("model").pin();
-        Runtime::open_cpu(&dir, &pin, threads, None).expect("open")
+        let checked = CheckedModel::open(&dir, &pin, None).expect("open");
+        let cpu = CpuBackend::new(threads).expect("threads");
+        Runtime::new(checked, cpu.with_products(products)).expect("open")
     };
     let params = SamplingParams {
         max_tokens: 64,
@@ -50,7 +64,7 @@ fn main() {
     let prefill_alone_ms = g.prefill_us as f64 / 1e3;
     println!(
         "{}",
-        serde_json::json!({"path": "Runtime::generate", "threads": threads, "decode_tokens_per_s": single_tps, "prefill_ms": prefill_alone_ms, "prompt_tokens": g.input_ids.len()})
+        serde_json::json!({"path": "Runtime::generate", "backend": single.model().backend().name(), "threads": threads, "decode_tokens_per_s": single_tps, "prefill_ms": prefill_alone_ms, "prompt_tokens": g.input_ids.len()})
     );
     let only: Option<Vec<usize>> = std::env::var("COCOON_LOAD_CONCURRENCY").ok().map(|v| {
         v.split(',')

@@ -7,6 +7,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use super::bf16_products;
 use super::dot::{
     bf16_to_f32, dot, rows_dot_bf16, rows_dot_f16, rows_dot_f32, weight_rows_times, Blocking,
     PackedRows,
@@ -57,6 +58,14 @@ impl CpuWeight {
             Data::F32(d) => rows_dot_f32(x, &d[span], out),
             Data::BF16(d) => rows_dot_bf16(x, &d[span], out),
             Data::F16(d) => rows_dot_f16(x, &d[span], out),
+        }
+    }
+
+    /// [`Self::rows_dot`] with BF16 products: `x` already rounded to BF16, the weight BF16.
+    fn rows_dot_bf16_products(&self, first: usize, x: &[u16], out: &mut [f32]) {
+        if let Data::BF16(d) = &self.data {
+            let span = first * self.cols..(first + out.len()) * self.cols;
+            bf16_products::rows_dot(x, &d[span], out);
         }
     }
 
@@ -132,11 +141,25 @@ impl CpuPool {
     }
 }
 
+/// How the CPU backend multiplies activations with BF16 weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Products {
+    /// f32 activations times the weights widened to f32 ([`super::dot`]): the same bits on every
+    /// x86-64 CPU; the receipt's `backend` is `cpu`.
+    F32,
+    /// Activations rounded to BF16 and multiplied by AVX512-BF16's `vdpbf16ps`
+    /// ([`super::bf16_products`], emulated where the CPU lacks it): about twice the arithmetic
+    /// rate, other bits; the receipt's `backend` is `cpu:avx512bf16`. F32 and F16 weights are
+    /// multiplied as with [`Products::F32`].
+    Bf16,
+}
+
 /// The CPU backend, with its own thread pool.
 #[derive(Debug)]
 pub struct CpuBackend {
     pool: rayon::ThreadPool,
     blocking: Blocking,
+    products: Products,
 }
 
 impl CpuBackend {
@@ -150,7 +173,25 @@ impl CpuBackend {
         Ok(CpuBackend {
             pool,
             blocking: Blocking::detect(),
+            products: Products::F32,
         })
+    }
+
+    /// The same backend multiplying as `products` says. [`Products::Bf16`] on a CPU without
+    /// AVX512-BF16 is emulated: the same bits, many times slower (for replaying a receipt made
+    /// with it, not for serving).
+    pub fn with_products(self, products: Products) -> Self {
+        if products == Products::Bf16 && !bf16_products::hardware() {
+            tracing::warn!(
+                "this CPU has no AVX512-BF16: its products are emulated (same bits, much slower)"
+            );
+        }
+        CpuBackend { products, ..self }
+    }
+
+    /// How this backend multiplies.
+    pub fn products(&self) -> Products {
+        self.products
     }
 
     /// The same backend with multi-row matmuls blocked as given instead of as detected (for
@@ -163,6 +204,72 @@ impl CpuBackend {
     pub fn threads(&self) -> usize {
         self.pool.current_num_threads()
     }
+}
+
+impl CpuBackend {
+    /// [`Backend::matmul_shared`] with [`Products::Bf16`], every weight BF16: the rows rounded
+    /// to BF16 once, then the same split of the work as with f32 products.
+    fn matmul_bf16_products(
+        &self,
+        x: &[f32],
+        ws: &[&CpuWeight],
+        rows: usize,
+        outs: &mut [&mut Vec<f32>],
+    ) -> Result<()> {
+        let k = ws[0].cols;
+        let xb = bf16_products::round_all(x);
+        if rows == 1 {
+            let mut tasks: Vec<(&CpuWeight, usize, &mut [f32])> = Vec::new();
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                let chunks = out[..w.rows].chunks_mut(64).enumerate();
+                tasks.extend(chunks.map(|(c, o)| (*w, c * 64, o)));
+            }
+            self.pool.install(|| {
+                tasks
+                    .into_par_iter()
+                    .for_each(|(w, first, o)| w.rows_dot_bf16_products(first, &xb, o))
+            });
+            return Ok(());
+        }
+        let mut transposed: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; w.rows * rows]).collect();
+        self.pool.install(|| {
+            let mut blocks: Vec<(&[u16], usize, &mut [f32])> = Vec::new();
+            for (w, t) in ws.iter().zip(transposed.iter_mut()) {
+                if let Data::BF16(d) = &w.data {
+                    let chunks = t.chunks_mut(rows * 16).enumerate();
+                    blocks.extend(chunks.map(|(c, b)| (&d[..], c * 16, b)));
+                }
+            }
+            blocks.into_par_iter().for_each(|(d, first, block)| {
+                bf16_products::rows_times(&xb, rows, k, d, first, block)
+            });
+            put_back(&transposed, ws, rows, outs);
+        });
+        Ok(())
+    }
+}
+
+/// Matmul results computed transposed (`[n, rows]` a weight) put back in `[rows, n]` order, 16
+/// rows a task: each weight row's 16 values are one contiguous read, and each output row is
+/// written in order. Runs on the calling pool.
+fn put_back(transposed: &[Vec<f32>], ws: &[&CpuWeight], rows: usize, outs: &mut [&mut Vec<f32>]) {
+    let mut back: Vec<(&[f32], usize, usize, &mut [f32])> = Vec::new();
+    for ((w, t), out) in ws.iter().zip(transposed).zip(outs.iter_mut()) {
+        let n = w.rows;
+        if n == 0 {
+            continue;
+        }
+        let chunks = out[..rows * n].chunks_mut(16 * n).enumerate();
+        back.extend(chunks.map(|(b, o)| (&t[..], n, b * 16, o)));
+    }
+    back.into_par_iter().for_each(|(t, n, r0, rows_out)| {
+        let count = rows_out.len() / n;
+        for (j, col) in t.chunks_exact(rows).enumerate() {
+            for (i, v) in col[r0..r0 + count].iter().enumerate() {
+                rows_out[i * n + j] = *v;
+            }
+        }
+    });
 }
 
 fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
@@ -180,7 +287,10 @@ impl Backend for CpuBackend {
     type Pool = CpuPool;
 
     fn name(&self) -> String {
-        "cpu".into()
+        match self.products {
+            Products::F32 => "cpu".into(),
+            Products::Bf16 => "cpu:avx512bf16".into(),
+        }
     }
 
     fn upload(&self, t: HostTensor<'_>) -> Result<CpuWeight> {
@@ -366,6 +476,11 @@ impl Backend for CpuBackend {
             return Ok(());
         }
         let x = &x[..rows * k];
+        let bf16 =
+            self.products == Products::Bf16 && ws.iter().all(|w| matches!(w.data, Data::BF16(_)));
+        if bf16 {
+            return self.matmul_bf16_products(x, ws, rows, outs);
+        }
         if rows == 1 {
             let mut tasks: Vec<(&CpuWeight, usize, &mut [f32])> = Vec::new();
             for (w, out) in ws.iter().zip(outs.iter_mut()) {
@@ -393,25 +508,7 @@ impl Backend for CpuBackend {
             blocks.into_par_iter().for_each(|(w, first, block)| {
                 weight_rows_times(&packed, first, &|j, buf| w.row_into(j, buf), block)
             });
-            // Back to `[rows, n]`, 16 rows a task: each weight row's 16 values are one
-            // contiguous read, and each output row is written in order.
-            let mut back: Vec<(&[f32], usize, usize, &mut [f32])> = Vec::new();
-            for ((w, t), out) in ws.iter().zip(&transposed).zip(outs.iter_mut()) {
-                let n = w.rows;
-                if n == 0 {
-                    continue;
-                }
-                let chunks = out[..rows * n].chunks_mut(16 * n).enumerate();
-                back.extend(chunks.map(|(b, o)| (&t[..], n, b * 16, o)));
-            }
-            back.into_par_iter().for_each(|(t, n, r0, rows_out)| {
-                let count = rows_out.len() / n;
-                for (j, col) in t.chunks_exact(rows).enumerate() {
-                    for (i, v) in col[r0..r0 + count].iter().enumerate() {
-                        rows_out[i * n + j] = *v;
-                    }
-                }
-            });
+            put_back(&transposed, ws, rows, outs);
         });
         Ok(())
     }
@@ -623,6 +720,13 @@ mod tests {
         }
     }
 
+    #[test]
+    fn with_bf16_products_matmul_rows_match_gemv() {
+        let be = CpuBackend::new(2).unwrap().with_products(Products::Bf16);
+        assert_eq!(be.name(), "cpu:avx512bf16");
+        matmul_rows_match_gemv_with(be);
+    }
+
     fn matmul_rows_match_gemv_with(be: CpuBackend) {
         for (n, k, rows) in [
             (37, 20, 3),
@@ -660,7 +764,12 @@ mod tests {
                     &one[..],
                     "{n}×{k}, row {r} of {rows}"
                 );
-                let naive: f32 = (0..k).map(|c| x[r * k + c] * wv[c]).sum();
+                // With BF16 products, the activations are rounded to BF16 first.
+                let xr = |c: usize| match be.products() {
+                    Products::F32 => x[r * k + c],
+                    Products::Bf16 => bf16_to_f32(bf16_products::round(x[r * k + c])),
+                };
+                let naive: f32 = (0..k).map(|c| xr(c) * wv[c]).sum();
                 assert!((one[0] - naive).abs() < 1e-4, "{} vs {naive}", one[0]);
             }
         }

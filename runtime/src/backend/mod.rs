@@ -8,6 +8,7 @@
 //! depend on which other rows share its pass.
 
 pub mod batch;
+pub mod bf16_products;
 pub mod cpu;
 pub mod cuda;
 pub mod dot;
