@@ -12,6 +12,7 @@ use serde_json::Value;
 use cocoon_attest::input::{read_bounded, MAX_RECEIPT_BYTES};
 use cocoon_engine::replay::{receipt_params, ReplayMode};
 use cocoon_engine::replay_job::{receipt_time, replay_job, Answer, ReplayJob};
+use cocoon_runtime::backend::Backend;
 use cocoon_runtime::clock::UtcTime;
 use cocoon_runtime::verify::parse_receipt;
 use cocoon_runtime::{with_runtime, SamplingParams};
@@ -124,6 +125,18 @@ pub fn run(args: &ReplayArgs, quiet: bool, out: &mut impl Write) -> Result<ExitC
         params: &params,
         when,
     };
+    let here = with_runtime!(&opened, |rt| rt.model().backend().name());
+    if let Some(r) = receipt.as_ref().filter(|_| args.mode == ReplayMode::Exact) {
+        let made = &r.body.backend;
+        // Another GPU model is expected to differ anyway (that is what tolerant is for); two
+        // CPU kinds differ in their bits by design (docs/design.md §16).
+        if made != &here && made.starts_with("cpu") && here.starts_with("cpu") {
+            tracing::warn!(
+                "the receipt was made on backend {made}, this replay runs on {here}: exact \
+                 replay needs --backend {made} (or --mode tolerant)"
+            );
+        }
+    }
     let mut report = with_runtime!(opened, |rt| replay_job(&rt, &job))?;
     if !reasons.is_empty() {
         report.reasons.splice(0..0, reasons);

@@ -97,27 +97,38 @@ fn bf16_products_are_named_in_the_receipt_and_replay_exactly() {
     std::fs::write(&answer, &run.stdout).unwrap();
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
     assert_eq!(r["body"]["backend"], "cpu:avx512bf16", "{r}");
-    let replay = cocoon([
-        "replay",
-        "--model",
-        m,
-        "--pin",
-        &pin,
-        "--prompt",
-        "Hi there",
-        "--output-ids",
-        answer.to_str().unwrap(),
-        "--receipt",
-        receipt.to_str().unwrap(),
-        "--mode",
-        "exact",
-        "--json",
-        "--backend",
-        "cpu:avx512bf16",
-    ]);
-    assert_eq!(replay.code, 0, "{replay:?}");
-    let v: serde_json::Value = serde_json::from_str(&replay.stdout).unwrap();
+    let replay = |backend: &str| {
+        cocoon([
+            "replay",
+            "--model",
+            m,
+            "--pin",
+            &pin,
+            "--prompt",
+            "Hi there",
+            "--output-ids",
+            answer.to_str().unwrap(),
+            "--receipt",
+            receipt.to_str().unwrap(),
+            "--mode",
+            "exact",
+            "--json",
+            "--backend",
+            backend,
+        ])
+    };
+    let same = replay("cpu:avx512bf16");
+    assert_eq!(same.code, 0, "{same:?}");
+    let v: serde_json::Value = serde_json::from_str(&same.stdout).unwrap();
     assert_eq!(v["verdict"], "consistent", "{v}");
+    // On the other CPU kind, the replay says which kind the receipt needs.
+    let other = replay("cpu");
+    assert!(
+        other
+            .stderr
+            .contains("exact replay needs --backend cpu:avx512bf16"),
+        "{other:?}"
+    );
 
     let logits = |backend: &str| -> Vec<f32> {
         let run = cocoon([
