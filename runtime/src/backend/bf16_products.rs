@@ -110,17 +110,49 @@ fn one(x: &[u16], w: &[u16]) -> f32 {
     sum + tail(x, w)
 }
 
-/// Weight rows `first..first + out.len() / rows` of `w` (rows of `k`) times every row of `x`
-/// (`rows` rows of `k`, rounded to BF16), into `out` transposed: `out[j * rows + r]` is
-/// `x_r · w_{first + j}`, bit for bit [`rows_dot`]'s value for the pair.
-pub fn rows_times(x: &[u16], rows: usize, k: usize, w: &[u16], first: usize, out: &mut [f32]) {
+/// Weight rows `first..first + m` of `w` (rows of `k`) times every row of `x` (`dst.len()` rows
+/// of `k`, rounded to BF16): `dst[r][j]` is `x_r · w_{first + j}` (`m` is `dst[0].len()`), bit
+/// for bit [`rows_dot`]'s value for the pair. Each `dst[r]` is a piece of output row `r`, so
+/// the results land in place.
+pub fn rows_times(x: &[u16], k: usize, w: &[u16], first: usize, dst: &mut [&mut [f32]]) {
+    let (rows, m) = (dst.len(), dst.first().map_or(0, |d| d.len()));
+    rows_times_into(x, rows, k, w, first, m, &mut |r, j, sum| dst[r][j] = sum);
+}
+
+/// [`rows_times`] into `out` transposed: `out[j * rows + r]` is `x_r · w_{first + j}` for
+/// `out.len() / rows` weight rows. Faster where the results stay in cache (a task's block is
+/// contiguous), slower where they do not (they must be put back in row order).
+pub fn rows_times_transposed(
+    x: &[u16],
+    rows: usize,
+    k: usize,
+    w: &[u16],
+    first: usize,
+    out: &mut [f32],
+) {
+    let m = out.len().checked_div(rows).unwrap_or(0);
+    rows_times_into(x, rows, k, w, first, m, &mut |r, j, sum| {
+        out[j * rows + r] = sum
+    });
+}
+
+/// The products of [`rows_times`], each given to `store(r, j, sum)`.
+#[inline(always)]
+fn rows_times_into(
+    x: &[u16],
+    rows: usize,
+    k: usize,
+    w: &[u16],
+    first: usize,
+    m: usize,
+    store: &mut impl FnMut(usize, usize, f32),
+) {
     if rows == 0 {
         return;
     }
     if k == 0 {
-        return out.fill(0.0);
+        return (0..rows).for_each(|r| (0..m).for_each(|j| store(r, j, 0.0)));
     }
-    let m = out.len() / rows;
     let mut j = 0;
     while j < m {
         let c = BLOCK_COLS.min(m - j);
@@ -134,7 +166,7 @@ pub fn rows_times(x: &[u16], rows: usize, k: usize, w: &[u16], first: usize, out
                 } else {
                     sum + tail(&xs[rr * k..(rr + 1) * k], &ws[cc * k..(cc + 1) * k])
                 };
-                out[(j + cc) * rows + g + rr] = sum;
+                store(g + rr, j + cc, sum);
             };
             let done = c == BLOCK_COLS
                 && match r {
@@ -354,13 +386,14 @@ mod tests {
             let x = values(rows * k, 7);
             let w = values(n * k, 8);
             let mut t = vec![0f32; rows * n];
-            rows_times(&x, rows, k, &w, 0, &mut t);
+            let mut dst: Vec<&mut [f32]> = t.chunks_mut(n).collect();
+            rows_times(&x, k, &w, 0, &mut dst);
             for r in 0..rows {
                 let mut alone = vec![0f32; n];
                 rows_dot(&x[r * k..(r + 1) * k], &w, &mut alone);
                 for j in 0..n {
                     assert_eq!(
-                        t[j * rows + r].to_bits(),
+                        t[r * n + j].to_bits(),
                         alone[j].to_bits(),
                         "rows {rows}, n {n}, k {k}: row {r}, weight row {j}"
                     );
@@ -370,11 +403,25 @@ mod tests {
                     assert_eq!(alone[j].to_bits(), (sum + tail(xr, wr)).to_bits());
                 }
             }
+            // Transposed, the same values.
+            let mut tr = vec![0f32; rows * n];
+            rows_times_transposed(&x, rows, k, &w, 0, &mut tr);
+            for r in 0..rows {
+                for j in 0..n {
+                    assert_eq!(tr[j * rows + r].to_bits(), t[r * n + j].to_bits());
+                }
+            }
             // A later window of weight rows.
             if n > 2 {
                 let mut part = vec![0f32; rows * (n - 2)];
-                rows_times(&x, rows, k, &w, 2, &mut part);
-                assert_eq!(part[..], t[2 * rows..]);
+                let mut dst: Vec<&mut [f32]> = part.chunks_mut(n - 2).collect();
+                rows_times(&x, k, &w, 2, &mut dst);
+                for r in 0..rows {
+                    assert_eq!(
+                        part[r * (n - 2)..(r + 1) * (n - 2)],
+                        t[r * n + 2..(r + 1) * n]
+                    );
+                }
             }
         }
     }
