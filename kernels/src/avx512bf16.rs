@@ -65,7 +65,7 @@ pub fn block<const R: usize, const C: usize>(
 mod x86 {
     use std::arch::x86_64::{
         __m512, __m512bh, _mm512_add_ps, _mm512_cvtss_f32, _mm512_dpbf16_ps, _mm512_permute_ps,
-        _mm512_setzero_ps, _mm512_shuffle_f32x4,
+        _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm_prefetch, _MM_HINT_T0,
     };
 
     use super::CHUNK;
@@ -94,7 +94,13 @@ mod x86 {
         let xc = chunks(x, 0, k);
         let wc: [&[[u16; CHUNK]]; C] = std::array::from_fn(|c| chunks(w, c, k));
         let mut acc: [__m512; C] = [_mm512_setzero_ps(); C];
+        let ahead = w.as_ptr().wrapping_add(C * k);
         for (i, xv) in xc.iter().enumerate() {
+            for c in 0..C {
+                // The same chunk of the next group's rows (past `w` for the last group: a
+                // prefetch of any address is harmless).
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(c * k + i * CHUNK) as *const i8);
+            }
             let xb: __m512bh = bytemuck::cast(*xv);
             for c in 0..C {
                 let wb: __m512bh = bytemuck::cast(wc[c][i]);
