@@ -771,6 +771,41 @@ mod tests {
         matmul_rows_match_gemv_with(be);
     }
 
+    #[test]
+    fn with_bf16_products_large_outputs_land_in_place_with_the_same_bits() {
+        // 130 rows × 4100 outputs: over IN_PLACE_BYTES, so written in place (a last piece
+        // narrower than the others, a tail past the last 32-value chunk); each row bit for bit
+        // its one-row value.
+        let be = CpuBackend::new(2).unwrap().with_products(Products::Bf16);
+        let (n, k, rows) = (4100, 36, 130);
+        assert!(n * rows * 4 > IN_PLACE_BYTES);
+        let bytes: Vec<u8> = (0..n * k)
+            .flat_map(|i| half::bf16::from_f32(((i * 37 % 23) as f32 - 11.0) / 8.0).to_le_bytes())
+            .collect();
+        let w = be
+            .upload(HostTensor {
+                dtype: DType::BF16,
+                shape: &[n, k],
+                bytes: &bytes,
+            })
+            .unwrap();
+        let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.11).sin()).collect();
+        let mut out = vec![0f32; rows * n];
+        be.matmul(&x, &w, rows, rows, &mut out).unwrap();
+        for r in [0, 1, 64, 129] {
+            let mut one = vec![0f32; n];
+            be.matmul(&x[r * k..(r + 1) * k].to_vec(), &w, 1, 0, &mut one)
+                .unwrap();
+            assert!(
+                out[r * n..(r + 1) * n]
+                    .iter()
+                    .zip(&one)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "row {r}"
+            );
+        }
+    }
+
     fn matmul_rows_match_gemv_with(be: CpuBackend) {
         for (n, k, rows) in [
             (37, 20, 3),
