@@ -47,24 +47,9 @@ pub fn round_all(x: &[f32]) -> Vec<u16> {
     x.iter().map(|v| round(*v)).collect()
 }
 
-#[inline(always)]
-fn widen(v: u16) -> f32 {
-    f32::from_bits(u32::from(v) << 16)
-}
+use super::dot::{bf16_to_f32 as widen, reduce};
 
-#[inline(always)]
-fn reduce(acc: [f32; LANES]) -> f32 {
-    // Pairwise, in the fixed order of `dot::reduce`.
-    let mut a = acc;
-    let mut n = LANES;
-    while n > 1 {
-        n /= 2;
-        for i in 0..n {
-            a[i] += a[i + n];
-        }
-    }
-    a[0]
-}
+const _: () = assert!(LANES == super::dot::LANES, "the lanes are added as `dot`'s");
 
 /// The products past the last whole chunk, rounded and added in order.
 #[inline(always)]

@@ -219,13 +219,8 @@ impl CpuBackend {
         let k = ws[0].cols;
         let xb = bf16_products::round_all(x);
         if rows == 1 {
-            let mut tasks: Vec<(&CpuWeight, usize, &mut [f32])> = Vec::new();
-            for (w, out) in ws.iter().zip(outs.iter_mut()) {
-                let chunks = out[..w.rows].chunks_mut(64).enumerate();
-                tasks.extend(chunks.map(|(c, o)| (*w, c * 64, o)));
-            }
             self.pool.install(|| {
-                tasks
+                one_row_tasks(ws, outs)
                     .into_par_iter()
                     .for_each(|(w, first, o)| w.rows_dot_bf16_products(first, &xb, o))
             });
@@ -281,6 +276,19 @@ impl CpuBackend {
         });
         Ok(())
     }
+}
+
+/// The tasks of a one-row matmul: 64 weight rows (and their outputs) each.
+fn one_row_tasks<'a>(
+    ws: &[&'a CpuWeight],
+    outs: &'a mut [&mut Vec<f32>],
+) -> Vec<(&'a CpuWeight, usize, &'a mut [f32])> {
+    let mut tasks = Vec::new();
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        let chunks = out[..w.rows].chunks_mut(64).enumerate();
+        tasks.extend(chunks.map(|(c, o)| (*w, c * 64, o)));
+    }
+    tasks
 }
 
 /// A task of [`CpuBackend::matmul_bf16_products`] in place: BF16 weight data, its first row,
@@ -526,13 +534,8 @@ impl Backend for CpuBackend {
             return self.matmul_bf16_products(x, ws, rows, outs);
         }
         if rows == 1 {
-            let mut tasks: Vec<(&CpuWeight, usize, &mut [f32])> = Vec::new();
-            for (w, out) in ws.iter().zip(outs.iter_mut()) {
-                let chunks = out[..w.rows].chunks_mut(64).enumerate();
-                tasks.extend(chunks.map(|(c, o)| (*w, c * 64, o)));
-            }
             self.pool.install(|| {
-                tasks
+                one_row_tasks(ws, outs)
                     .into_par_iter()
                     .for_each(|(w, first, o)| w.rows_dot(first, x, o))
             });
@@ -779,16 +782,10 @@ mod tests {
         let be = CpuBackend::new(2).unwrap().with_products(Products::Bf16);
         let (n, k, rows) = (4100, 36, 130);
         assert!(n * rows * 4 > IN_PLACE_BYTES);
-        let bytes: Vec<u8> = (0..n * k)
-            .flat_map(|i| half::bf16::from_f32(((i * 37 % 23) as f32 - 11.0) / 8.0).to_le_bytes())
+        let wv: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 8.0)
             .collect();
-        let w = be
-            .upload(HostTensor {
-                dtype: DType::BF16,
-                shape: &[n, k],
-                bytes: &bytes,
-            })
-            .unwrap();
+        let w = bf16_weight(&be, n, k, &wv);
         let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.11).sin()).collect();
         let mut out = vec![0f32; rows * n];
         be.matmul(&x, &w, rows, rows, &mut out).unwrap();
@@ -806,6 +803,20 @@ mod tests {
         }
     }
 
+    /// An `n × k` BF16 weight of the values `wv` (rounded to BF16).
+    fn bf16_weight(be: &CpuBackend, n: usize, k: usize, wv: &[f32]) -> CpuWeight {
+        let bytes: Vec<u8> = wv
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        be.upload(HostTensor {
+            dtype: DType::BF16,
+            shape: &[n, k],
+            bytes: &bytes,
+        })
+        .unwrap()
+    }
+
     fn matmul_rows_match_gemv_with(be: CpuBackend) {
         for (n, k, rows) in [
             (37, 20, 3),
@@ -819,17 +830,7 @@ mod tests {
             let wv: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 31 % 17) as f32 - 8.0) / 16.0)
                 .collect();
-            let bytes: Vec<u8> = wv
-                .iter()
-                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
-                .collect();
-            let w = be
-                .upload(HostTensor {
-                    dtype: DType::BF16,
-                    shape: &[n, k],
-                    bytes: &bytes,
-                })
-                .unwrap();
+            let w = bf16_weight(&be, n, k, &wv);
             let x: Vec<f32> = (0..rows * k).map(|i| (i as f32).sin()).collect();
             let mut out = vec![0f32; rows * n];
             be.matmul(&x, &w, 0, 0, &mut out).unwrap(); // no rows: nothing to do, no panic
@@ -862,18 +863,10 @@ mod tests {
             let be = CpuBackend::new(2).unwrap().with_blocking(blocking);
             let k = 40;
             let weight = |n: usize, seed: usize| {
-                let bytes: Vec<u8> = (0..n * k)
-                    .flat_map(|i| {
-                        let v = (((i + seed) * 31 % 17) as f32 - 8.0) / 16.0;
-                        half::bf16::from_f32(v).to_le_bytes()
-                    })
+                let wv: Vec<f32> = (0..n * k)
+                    .map(|i| (((i + seed) * 31 % 17) as f32 - 8.0) / 16.0)
                     .collect();
-                be.upload(HostTensor {
-                    dtype: DType::BF16,
-                    shape: &[n, k],
-                    bytes: &bytes,
-                })
-                .unwrap()
+                bf16_weight(&be, n, k, &wv)
             };
             let (q, kk, v) = (weight(37, 0), weight(16, 5), weight(70, 9));
             for rows in [1, 2, 7, 16] {

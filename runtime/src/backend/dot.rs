@@ -17,8 +17,9 @@ pub fn bf16_to_f32(w: u16) -> f32 {
     f32::from_bits(u32::from(w) << 16)
 }
 
+/// The lanes added pairwise, in a fixed order (lane `l + 8` into `l`, then `+ 4`, `+ 2`, `+ 1`).
 #[inline(always)]
-fn reduce(acc: [f32; LANES]) -> f32 {
+pub(crate) fn reduce(acc: [f32; LANES]) -> f32 {
     // Pairwise, in a fixed order: deterministic.
     let mut a = acc;
     let mut n = LANES;
