@@ -16,10 +16,13 @@
 
 use cocoon_kernels::avx512bf16 as hw;
 
+use super::dot::{bf16_to_f32 as widen, reduce};
+
 /// BF16 values in one chunk (one 512-bit register).
 pub const CHUNK: usize = hw::CHUNK;
-/// f32 accumulator lanes (each holds one pair of every chunk).
+/// f32 accumulator lanes (each holds one pair of every chunk), added as `dot`'s are.
 const LANES: usize = hw::LANES;
+const _: () = assert!(LANES == super::dot::LANES);
 /// Weight rows of a one-row group: independent accumulators, so that the instructions of one
 /// row do not wait for each other's results.
 const GEMV_ROWS: usize = 8;
@@ -46,10 +49,6 @@ pub fn round(v: f32) -> u16 {
 pub fn round_all(x: &[f32]) -> Vec<u16> {
     x.iter().map(|v| round(*v)).collect()
 }
-
-use super::dot::{bf16_to_f32 as widen, reduce};
-
-const _: () = assert!(LANES == super::dot::LANES, "the lanes are added as `dot`'s");
 
 /// The products past the last whole chunk, rounded and added in order.
 #[inline(always)]
