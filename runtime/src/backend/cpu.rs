@@ -213,10 +213,9 @@ impl CpuBackend {
         &self,
         x: &[f32],
         ws: &[&CpuWeight],
-        rows: usize,
+        (rows, k): (usize, usize),
         outs: &mut [&mut Vec<f32>],
     ) -> Result<()> {
-        let k = ws[0].cols;
         let xb = bf16_products::round_all(x);
         if rows == 1 {
             self.pool.install(|| {
@@ -531,7 +530,7 @@ impl Backend for CpuBackend {
         let bf16 =
             self.products == Products::Bf16 && ws.iter().all(|w| matches!(w.data, Data::BF16(_)));
         if bf16 {
-            return self.matmul_bf16_products(x, ws, rows, outs);
+            return self.matmul_bf16_products(x, ws, (rows, k), outs);
         }
         if rows == 1 {
             self.pool.install(|| {
