@@ -161,13 +161,14 @@ template <> struct Kv<BF16> {
 
 // Tensor-core products of 16-bit inputs: `pack` rounds two f32 to the type (`lo` in the low
 // half), `run` is D = A·B + C for one mma.sync.m16n8k16 with f32 accumulators (fragment
-// layouts in gemm.cu).
+// layouts in gemm.cu). Not `volatile`: an mma touches only registers, so the compiler may move
+// the next step's `ldmatrix` loads ahead of it.
 template <typename T> struct Mma;
 
 template <> struct Mma<BF16> {
     __device__ __forceinline__ static u32 pack(float lo, float hi) { return pack_bf16x2(lo, hi); }
     __device__ __forceinline__ static void run(float c[4], const u32 a[4], const u32 b[2]) {
-        asm volatile(
+        asm(
             "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
             "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -178,7 +179,7 @@ template <> struct Mma<BF16> {
 template <> struct Mma<F16> {
     __device__ __forceinline__ static u32 pack(float lo, float hi) { return pack_f16x2(lo, hi); }
     __device__ __forceinline__ static void run(float c[4], const u32 a[4], const u32 b[2]) {
-        asm volatile(
+        asm(
             "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
             "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])

@@ -9,7 +9,7 @@ use crate::error::{shape, Result};
 use crate::gpu::Gpu;
 use crate::graph::StepGraphs;
 use crate::launch::{ByValue, Launch};
-use crate::shapes::{self, Heads, KvType, WeightType, ATT_WARPS, GEMM_TILE, GEMV_WARPS};
+use crate::shapes::{self, GemmPlan, Heads, KvType, WeightType, ATT_WARPS, GEMV_WARPS};
 
 /// A weight on the device in its stored type, row-major `[rows, cols]`.
 pub struct DeviceWeight {
@@ -723,7 +723,7 @@ impl Gpu {
         Ok(())
     }
 
-    /// The tensor-core GEMM (BF16/F16 weights only).
+    /// The tensor-core GEMM (BF16/F16 weights only), as [`shapes::gemm_plan`] plans it.
     pub fn gemm(
         &self,
         x: &CudaSlice<f32>,
@@ -731,24 +731,75 @@ impl Gpu {
         rows: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.gemm_planned(shapes::gemm_plan(rows, w.rows, w.cols), x, w, rows, out)
+    }
+
+    /// The tensor-core GEMM as `plan` says (any tile shape gives the same bits for the same
+    /// split width; benches compare their speeds). A split product runs in chunks of
+    /// `plan.chunk_rows` rows through a workspace, each chunk's slices then summed in order.
+    pub fn gemm_planned(
+        &self,
+        plan: GemmPlan,
+        x: &CudaSlice<f32>,
+        w: &DeviceWeight,
+        rows: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
         shapes::matmul(x.len(), w.rows, w.cols, rows, out.len())?;
-        let f = self.function(match w.dtype {
-            WeightType::BF16 => "gemm_bf16",
-            WeightType::F16 => "gemm_f16",
-            WeightType::F32 => return Err(shape("gemm", "f32 weights have no tensor-core path")),
-        })?;
-        let (m, n, k) = (rows as i32, w.rows as i32, w.cols as i32);
-        let mut b = Launch::new(self, f);
-        b.arg(x).arg(&w.data).arg(out).arg(&m).arg(&n).arg(&k);
-        // SAFETY: gemm_* (X, W, Y, m, n, k): X ≥ m·k, W = n·k, Y ≥ m·n (checked); every load
-        // and store is guarded by m, n, k; grid (⌈n/64⌉, ⌈m/64⌉) with m ≤ 65535.
-        unsafe {
-            b.launch(grid(
-                w.rows.div_ceil(GEMM_TILE),
-                rows.div_ceil(GEMM_TILE),
-                shapes::GEMM_THREADS,
-            ))
-        }?;
+        plan.check(w.cols)?;
+        let name = plan
+            .tile
+            .kernel(w.dtype)
+            .ok_or_else(|| shape("gemm", "f32 weights have no tensor-core path"))?;
+        let f = self.function(name)?;
+        let (n, k) = (w.rows, w.cols);
+        let splits = plan.splits(k);
+        let k_split = plan.k_split.min(k) as i32;
+        if splits == 1 {
+            let (gx, gy) = plan.tile.grid(rows, n);
+            let mut b = Launch::new(self, f);
+            b.arg(x).arg(&w.data).arg(out);
+            b.arg(&(rows as i32))
+                .arg(&(n as i32))
+                .arg(&(k as i32))
+                .arg(&k_split);
+            // SAFETY: gemm_* (X, W, Y, m, n, k, k_split): X ≥ m·k, W = n·k, Y ≥ m·n (checked);
+            // every load and store is guarded by m, n, k; grid (⌈n/bn⌉, ⌈m/bm⌉, 1) with
+            // m ≤ 65535, the block the tile's threads (the kernel's launch bounds); one split
+            // (k_split = k) writes Y itself.
+            unsafe { b.launch(grid(gx, gy, plan.tile.threads())) }?;
+            return Ok(());
+        }
+        let sum = self.function("gemm_sum_splits")?;
+        let chunk = plan.chunk_rows.min(rows);
+        let mut work = self.stream.alloc_zeros::<f32>(splits * chunk * n)?;
+        for r0 in (0..rows).step_by(chunk) {
+            let m = chunk.min(rows - r0);
+            let xs = x.slice(r0 * k..(r0 + m) * k);
+            let (gx, gy) = plan.tile.grid(m, n);
+            let mut b = Launch::new(self, f);
+            b.arg(&xs).arg(&w.data).arg(&mut work);
+            b.arg(&(m as i32))
+                .arg(&(n as i32))
+                .arg(&(k as i32))
+                .arg(&k_split);
+            let cfg = grid3(gx, gy, splits, plan.tile.threads());
+            // SAFETY: as above over the chunk's m rows of X (a view of m·k); split z writes
+            // the z-th m·n slice of `work` (splits·chunk·n ≥ splits·m·n values); z < splits =
+            // ⌈k/k_split⌉, each split's columns inside k.
+            unsafe { b.launch(cfg) }?;
+            let len = m * n;
+            let mut ys = out.slice_mut(r0 * n..r0 * n + len);
+            let mut b = Launch::new(self, sum);
+            b.arg(&work)
+                .arg(&mut ys)
+                .arg(&(len as i32))
+                .arg(&(splits as i32));
+            // SAFETY: gemm_sum_splits (P, Y, len, splits) reads P[z·len + i] for z < splits,
+            // i < len (splits·len ≤ work's length) and writes Y[i], i < len (the view's
+            // length); grid-stride over at most 1024 blocks.
+            unsafe { b.launch(grid(len.div_ceil(256).min(1024), 1, 256)) }?;
+        }
         Ok(())
     }
 

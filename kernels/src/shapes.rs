@@ -20,10 +20,157 @@ pub const GEMV_MAX_WEIGHTS: usize = 3;
 pub const NORM_THREADS: usize = 512;
 /// Threads of a RoPE block (`ROPE_THREADS` in rope.cu), one (head, pair) each.
 pub const ROPE_THREADS: usize = 128;
-/// Output tile side of the tensor-core GEMM (`GEMM_BM` = `GEMM_BN` in gemm.cu).
-pub const GEMM_TILE: usize = 64;
-/// Threads of a GEMM block (`GEMM_THREADS` in gemm.cu).
-pub const GEMM_THREADS: usize = 128;
+/// One tile shape of the tensor-core GEMM (two `GEMM_ENTRY` lines of gemm.cu, entry points
+/// `gemm_<bm>x<bn>_{bf16,f16}`). Every shape gives every output
+/// the same bits; they differ only in speed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmTile {
+    /// Output rows (activation rows) of a block.
+    pub bm: usize,
+    /// Output columns (weight rows) of a block.
+    pub bn: usize,
+    /// Warps along the rows.
+    pub warps_m: usize,
+    /// Warps along the columns.
+    pub warps_n: usize,
+    /// Weight tiles in the `cp.async` ring.
+    pub stages: usize,
+    /// Its entry points for BF16 and for F16 weights.
+    pub kernels: [&'static str; 2],
+}
+
+impl GemmTile {
+    /// Threads of a block.
+    pub fn threads(self) -> usize {
+        32 * self.warps_m * self.warps_n
+    }
+
+    /// The entry point for weights of `dtype` (none for f32: no tensor-core path).
+    pub fn kernel(self, dtype: WeightType) -> Option<&'static str> {
+        match dtype {
+            WeightType::BF16 => Some(self.kernels[0]),
+            WeightType::F16 => Some(self.kernels[1]),
+            WeightType::F32 => None,
+        }
+    }
+
+    /// The grid (x over weight rows, y over activation rows) for `rows` × `n` outputs.
+    pub fn grid(self, rows: usize, n: usize) -> (usize, usize) {
+        (n.div_ceil(self.bn), rows.div_ceil(self.bm))
+    }
+}
+
+/// Every tile shape gemm.cu instantiates.
+pub const GEMM_TILES: [GemmTile; 3] = [
+    gemm_tile_of(64, 64, 2, 2, 3, ["gemm_64x64_bf16", "gemm_64x64_f16"]),
+    gemm_tile_of(64, 128, 1, 4, 3, ["gemm_64x128_bf16", "gemm_64x128_f16"]),
+    gemm_tile_of(128, 128, 2, 4, 2, ["gemm_128x128_bf16", "gemm_128x128_f16"]),
+];
+
+const fn gemm_tile_of(
+    bm: usize,
+    bn: usize,
+    warps_m: usize,
+    warps_n: usize,
+    stages: usize,
+    kernels: [&'static str; 2],
+) -> GemmTile {
+    GemmTile {
+        bm,
+        bn,
+        warps_m,
+        warps_n,
+        stages,
+        kernels,
+    }
+}
+
+/// Columns of k one GEMM split sums (`GEMM_BK` × 64): a longer k is split (split-K) into
+/// partial products summed in order by `gemm_sum_splits`. It depends on k alone, so a row's
+/// bits never depend on the rows launched with it.
+pub const GEMM_SPLIT_K: usize = 2048;
+/// The k step of the GEMM's pipeline (`GEMM_BK` in gemm.cu); a split width is a multiple.
+pub const GEMM_BK: usize = 32;
+/// Most f32 values of a split GEMM's workspace (64 MiB): more rows run in chunks.
+pub const GEMM_WORKSPACE: usize = 16 << 20;
+/// Blocks from which a tile shape fills the device (about one per SM of an H100/H200 with
+/// 132; measured on the H200, bench/RESULTS.md): the launch takes the largest tile that still
+/// gives this many blocks, or 1.5 times this for the 128 × 128 tile.
+pub const GEMM_FULL_BLOCKS: usize = 128;
+
+/// How one GEMM runs: its tile shape, its split width over k and the rows of a launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmPlan {
+    /// The tile shape (any of [`GEMM_TILES`]; every one gives the same bits).
+    pub tile: GemmTile,
+    /// Columns of k a split sums: k itself (no split) or a multiple of [`GEMM_BK`].
+    pub k_split: usize,
+    /// Rows a launch takes when split (the workspace holds splits × chunk_rows × n values).
+    pub chunk_rows: usize,
+}
+
+impl GemmPlan {
+    /// Splits of a width-`k` product.
+    pub fn splits(self, k: usize) -> usize {
+        k.div_ceil(self.k_split.max(1)).max(1)
+    }
+
+    /// Checks the plan against a product over width `k`.
+    pub fn check(self, k: usize) -> Result<()> {
+        const K: &str = "gemm";
+        if !GEMM_TILES.contains(&self.tile) {
+            return Err(shape(K, "gemm.cu has no such tile shape"));
+        }
+        if self.chunk_rows == 0 {
+            return Err(shape(K, "a launch of zero rows"));
+        }
+        if self.k_split < k && (self.k_split == 0 || self.k_split % GEMM_BK != 0) {
+            return Err(shape(
+                K,
+                format!(
+                    "split width {} is not a multiple of {GEMM_BK}",
+                    self.k_split
+                ),
+            ));
+        }
+        dim(K, "k_split", self.k_split.min(k)).map(|_| ())
+    }
+}
+
+/// The plan of the GEMM for `rows` × `n` outputs over width `k`: the split width from k alone;
+/// then the largest tile shape that still gives [`GEMM_FULL_BLOCKS`] blocks (128 × 128 tiles
+/// only with 1.5 times that: they need two blocks an SM to hide their latency).
+pub fn gemm_plan(rows: usize, n: usize, k: usize) -> GemmPlan {
+    let k_split = if k > GEMM_SPLIT_K {
+        GEMM_SPLIT_K
+    } else {
+        k.max(1)
+    };
+    let splits = k.div_ceil(k_split).max(1);
+    let chunk_rows = if splits == 1 {
+        rows.max(1)
+    } else {
+        (GEMM_WORKSPACE / (splits * n.max(1)) / 128 * 128).clamp(128, rows.max(128))
+    };
+    let blocks = |t: GemmTile| {
+        let (x, y) = t.grid(chunk_rows.min(rows.max(1)), n);
+        x * y * splits
+    };
+    let [small, wide, large] = GEMM_TILES;
+    let tile = if blocks(large) >= GEMM_FULL_BLOCKS * 3 / 2 {
+        large
+    } else if blocks(wide) >= GEMM_FULL_BLOCKS {
+        wide
+    } else {
+        small
+    };
+    GemmPlan {
+        tile,
+        k_split,
+        chunk_rows,
+    }
+}
+
 /// Warps (query rows) of an attention block (`ATT_WARPS` in attention.cu).
 pub const ATT_WARPS: usize = 4;
 /// Largest head width the attention kernels hold in registers (`ATT_MAX_D`).
@@ -465,9 +612,25 @@ mod tests {
         assert_eq!(d("gemv.cu", "GEMV_QUAD_ROWS"), GEMV_QUAD_ROWS);
         assert_eq!(d("rope.cu", "ROPE_THREADS"), ROPE_THREADS);
         assert_eq!(d("norm.cu", "NORM_THREADS"), NORM_THREADS);
-        assert_eq!(d("gemm.cu", "GEMM_BM"), GEMM_TILE);
-        assert_eq!(d("gemm.cu", "GEMM_BN"), GEMM_TILE);
-        assert_eq!(d("gemm.cu", "GEMM_THREADS"), GEMM_THREADS);
+        let gemm = SOURCES.iter().find(|s| s.file == "gemm.cu").unwrap();
+        for t in GEMM_TILES {
+            for (k, ty) in t.kernels.iter().zip(["BF16", "F16"]) {
+                let line = format!(
+                    "\nGEMM_ENTRY({k}, {ty}, {}, {}, {}, {}, {})\n",
+                    t.bm, t.bn, t.warps_m, t.warps_n, t.stages
+                );
+                assert!(gemm.text.contains(&line), "gemm.cu lacks {line}");
+                assert!(
+                    gemm.kernels.contains(k),
+                    "{k} is not among gemm.cu's kernels"
+                );
+            }
+        }
+        let entries = gemm.text.matches("\nGEMM_ENTRY(").count();
+        assert_eq!(entries, 2 * GEMM_TILES.len());
+        assert_eq!(gemm.kernels.len(), 2 * GEMM_TILES.len() + 1);
+        assert_eq!(d("gemm.cu", "GEMM_BK"), GEMM_BK);
+        assert_eq!(GEMM_SPLIT_K % GEMM_BK, 0);
         assert_eq!(d("attention.cu", "ATT_WARPS"), ATT_WARPS);
         assert_eq!(d("attention.cu", "ATT_MAX_D"), ATT_MAX_D);
         assert_eq!(d("attention.cu", "ATT_CHUNK"), ATT_CHUNK);
@@ -476,6 +639,42 @@ mod tests {
         assert_eq!(d("argmax.cu", "ARGMAX_THREADS"), ARGMAX_THREADS);
         assert_eq!(define(PRELUDE, "WARP"), Some(32));
         assert_eq!(define(PRELUDE, "KV_BLOCK"), Some(KV_BLOCK as i64));
+    }
+
+    #[test]
+    fn gemm_plans_split_by_k_alone_and_fill_the_device() {
+        // The split width never depends on the rows: a row's bits do not depend on its batch.
+        for k in [64, 2048, 2049, 8192, 14_336] {
+            let widths: Vec<usize> = [1, 7, 512, 5000]
+                .iter()
+                .map(|&rows| gemm_plan(rows, 2048, k).k_split)
+                .collect();
+            assert!(
+                widths.iter().all(|&w| w == widths[0]),
+                "k = {k}: {widths:?}"
+            );
+        }
+        let p = gemm_plan(512, 2048, 8192);
+        assert_eq!((p.k_split, p.splits(8192)), (GEMM_SPLIT_K, 4));
+        assert_eq!(p.tile, GEMM_TILES[2]); // 16 × 4 tiles × 4 splits = 256 blocks
+        assert_eq!(gemm_plan(512, 8192, 2048).tile, GEMM_TILES[2]);
+        assert_eq!(gemm_plan(512, 2048, 2048).tile, GEMM_TILES[1]);
+        assert_eq!(gemm_plan(512, 512, 2048).tile, GEMM_TILES[0]);
+        assert_eq!(gemm_plan(3, 40, 40).splits(40), 1);
+        // The workspace stays bounded: long prompts run in chunks of rows.
+        let p = gemm_plan(60_000, 4096, 14_336);
+        assert!(p.splits(14_336) * p.chunk_rows * 4096 <= GEMM_WORKSPACE);
+        assert!(p.check(14_336).is_ok());
+        let bad = GemmPlan {
+            k_split: 100,
+            ..gemm_plan(512, 2048, 8192)
+        };
+        assert!(problem(bad.check(8192)).contains("multiple of 32"));
+        let bad = GemmPlan {
+            chunk_rows: 0,
+            ..gemm_plan(512, 2048, 8192)
+        };
+        assert!(problem(bad.check(8192)).contains("zero rows"));
     }
 
     fn problem<T: std::fmt::Debug>(r: Result<T>) -> String {

@@ -70,7 +70,15 @@ pub const SOURCES: &[Source] = &[
     Source {
         file: "gemm.cu",
         text: include_str!("../cuda/gemm.cu"),
-        kernels: &["gemm_bf16", "gemm_f16"],
+        kernels: &[
+            "gemm_64x64_bf16",
+            "gemm_64x64_f16",
+            "gemm_64x128_bf16",
+            "gemm_64x128_f16",
+            "gemm_128x128_bf16",
+            "gemm_128x128_f16",
+            "gemm_sum_splits",
+        ],
     },
     Source {
         file: "rope.cu",

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use cocoon_bench::kernel_check::{act, encode, random, read, weight, Report};
 use cocoon_kernels::shapes::{
-    gemv_grid, gemv_per_warp, prefill_head_dim, prefill_tiles, split_grid_chunks, ATT_WARPS,
-    GEMM_TILE, GEMV_MAX_WEIGHTS, GEMV_WARPS, PF_THREADS,
+    gemv_grid, gemv_per_warp, prefill_head_dim, prefill_tiles, split_grid_chunks, GemmTile,
+    WeightType, ATT_WARPS, GEMM_TILES, GEMV_MAX_WEIGHTS, GEMV_WARPS, PF_THREADS,
 };
 use cocoon_kernels::source::SOURCES;
 use cocoon_runtime::backend::cpu::CpuBackend;
@@ -501,32 +501,44 @@ impl Checks<'_> {
         }
         let mut gots: Vec<Result<Vec<u8>, String>> =
             ns.iter().map(|&n| Ok(vec![0u8; rows * n * 4])).collect();
+        // The GEMM in every tile shape, unsplit and (k > 64) split over k in 64-column
+        // splits: the first tile's unsplit result is compared with the CPU, every other tile
+        // must give the bits of the first with the same split; the split result is compared
+        // with the CPU too.
+        let mut tiles_agree = true;
+        let mut split_got: Vec<Result<Vec<u8>, String>> = Vec::new();
         if gemm_rows > 0 {
+            let xg = &x[..gemm_rows * k];
             for ((w, &n), got) in ws.iter().zip(ns).zip(gots.iter_mut()) {
-                let mut args = vec![
-                    Arg::Buf(f32s(&x[..gemm_rows * k])),
-                    Arg::Buf(encode(dtype, w)),
-                    Arg::Buf(vec![0; gemm_rows * n * 4]),
-                    int(gemm_rows as i32),
-                    int(n as i32),
-                    int(k as i32),
-                ];
-                let grid = [
-                    n.div_ceil(GEMM_TILE) as u32,
-                    gemm_rows.div_ceil(GEMM_TILE) as u32,
-                    1,
-                ];
-                let r = self
-                    .emu
-                    .launch(&format!("gemm_{}", gpu_type(dtype)), grid, 128, &mut args);
-                *got = match (r, got.as_mut()) {
-                    (Ok(()), Ok(g)) => {
-                        g[..gemm_rows * n * 4].copy_from_slice(args[2].bytes());
-                        Ok(std::mem::take(g))
+                let wb = encode(dtype, w);
+                let widths: &[usize] = if k > 64 { &[k, 64] } else { &[k] };
+                for &k_split in widths {
+                    {
+                        let mut first: Option<Result<Vec<u8>, String>> = None;
+                        for tile in GEMM_TILES {
+                            let r = self.gemm(tile, k_split, dtype, xg, &wb, gemm_rows, n, k);
+                            match &first {
+                                None => first = Some(r),
+                                Some(f) => {
+                                    tiles_agree &= matches!((f, &r), (Ok(a), Ok(b)) if a == b)
+                                }
+                            }
+                        }
+                        let first = first.unwrap_or_else(|| Err("no tile".into()));
+                        if k_split == k {
+                            *got = match (first, got.as_mut()) {
+                                (Ok(f), Ok(g)) => {
+                                    g[..gemm_rows * n * 4].copy_from_slice(&f);
+                                    Ok(std::mem::take(g))
+                                }
+                                (Err(e), _) => Err(e),
+                                (_, Err(e)) => Err(e.clone()),
+                            };
+                        } else {
+                            split_got.push(first);
+                        }
                     }
-                    (Err(e), _) => Err(e),
-                    (_, Err(e)) => Err(e.clone()),
-                };
+                }
             }
         }
         // The last row's bits from the launch over all decode rows, and from a launch alone.
@@ -573,11 +585,74 @@ impl Checks<'_> {
             };
             self.compare(name, got.map(|g| to_f32(&g)), want, tol);
         }
+        if gemm_rows > 0 {
+            let name = format!("{} {label} every GEMM tile shape, bitwise", self.label);
+            self.report.check(name, tiles_agree);
+        }
+        for (p, got) in split_got.into_iter().enumerate() {
+            let name = format!("{label} split k by 64 w{p}");
+            let want: Vec<f32> = wants[p][..gemm_rows * ns[p]].to_vec();
+            self.compare(name, got.map(|g| to_f32(&g)), &want, tol);
+        }
         if rows - gemm_rows > 1 {
             let name = format!("{} {label} last row alone, bitwise", self.label);
             self.report
                 .check(name, alone.is_some() && alone == in_group);
         }
+    }
+
+    /// The GEMM of `rows` rows of `x` by `w` (encoded) in `tile`, its sum over k split in
+    /// `k_split` columns as `Gpu::gemm_planned` runs it (splits into a workspace, then
+    /// `gemm_sum_splits`): the output's bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &mut self,
+        tile: GemmTile,
+        k_split: usize,
+        dtype: DType,
+        x: &[f32],
+        w: &[u8],
+        rows: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<Vec<u8>, String> {
+        let splits = k.div_ceil(k_split);
+        let mut args = vec![
+            Arg::Buf(f32s(x)),
+            Arg::Buf(w.to_vec()),
+            Arg::Buf(vec![0; splits * rows * n * 4]),
+            int(rows as i32),
+            int(n as i32),
+            int(k as i32),
+            int(k_split as i32),
+        ];
+        let (gx, gy) = tile.grid(rows, n);
+        let kernel = tile
+            .kernel(match dtype {
+                DType::BF16 => WeightType::BF16,
+                _ => WeightType::F16,
+            })
+            .ok_or("no kernel")?;
+        self.emu.launch(
+            kernel,
+            [gx as u32, gy as u32, splits as u32],
+            tile.threads() as u32,
+            &mut args,
+        )?;
+        let parts = args[2].bytes().to_vec();
+        if splits == 1 {
+            return Ok(parts);
+        }
+        let mut args = vec![
+            Arg::Buf(parts),
+            Arg::Buf(vec![0; rows * n * 4]),
+            int((rows * n) as i32),
+            int(splits as i32),
+        ];
+        let blocks = (rows * n).div_ceil(256).min(1024) as u32;
+        self.emu
+            .launch("gemm_sum_splits", [blocks, 1, 1], 256, &mut args)?;
+        Ok(args[1].bytes().to_vec())
     }
 
     /// Launches a GEMV-family kernel on the grid `Gpu::gemv` computes for it.
@@ -1150,6 +1225,9 @@ impl Checks<'_> {
                 (2, 0, &[8, 4], 1032),
                 (5, 5, &[20], 35),
                 (70, 70, &[72], 48),
+                // GEMM split over k (64 columns a split; the last one partial, and odd k).
+                (4, 4, &[40], 200),
+                (3, 3, &[24], 131),
                 // Two and four outputs a warp (≥ 8 and ≥ 16 decode rows), odd widths: the last
                 // pair or quad part empty; k = 1032 takes the 4-chunk loop and its tail.
                 (9, 0, &[37, 11, 5], 1032),
