@@ -29,6 +29,15 @@ pub struct Gpu {
     profile: Mutex<Option<Profile>>,
     /// Whether launches may overlap the previous kernel's end (programmatic dependent launch).
     pdl: AtomicBool,
+    /// The prefill GEMM's workspace, kept between launches (grown, never shrunk).
+    pub(crate) gemm_scratch: Mutex<GemmScratch>,
+}
+
+/// The prefill GEMM's workspace: the partial products of a split product's splits. Only this
+/// device's stream uses it, so stream order is all its reuse needs.
+#[derive(Default)]
+pub(crate) struct GemmScratch {
+    pub(crate) parts: Option<CudaSlice<f32>>,
 }
 
 /// A running profile: a timed event recorded on the stream before each launch, with the
@@ -137,6 +146,7 @@ impl Gpu {
             functions,
             graph_switch: GraphSwitch::new(),
             profile: Mutex::new(None),
+            gemm_scratch: Mutex::new(GemmScratch::default()),
             pdl: AtomicBool::new(
                 arch.major >= 9 && std::env::var_os("COCOON_CUDA_PDL").is_none_or(|v| v != "0"),
             ),

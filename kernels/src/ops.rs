@@ -3,7 +3,9 @@
 //! comment ties the argument list to the kernel's signature and the checked shapes to the
 //! indices the kernel touches.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig};
+use std::sync::{Arc, PoisonError};
+
+use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, LaunchConfig, ValidAsZeroBits};
 
 use crate::error::{shape, Result};
 use crate::gpu::Gpu;
@@ -194,6 +196,20 @@ fn grid(x: usize, y: usize, block: usize) -> LaunchConfig {
         block_dim: (block as u32, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// `slot`'s buffer, replaced by a zeroed one of `len` values first if it holds fewer.
+fn grown<'a, T: DeviceRepr + ValidAsZeroBits>(
+    stream: &Arc<CudaStream>,
+    slot: &'a mut Option<CudaSlice<T>>,
+    len: usize,
+) -> Result<&'a mut CudaSlice<T>> {
+    if slot.as_ref().is_none_or(|b| b.len() < len) {
+        *slot = None; // freed in stream order before the larger one is allocated
+        *slot = Some(stream.alloc_zeros::<T>(len.max(1))?);
+    }
+    slot.as_mut()
+        .ok_or_else(|| shape("gemm", "workspace missing after allocation"))
 }
 
 /// The first of one to [`shapes::GEMV_MAX_WEIGHTS`] weights read in one launch, after checking
@@ -736,7 +752,8 @@ impl Gpu {
 
     /// The tensor-core GEMM as `plan` says (any tile shape gives the same bits for the same
     /// split width; benches compare their speeds). A split product runs in chunks of
-    /// `plan.chunk_rows` rows through a workspace, each chunk's slices then summed in order.
+    /// `plan.chunk_rows` rows through a workspace kept by the device (grown, never shrunk),
+    /// each chunk's slices then summed in order.
     pub fn gemm_planned(
         &self,
         plan: GemmPlan,
@@ -747,6 +764,9 @@ impl Gpu {
     ) -> Result<()> {
         shapes::matmul(x.len(), w.rows, w.cols, rows, out.len())?;
         plan.check(w.cols)?;
+        if rows == 0 {
+            return Ok(());
+        }
         let name = plan
             .tile
             .kernel(w.dtype)
@@ -772,26 +792,29 @@ impl Gpu {
         }
         let sum = self.function("gemm_sum_splits")?;
         let chunk = plan.chunk_rows.min(rows);
-        let mut work = self.stream.alloc_zeros::<f32>(splits * chunk * n)?;
+        let mut scratch = self
+            .gemm_scratch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let work = grown(&self.stream, &mut scratch.parts, splits * chunk * n)?;
         for r0 in (0..rows).step_by(chunk) {
             let m = chunk.min(rows - r0);
             let xs = x.slice(r0 * k..(r0 + m) * k);
             let (gx, gy) = plan.tile.grid(m, n);
             let mut b = Launch::new(self, f);
-            b.arg(&xs).arg(&w.data).arg(&mut work);
+            b.arg(&xs).arg(&w.data).arg(&mut *work);
             b.arg(&(m as i32))
                 .arg(&(n as i32))
                 .arg(&(k as i32))
                 .arg(&k_split);
-            let cfg = grid3(gx, gy, splits, plan.tile.threads());
             // SAFETY: as above over the chunk's m rows of X (a view of m·k); split z writes
             // the z-th m·n slice of `work` (splits·chunk·n ≥ splits·m·n values); z < splits =
             // ⌈k/k_split⌉, each split's columns inside k.
-            unsafe { b.launch(cfg) }?;
+            unsafe { b.launch(grid3(gx, gy, splits, plan.tile.threads())) }?;
             let len = m * n;
             let mut ys = out.slice_mut(r0 * n..r0 * n + len);
             let mut b = Launch::new(self, sum);
-            b.arg(&work)
+            b.arg(&*work)
                 .arg(&mut ys)
                 .arg(&(len as i32))
                 .arg(&(splits as i32));
