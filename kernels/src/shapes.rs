@@ -124,7 +124,7 @@ impl GemmPlan {
         if self.chunk_rows == 0 {
             return Err(shape(K, "a launch of zero rows"));
         }
-        if self.k_split < k && (self.k_split == 0 || self.k_split % GEMM_BK != 0) {
+        if self.k_split < k && (self.k_split == 0 || !self.k_split.is_multiple_of(GEMM_BK)) {
             return Err(shape(
                 K,
                 format!(

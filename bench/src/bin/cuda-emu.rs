@@ -501,17 +501,18 @@ impl Checks<'_> {
         }
         let mut gots: Vec<Result<Vec<u8>, String>> =
             ns.iter().map(|&n| Ok(vec![0u8; rows * n * 4])).collect();
-        // The GEMM in every tile shape, unsplit and (k > 64) split over k in 64-column
-        // splits: the first tile's unsplit result is compared with the CPU, every other tile
-        // must give the bits of the first with the same split; the split result is compared
-        // with the CPU too.
+        // The GEMM in every tile shape, unsplit and (k > 64) split over k in two splits (a
+        // multiple of 32 columns, the second partial): the first tile's unsplit result is
+        // compared with the CPU, every other tile must give the bits of the first with the
+        // same split; the split result is compared with the CPU too.
         let mut tiles_agree = true;
         let mut split_got: Vec<Result<Vec<u8>, String>> = Vec::new();
         if gemm_rows > 0 {
             let xg = &x[..gemm_rows * k];
             for ((w, &n), got) in ws.iter().zip(ns).zip(gots.iter_mut()) {
                 let wb = encode(dtype, w);
-                let widths: &[usize] = if k > 64 { &[k, 64] } else { &[k] };
+                let half = k.div_ceil(2).next_multiple_of(32);
+                let widths: &[usize] = if k > 64 { &[k, half] } else { &[k] };
                 for &k_split in widths {
                     {
                         let mut first: Option<Result<Vec<u8>, String>> = None;
@@ -590,7 +591,7 @@ impl Checks<'_> {
             self.report.check(name, tiles_agree);
         }
         for (p, got) in split_got.into_iter().enumerate() {
-            let name = format!("{label} split k by 64 w{p}");
+            let name = format!("{label} split k in two w{p}");
             let want: Vec<f32> = wants[p][..gemm_rows * ns[p]].to_vec();
             self.compare(name, got.map(|g| to_f32(&g)), &want, tol);
         }
