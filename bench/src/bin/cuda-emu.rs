@@ -512,6 +512,11 @@ impl Checks<'_> {
         // with the same split; the split result is compared with the CPU too.
         let mut tiles_agree = true;
         let mut split_got: Vec<Result<Vec<u8>, String>> = Vec::new();
+        let tiles = if self.every_tile && dtype == DType::BF16 {
+            &GEMM_TILES[..]
+        } else {
+            &GEMM_TILES[..1]
+        };
         if gemm_rows > 0 {
             let xg = &x[..gemm_rows * k];
             for ((w, &n), got) in ws.iter().zip(ns).zip(gots.iter_mut()) {
@@ -520,36 +525,23 @@ impl Checks<'_> {
                 let split = k > 64 && (self.every_tile || dtype == DType::BF16);
                 let widths: &[usize] = if split { &[k, half] } else { &[k] };
                 for &k_split in widths {
-                    {
-                        let tiles = if self.every_tile && dtype == DType::BF16 {
-                            &GEMM_TILES[..]
-                        } else {
-                            &GEMM_TILES[..1]
-                        };
-                        let mut first: Option<Result<Vec<u8>, String>> = None;
-                        for &tile in tiles {
-                            let r = self.gemm(tile, k_split, dtype, xg, &wb, gemm_rows, n, k);
-                            match &first {
-                                None => first = Some(r),
-                                Some(f) => {
-                                    tiles_agree &= matches!((f, &r), (Ok(a), Ok(b)) if a == b)
-                                }
-                            }
-                        }
-                        let first = first.unwrap_or_else(|| Err("no tile".into()));
-                        if k_split == k {
-                            *got = match (first, got.as_mut()) {
-                                (Ok(f), Ok(g)) => {
-                                    g[..gemm_rows * n * 4].copy_from_slice(&f);
-                                    Ok(std::mem::take(g))
-                                }
-                                (Err(e), _) => Err(e),
-                                (_, Err(e)) => Err(e.clone()),
-                            };
-                        } else {
-                            split_got.push(first);
-                        }
+                    let first = self.gemm(GEMM_TILES[0], k_split, dtype, xg, &wb, gemm_rows, n, k);
+                    for &tile in &tiles[1..] {
+                        let r = self.gemm(tile, k_split, dtype, xg, &wb, gemm_rows, n, k);
+                        tiles_agree &= matches!((&first, &r), (Ok(a), Ok(b)) if a == b);
                     }
+                    if k_split < k {
+                        split_got.push(first);
+                        continue;
+                    }
+                    *got = match (first, got.as_mut()) {
+                        (Ok(f), Ok(g)) => {
+                            g[..gemm_rows * n * 4].copy_from_slice(&f);
+                            Ok(std::mem::take(g))
+                        }
+                        (Err(e), _) => Err(e),
+                        (_, Err(e)) => Err(e.clone()),
+                    };
                 }
             }
         }

@@ -728,12 +728,10 @@ fn prefill(g: &Gpu) -> (Value, bool) {
         let t_ours = time(&mut || g.gemm(&x, &w, m, &mut y).unwrap());
         let picked = g.download(&y, 0, m * n).unwrap();
         let t_theirs = time(&mut || g.cublas_gemm_bf16(&blas, &xb, &w, m, &mut y).unwrap());
+        let plan = gemm_plan(m, n, k);
         let mut tiles = Vec::new();
         for tile in GEMM_TILES {
-            let plan = GemmPlan {
-                tile,
-                ..gemm_plan(m, n, k)
-            };
+            let plan = GemmPlan { tile, ..plan };
             let t = time(&mut || g.gemm_planned(plan, &x, &w, m, &mut y).unwrap());
             let same = g.download(&y, 0, m * n).unwrap() == picked;
             same_bits &= same;
@@ -743,12 +741,11 @@ fn prefill(g: &Gpu) -> (Value, bool) {
         // a row's bits must not change.
         let chunked = GemmPlan {
             chunk_rows: 128,
-            ..gemm_plan(m, n, k)
+            ..plan
         };
         g.gemm_planned(chunked, &x, &w, m, &mut y).unwrap();
         let chunks_same = g.download(&y, 0, m * n).unwrap() == picked;
         same_bits &= chunks_same;
-        let plan = gemm_plan(m, n, k);
         let (tile, splits) = (plan.tile, plan.splits(k));
         println!(
             "prefill n={n} k={k}: {:.1} TFLOP/s ({}x{}, {splits} splits), cuBLAS {:.1}; tiles {}",
