@@ -1,8 +1,11 @@
 // emu.h — the CUDA execution model on the CPU, for ci/cuda-emu (docs/cuda.md, "CPU emulation").
 //
 // The kernels of kernels/cuda/ are compiled unchanged by a host C++ compiler after this header:
-//   * one host thread per CUDA thread; the blocks of a launch run one after another, all the
-//     threads of a block at once;
+//   * each CUDA thread is a fiber (its own stack) on one host thread; the blocks of a launch
+//     run one after another; a thread runs until it waits at a barrier (`__syncthreads()`, or a
+//     warp's for a shuffle, `mma`, `ldmatrix`, `__syncwarp()`) or returns, then the next ready
+//     thread runs; a block whose threads all wait is a deadlock, reported as an error. Under
+//     ThreadSanitizer each fiber is a thread of its own whose accesses only barriers order;
 //   * `__shared__` variables are `static`: one copy, used by one block at a time;
 //   * `__syncthreads()` is a real barrier over the block's threads; a thread that has returned
 //     from the kernel leaves the block's barriers (as on the hardware, where exited threads no
@@ -36,8 +39,8 @@ struct dim3 {
 };
 typedef dim3 uint3;
 
-extern thread_local uint3 threadIdx;
-extern thread_local uint3 blockIdx;
+extern uint3 threadIdx;  // the running thread's, set at each switch
+extern uint3 blockIdx;
 extern dim3 blockDim;
 extern dim3 gridDim;
 
@@ -57,7 +60,6 @@ inline size_t __cvta_generic_to_shared(const void* p) {
 }
 
 namespace emu {
-void block_start();
 void syncthreads(const char* file, int line);
 void warp_sync();
 uint32_t shuffle(uint32_t mask, uint32_t bits, int src_lane);

@@ -8,28 +8,43 @@
 //
 // A kernel error (an unknown instruction, a shuffle reading an exited lane, a bad argument
 // list) answers status 1 and the server goes on with the next launch.
+#include <pthread.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+
 #include <array>
-#include <barrier>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "emu.h"
 #include "launch.h"
 
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define EMU_TSAN 1
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#endif
+
+// The scheduler's own bookkeeping (which thread waits where, which runs next) is hidden from
+// ThreadSanitizer: all it sees of the scheduler are the happens-before edges of the barriers
+// (`__tsan_release` on arrival, `__tsan_acquire` on leaving), so that accesses that no barrier
+// orders are reported as races, as they would be races on the device. Its functions touch
+// plain fields and raw pointers only (a library call would be instrumented).
+#define EMU_SCHEDULER __attribute__((no_sanitize("thread")))
+
 extern const emu::Entry* emu_entries;
 extern int emu_entry_count;
 
-thread_local uint3 threadIdx;
-thread_local uint3 blockIdx;
+uint3 threadIdx;
+uint3 blockIdx;
 dim3 blockDim;
 dim3 gridDim;
 
@@ -37,61 +52,6 @@ namespace {
 
 struct KernelError : std::runtime_error {
     using std::runtime_error::runtime_error;
-};
-
-// A barrier whose number of participants shrinks as threads leave (return from the kernel).
-struct Barrier {
-    std::mutex m;
-    std::condition_variable cv;
-    int expected = 0, arrived = 0;
-    unsigned long generation = 0;
-    const char* site_file = nullptr;  // where the threads of this generation wait
-    int site_line = 0;
-
-    void reset(int n) {
-        std::lock_guard<std::mutex> l(m);
-        expected = n;
-        arrived = 0;
-    }
-    // Waits for the other participants; with a site, every thread of a generation must wait at
-    // the same one.
-    void arrive_and_wait(const char* file = nullptr, int line = 0) {
-        std::unique_lock<std::mutex> l(m);
-        if (file) {
-            if (arrived == 0) site_file = file, site_line = line;
-            else if (line != site_line || std::strcmp(file, site_file) != 0) {
-                std::ostringstream s;
-                s << "divergent __syncthreads(): threads of one block wait at " << site_file << ":"
-                  << site_line << " and at " << file << ":" << line;
-                throw KernelError(s.str());
-            }
-        }
-        const unsigned long g = generation;
-        if (++arrived >= expected) {
-            arrived = 0;
-            generation++;
-            cv.notify_all();
-        } else {
-            cv.wait(l, [&] { return generation != g; });
-        }
-    }
-    void leave() {
-        std::lock_guard<std::mutex> l(m);
-        expected--;
-        if (arrived > 0 && arrived >= expected) {
-            arrived = 0;
-            generation++;
-            cv.notify_all();
-        }
-    }
-};
-
-struct Warp {
-    Barrier barrier;
-    std::array<uint32_t, 32> slots{};
-    std::array<bool, 32> alive{};
-    std::array<uint32_t, 32 * 10> mma{};  // a[4], b[2], c[4] of each lane
-    std::array<uint32_t, 32> rows{};      // ldmatrix: each lane's row address
 };
 
 // cp.async of one thread: copies issued since the last commit, and the committed groups in
@@ -103,21 +63,226 @@ struct AsyncCopy {
     unsigned char bytes[16];
     int size;
 };
-thread_local std::vector<AsyncCopy> uncommitted;
-thread_local std::vector<std::vector<AsyncCopy>> groups;
 
+// One CUDA thread: a fiber with its own stack, run on the one host thread until it waits at
+// a barrier or returns from the kernel.
+struct Warp;
+struct Fiber {
+    ucontext_t ctx;
+    Warp* warp = nullptr;
+    char* stack = nullptr;  // STACK bytes, the lowest page a guard
+    int tid = 0;
+    uint3 idx{};
+    bool done = false;
+    Fiber* next = nullptr;            // the next waiter at the same barrier
+    const char* waits_at = nullptr;   // what it waits at (for a deadlock's report)
+    std::vector<AsyncCopy> uncommitted;
+    std::vector<std::vector<AsyncCopy>> groups;
+#if EMU_TSAN
+    void* tsan = nullptr;
+#endif
+};
+
+constexpr size_t STACK = 256 << 10, GUARD_PAGE = 4096;
+
+// A barrier whose number of participants shrinks as threads leave (return from the kernel).
+struct Barrier {
+    int expected = 0, arrived = 0;
+    unsigned generation = 0;
+    Fiber* first = nullptr;  // the waiters, in order of arrival
+    Fiber* last = nullptr;
+    const char* site_file = nullptr;  // where the threads of this generation wait
+    int site_line = 0;
+    char sync[2];  // ThreadSanitizer's synchronisation object of even and odd generations
+
+    void reset(int n);
+    void arrive_and_wait(const char* what, const char* file = nullptr, int line = 0);
+    void leave();
+    void release_all();
+};
+
+struct Warp {
+    Barrier barrier;
+    std::array<uint32_t, 32> slots{};
+    bool alive[32] = {};
+    std::array<uint32_t, 32 * 10> mma{};  // a[4], b[2], c[4] of each lane
+    std::array<float, 32 * 4> d{};        // d[4] of each lane, computed once for the warp
+    std::array<uint32_t, 32> rows{};      // ldmatrix: each lane's row address
+};
+
+// One launch: its threads' fibers, their barriers, and the queue of fibers ready to run.
 struct Launch {
+    const emu::Entry* entry = nullptr;
+    void** args = nullptr;
     int threads = 0;
     Barrier block;
     std::vector<std::unique_ptr<Warp>> warps;
-    std::mutex error_m;
+    std::unique_ptr<Fiber[]> fibers;
+    std::vector<Fiber*> ready_slots;
+    Fiber** ready = nullptr;  // a ring of `threads` slots
+    size_t ready_head = 0, ready_count = 0;
+    int finished = 0;
+    ucontext_t host;  // the launch's own (host) side, where a block starts and ends
+    void* host_stack = nullptr;
+    size_t host_stack_size = 0;
+#if EMU_TSAN
+    void* host_tsan = nullptr;
+#endif
+    char start = 0, done = 0;  // ThreadSanitizer: the host's writes before a block, the threads' after
     std::string error;
 };
 
 Launch* current = nullptr;
-thread_local int tid = 0;
+Fiber* running = nullptr;  // nullptr: the host side
+int tid = 0;
 
 Warp& my_warp() { return *current->warps[tid / 32]; }
+
+// Fiber stacks, kept from launch to launch.
+std::vector<char*> stacks;
+
+char* stack_for(size_t i) {
+    while (stacks.size() <= i) {
+        void* p = mmap(nullptr, STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) throw KernelError("no memory for the stack of a thread");
+        mprotect(p, GUARD_PAGE, PROT_NONE);  // an overflow faults instead of writing below
+        stacks.push_back((char*)p);
+    }
+    return stacks[i];
+}
+
+// Leaves the running fiber (`from`, nullptr for the host side) for `to` (nullptr: the host).
+// `dying`: `from` has returned from the kernel and never runs again.
+EMU_SCHEDULER void switch_to(Fiber* from, Fiber* to, bool dying = false) {
+    Launch& L = *current;
+    running = to;
+    if (to) tid = to->tid, threadIdx = to->idx;
+#if EMU_TSAN
+    // No synchronisation on a switch: only the barriers order the threads.
+    __tsan_switch_to_fiber(to ? to->tsan : L.host_tsan, __tsan_switch_to_fiber_no_sync);
+#endif
+#if EMU_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(dying ? nullptr : &fake, to ? to->stack + GUARD_PAGE : L.host_stack,
+                                   to ? STACK - GUARD_PAGE : L.host_stack_size);
+#else
+    (void)dying;
+#endif
+    swapcontext(from ? &from->ctx : &L.host, to ? &to->ctx : &L.host);
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
+
+EMU_SCHEDULER void make_ready(Fiber* f) {
+    Launch& L = *current;
+    L.ready[(L.ready_head + L.ready_count) % L.threads] = f;
+    L.ready_count++;
+}
+
+EMU_SCHEDULER Fiber* next_ready() {
+    Launch& L = *current;
+    if (L.ready_count == 0) return nullptr;
+    Fiber* f = L.ready[L.ready_head];
+    L.ready_head = (L.ready_head + 1) % L.threads;
+    L.ready_count--;
+    return f;
+}
+
+EMU_SCHEDULER void Barrier::reset(int n) {
+    expected = n;
+    arrived = 0;
+    first = last = nullptr;
+}
+
+EMU_SCHEDULER void Barrier::release_all() {
+    arrived = 0;
+    generation++;
+    for (Fiber* f = first; f;) {
+        Fiber* next = f->next;
+        f->waits_at = nullptr;
+        make_ready(f);
+        f = next;
+    }
+    first = last = nullptr;
+}
+
+// Waits for the other participants; with a site, every thread of a generation must wait at
+// the same one. The running fiber waits; the next ready one runs.
+EMU_SCHEDULER void Barrier::arrive_and_wait(const char* what, const char* file, int line) {
+    if (file) {
+        if (arrived == 0) site_file = file, site_line = line;
+        else if (line != site_line || std::strcmp(file, site_file) != 0) {
+            std::ostringstream s;
+            s << "divergent __syncthreads(): threads of one block wait at " << site_file << ":"
+              << site_line << " and at " << file << ":" << line;
+            throw KernelError(s.str());
+        }
+    }
+    char* sync = &this->sync[generation & 1];
+#if EMU_TSAN
+    __tsan_release(sync);
+#endif
+    if (++arrived >= expected) {
+        release_all();
+    } else {
+        Fiber* me = running;
+        me->next = nullptr;
+        me->waits_at = what;
+        if (last) last->next = me;
+        else first = me;
+        last = me;
+        switch_to(me, next_ready());
+    }
+#if EMU_TSAN
+    __tsan_acquire(sync);
+#else
+    (void)sync;
+#endif
+}
+
+// A thread that has returned no longer counts (as on the hardware).
+EMU_SCHEDULER void Barrier::leave() {
+    expected--;
+    if (arrived > 0 && arrived >= expected) release_all();
+}
+
+// The end of a thread: it leaves its warp's and its block's barriers; the next ready one runs.
+EMU_SCHEDULER void finish(Fiber* me) {
+    Launch& L = *current;
+    me->warp->alive[me->tid % 32] = false;
+    me->warp->barrier.leave();
+    L.block.leave();
+    me->done = true;
+    L.finished++;
+#if EMU_TSAN
+    __tsan_release(&L.done);
+#endif
+    switch_to(me, next_ready(), true);
+}
+
+void fiber_main() {
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
+#endif
+    Launch& L = *current;
+    Fiber* me = running;
+#if EMU_TSAN
+    __tsan_acquire(&L.start);
+#endif
+    try {
+        L.entry->call(L.args);
+    } catch (const KernelError& err) {
+#if EMU_TSAN
+        __tsan_acquire(&L.error);
+#endif
+        if (L.error.empty()) L.error = err.what();
+#if EMU_TSAN
+        __tsan_release(&L.error);
+#endif
+    }
+    finish(me);
+}
 
 float bf16_to_f32(uint16_t h) {
     uint32_t b = (uint32_t)h << 16;
@@ -162,16 +327,18 @@ unsigned char* shared_ptr(uint32_t addr, int align, const std::string& what) {
     return p;
 }
 
-void syncthreads(const char* file, int line) { current->block.arrive_and_wait(file, line); }
+void syncthreads(const char* file, int line) {
+    current->block.arrive_and_wait("__syncthreads()", file, line);
+}
 
-void warp_sync() { my_warp().barrier.arrive_and_wait(); }
+void warp_sync() { my_warp().barrier.arrive_and_wait("__syncwarp()"); }
 
 uint32_t shuffle(uint32_t mask, uint32_t bits, int src) {
     if (mask != 0xffffffffu) fail("a shuffle with a mask other than all 32 lanes is not emulated");
     Warp& w = my_warp();
     const int lane = tid % 32;
     w.slots[lane] = bits;
-    w.barrier.arrive_and_wait();
+    w.barrier.arrive_and_wait("a warp shuffle");
     if (src < 0 || src > 31 || !w.alive[src]) {
         std::ostringstream s;
         s << "lane " << lane << " of warp " << tid / 32 << " shuffles from lane " << src
@@ -179,7 +346,7 @@ uint32_t shuffle(uint32_t mask, uint32_t bits, int src) {
         fail(s.str());
     }
     const uint32_t r = w.slots[src];
-    w.barrier.arrive_and_wait();
+    w.barrier.arrive_and_wait("a warp shuffle");
     return r;
 }
 
@@ -266,40 +433,45 @@ void mma(const Operands& o, const std::vector<std::vector<int>>& ops, bool bf16,
         const float c = o.get<float>(ops[3][i], what);
         std::memcpy(&mine[6 + i], &c, 4);
     }
-    w.barrier.arrive_and_wait();
+    w.barrier.arrive_and_wait("mma.sync");
     for (int l = 0; l < 32; l++)
         if (!w.alive[l]) emu::fail(what + ": a lane of the warp is not running (mma.sync needs all 32)");
-    auto half = [&](uint32_t reg, int hi) {
-        const uint16_t h = (uint16_t)(hi ? reg >> 16 : reg & 0xffff);
-        return bf16 ? bf16_to_f32(h) : f16_to_f32(h);
-    };
-    float A[16][16], B[16][8], C[16][8];
-    for (int l = 0; l < 32; l++) {
-        const uint32_t* r = &w.mma[l * 10];
-        const int g = l / 4, t = l % 4;
-        for (int e = 0; e < 2; e++) {
-            A[g][2 * t + e] = half(r[0], e);
-            A[g + 8][2 * t + e] = half(r[1], e);
-            A[g][2 * t + 8 + e] = half(r[2], e);
-            A[g + 8][2 * t + 8 + e] = half(r[3], e);
-            B[2 * t + e][g] = half(r[4], e);
-            B[2 * t + 8 + e][g] = half(r[5], e);
+    if (lane == 0) {  // the warp's product, once
+        auto half = [&](uint32_t reg, int hi) {
+            const uint16_t h = (uint16_t)(hi ? reg >> 16 : reg & 0xffff);
+            return bf16 ? bf16_to_f32(h) : f16_to_f32(h);
+        };
+        float A[16][16], B[16][8], C[16][8];
+        for (int l = 0; l < 32; l++) {
+            const uint32_t* r = &w.mma[l * 10];
+            const int g = l / 4, t = l % 4;
+            for (int e = 0; e < 2; e++) {
+                A[g][2 * t + e] = half(r[0], e);
+                A[g + 8][2 * t + e] = half(r[1], e);
+                A[g][2 * t + 8 + e] = half(r[2], e);
+                A[g + 8][2 * t + 8 + e] = half(r[3], e);
+                B[2 * t + e][g] = half(r[4], e);
+                B[2 * t + 8 + e][g] = half(r[5], e);
+            }
+            float c[4];
+            std::memcpy(c, &r[6], 16);
+            C[g][2 * t] = c[0];
+            C[g][2 * t + 1] = c[1];
+            C[g + 8][2 * t] = c[2];
+            C[g + 8][2 * t + 1] = c[3];
         }
-        float c[4];
-        std::memcpy(c, &r[6], 16);
-        C[g][2 * t] = c[0];
-        C[g][2 * t + 1] = c[1];
-        C[g + 8][2 * t] = c[2];
-        C[g + 8][2 * t + 1] = c[3];
+        for (int l = 0; l < 32; l++) {
+            const int g = l / 4, t = l % 4;
+            const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
+            for (int e = 0; e < 4; e++) {
+                float acc = 0.0f;
+                for (int k = 0; k < 16; k++) acc += A[rows[e]][k] * B[k][cols[e]];  // products exact in f32
+                w.d[l * 4 + e] = C[rows[e]][cols[e]] + acc;
+            }
+        }
     }
-    w.barrier.arrive_and_wait();  // every lane has read the warp's fragments
-    const int g = lane / 4, t = lane % 4;
-    const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
-    for (int e = 0; e < 4; e++) {
-        float acc = 0.0f;
-        for (int k = 0; k < 16; k++) acc += A[rows[e]][k] * B[k][cols[e]];  // products exact in f32
-        o.set<float>(ops[0][e], C[rows[e]][cols[e]] + acc, what);
-    }
+    w.barrier.arrive_and_wait("mma.sync");  // lane 0 has computed the warp's D
+    for (int e = 0; e < 4; e++) o.set<float>(ops[0][e], w.d[lane * 4 + e], what);
 }
 
 // ldmatrix.sync.aligned.m8n8.{x1,x2,x4}.shared.b16 {r..}, [addr] (PTX ISA, "Warp-level matrix
@@ -317,7 +489,7 @@ void ldmatrix(const Operands& o, const std::vector<std::vector<int>>& ops, int c
     Warp& w = my_warp();
     const int lane = tid % 32;
     w.rows[lane] = o.get<uint32_t>(ops[1][0], what);
-    w.barrier.arrive_and_wait();
+    w.barrier.arrive_and_wait("ldmatrix");
     for (int l = 0; l < 8 * count; l++)
         if (!w.alive[l]) emu::fail(what + ": a lane of the warp is not running (ldmatrix needs all 32)");
     uint32_t regs[4];
@@ -334,11 +506,12 @@ void ldmatrix(const Operands& o, const std::vector<std::vector<int>>& ops, int c
             regs[i] = (uint32_t)e[0] | (uint32_t)e[1] << 16;
         }
     }
-    w.barrier.arrive_and_wait();  // every lane has read the warp's addresses
+    w.barrier.arrive_and_wait("ldmatrix");  // every lane has read the warp's addresses
     for (int i = 0; i < count; i++) o.set<uint32_t>(ops[0][i], regs[i], what);
 }
 
 void complete_groups(size_t keep) {
+    auto& groups = running->groups;
     while (groups.size() > keep) {
         for (const AsyncCopy& c : groups.front()) std::memcpy(c.dst, c.bytes, c.size);
         groups.erase(groups.begin());
@@ -349,15 +522,12 @@ void complete_groups(size_t keep) {
 
 namespace emu {
 
-void block_start() {
-    uncommitted.clear();
-    groups.clear();
-}
-
 void ptx(const char* text, void** outs, const int* out_sizes, int n_out, void** ins,
          const int* in_sizes, int n_in) {
     std::string mnemonic;
     const auto ops = operands(text, mnemonic);
+    auto& uncommitted = running->uncommitted;
+    auto& groups = running->groups;
     const Operands o{outs, out_sizes, n_out, ins, in_sizes, n_in};
     const std::string what = "PTX `" + std::string(text) + "`";
     auto scalar = [&](size_t n) {
@@ -436,55 +606,97 @@ constexpr unsigned char GUARD = 0xA5;
 bool read_exact(void* p, size_t n) { return std::fread(p, 1, n, stdin) == n; }
 void write_all(const void* p, size_t n) { std::fwrite(p, 1, n, stdout); }
 
-// Runs one launch: every thread of a block at once, block after block.
+// Runs one launch: the blocks one after another, the threads of a block as fibers on this
+// host thread, each until it waits or returns; a block whose threads all wait is a deadlock.
 std::string run(const emu::Entry& e, dim3 grid, dim3 block, void** args) {
-    Launch launch;
-    launch.threads = (int)(block.x * block.y * block.z);
-    const int nwarps = (launch.threads + 31) / 32;
-    for (int i = 0; i < nwarps; i++) launch.warps.push_back(std::make_unique<Warp>());
-    current = &launch;
+    Launch L;
+    current = &L;
+    L.entry = &e;
+    L.args = args;
+    L.threads = (int)(block.x * block.y * block.z);
+    const int nwarps = (L.threads + 31) / 32;
+    for (int i = 0; i < nwarps; i++) L.warps.push_back(std::make_unique<Warp>());
+    L.fibers.reset(new Fiber[L.threads]);
+    L.ready_slots.assign(L.threads, nullptr);
+    L.ready = L.ready_slots.data();
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstack(&attr, &L.host_stack, &L.host_stack_size);
+        pthread_attr_destroy(&attr);
+    }
+#if EMU_TSAN
+    L.host_tsan = __tsan_get_current_fiber();
+#endif
     gridDim = grid;
     blockDim = block;
-    const long blocks = (long)grid.x * grid.y * grid.z;
-    auto start = [&]() noexcept {
-        launch.block.reset(launch.threads);
-        for (int i = 0; i < nwarps; i++) {
-            const int n = std::min(32, launch.threads - 32 * i);
-            launch.warps[i]->barrier.reset(n);
-            for (int l = 0; l < 32; l++) launch.warps[i]->alive[l] = l < n;
+    try {
+        for (int t = 0; t < L.threads; t++) {
+            Fiber& f = L.fibers[t];
+            f.tid = t;
+            f.warp = L.warps[t / 32].get();
+            f.idx = {(unsigned)t % block.x, ((unsigned)t / block.x) % block.y, (unsigned)t / (block.x * block.y)};
+            f.stack = stack_for(t);
+#if EMU_TSAN
+            f.tsan = __tsan_create_fiber(0);
+#endif
         }
-    };
-    std::barrier rendezvous(launch.threads, start);
-    std::vector<std::thread> threads;
-    for (int t = 0; t < launch.threads; t++) {
-        threads.emplace_back([&, t] {
-            tid = t;
-            threadIdx = {(unsigned)t % block.x, ((unsigned)t / block.x) % block.y,
-                         (unsigned)t / (block.x * block.y)};
-            for (long b = 0; b < blocks; b++) {
-                blockIdx = {(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y),
-                            (unsigned)(b / ((long)grid.x * grid.y))};
-                rendezvous.arrive_and_wait();
-                emu::block_start();
-                try {
-                    e.call(args);
-                } catch (const KernelError& err) {
-                    std::lock_guard<std::mutex> l(launch.error_m);
-                    if (launch.error.empty()) launch.error = err.what();
-                }
-                Warp& w = my_warp();
-                {
-                    std::lock_guard<std::mutex> l(w.barrier.m);
-                    w.alive[t % 32] = false;
-                }
-                w.barrier.leave();
-                launch.block.leave();
-            }
-        });
+    } catch (const KernelError& err) {
+        current = nullptr;
+        return err.what();
     }
-    for (auto& th : threads) th.join();
+    const long blocks = (long)grid.x * grid.y * grid.z;
+    for (long b = 0; b < blocks && L.error.empty(); b++) {
+        blockIdx = {(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y),
+                    (unsigned)(b / ((long)grid.x * grid.y))};
+        L.block.reset(L.threads);
+        for (int i = 0; i < nwarps; i++) {
+            const int n = std::min(32, L.threads - 32 * i);
+            L.warps[i]->barrier.reset(n);
+            for (int l = 0; l < 32; l++) L.warps[i]->alive[l] = l < n;
+        }
+        L.ready_head = L.ready_count = 0;
+        L.finished = 0;
+        for (int t = 0; t < L.threads; t++) {
+            Fiber& f = L.fibers[t];
+            f.done = false;
+            f.waits_at = nullptr;
+            f.uncommitted.clear();
+            f.groups.clear();
+            getcontext(&f.ctx);
+            f.ctx.uc_stack.ss_sp = f.stack + GUARD_PAGE;
+            f.ctx.uc_stack.ss_size = STACK - GUARD_PAGE;
+            f.ctx.uc_link = nullptr;
+            makecontext(&f.ctx, fiber_main, 0);
+            make_ready(&f);
+        }
+#if EMU_TSAN
+        __tsan_release(&L.start);
+#endif
+        switch_to(nullptr, next_ready());
+#if EMU_TSAN
+        __tsan_acquire(&L.done);
+#endif
+        if (L.finished < L.threads && L.error.empty()) {
+            std::ostringstream s;
+            s << "deadlock: " << L.threads - L.finished << " of the " << L.threads
+              << " threads of block " << b << " wait forever";
+            for (int t = 0; t < L.threads; t++)
+                if (!L.fibers[t].done && L.fibers[t].waits_at) {
+                    s << " (thread " << t << " at " << L.fibers[t].waits_at;
+                    if (L.fibers[t].waits_at == std::string("__syncthreads()"))
+                        s << ", " << L.block.site_file << ":" << L.block.site_line;
+                    s << ")";
+                    break;
+                }
+            L.error = s.str();
+        }
+    }
+#if EMU_TSAN
+    for (int t = 0; t < L.threads; t++) __tsan_destroy_fiber(L.fibers[t].tsan);
+#endif
     current = nullptr;
-    return launch.error;
+    running = nullptr;
+    return L.error;
 }
 
 }  // namespace

@@ -1,12 +1,13 @@
 //! `cuda-emu` (run by `ci/cuda-emu`, docs/cuda.md): every kernel of `kernels/cuda/` (or of
 //! `$COCOON_EMU_KERNELS`) compiled unchanged by the host C++ compiler over the emulation of the
-//! CUDA execution model in `kernels/emu/` (one host thread per CUDA thread, real barriers,
-//! warp shuffles and `mma.sync` from the PTX ISA), launched with the grids and arguments of
+//! CUDA execution model in `kernels/emu/` (each CUDA thread a fiber, real barriers, warp
+//! shuffles and `mma.sync` from the PTX ISA), launched with the grids and arguments of
 //! the launch wrappers (`kernels/src/ops.rs`), and compared with the CPU backend over many
 //! shapes; then the same on a ThreadSanitizer build and on an AddressSanitizer + UBSan build
 //! (every buffer its own exact allocation) for the smaller shapes. Ends with
 //! `cuda-emu: N passed, M failed`; exit 1 when any failed. `COCOON_EMU_SHAPES=small`: the
-//! small shapes only; `COCOON_EMU_BUILDS=plain,tsan,asan` (default all): which builds run.
+//! small shapes only; `COCOON_EMU_BUILDS=plain,tsan,asan` (default all): which builds run;
+//! `COCOON_EMU_OUT=DIR` (default `target/cuda-emu`): where the emulator builds go.
 //!
 //! Inline PTX is rewritten into calls of the emulator (`asm(...)` → `emu::ptx(...)` with the
 //! addresses and sizes of its operands); nothing else in the sources is touched.
@@ -1388,7 +1389,8 @@ fn main() {
     let kernels = std::env::var_os("COCOON_EMU_KERNELS")
         .map_or_else(|| root.join("kernels/cuda"), PathBuf::from);
     let emu_dir = root.join("kernels/emu");
-    let out = root.join("target/cuda-emu");
+    let out = std::env::var_os("COCOON_EMU_OUT")
+        .map_or_else(|| root.join("target/cuda-emu"), PathBuf::from);
     println!("cuda-emu: kernels from {}", kernels.display());
     let cpu = CpuBackend::new(1).unwrap_or_else(|e| {
         println!("cuda-emu: {e}");
