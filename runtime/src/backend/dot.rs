@@ -7,6 +7,7 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use multiversion::multiversion;
+use multiversion::target::selected_target;
 
 /// Lanes of the dot-product accumulators.
 pub const LANES: usize = 16;
@@ -83,13 +84,21 @@ pub fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
 /// `out[j] = x · w_j` over consecutive f32 weight rows `w` (`out.len()` rows of `x.len()`).
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq"))]
 pub fn rows_dot_f32(x: &[f32], w: &[f32], out: &mut [f32]) {
-    rows_dot(x, w, out, |v| v)
+    if const { selected_target!().supports_feature_str("avx512f") } {
+        rows_dot::<GEMV_ROWS_AVX512, _>(x, w, out, |v| v)
+    } else {
+        rows_dot::<GEMV_ROWS, _>(x, w, out, |v| v)
+    }
 }
 
 /// [`rows_dot_f32`] for BF16 weight rows, widened in registers.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq"))]
 pub fn rows_dot_bf16(x: &[f32], w: &[u16], out: &mut [f32]) {
-    rows_dot(x, w, out, bf16_to_f32)
+    if const { selected_target!().supports_feature_str("avx512f") } {
+        rows_dot::<GEMV_ROWS_AVX512, _>(x, w, out, bf16_to_f32)
+    } else {
+        rows_dot::<GEMV_ROWS, _>(x, w, out, bf16_to_f32)
+    }
 }
 
 /// [`rows_dot_f32`] for F16 weight rows.
@@ -99,21 +108,32 @@ pub fn rows_dot_f16(x: &[f32], w: &[f16], out: &mut [f32]) {
     }
 }
 
-/// Weight rows a [`rows_dot`] group: independent sums, so that the fused multiply-adds of one
-/// row do not wait for each other's results.
-const GEMV_ROWS: usize = 8;
+/// Weight rows a [`rows_dot`] group with AVX-512: independent sums, so that the fused
+/// multiply-adds of one row do not wait for each other's results (8 accumulators of one 16-lane
+/// register each).
+const GEMV_ROWS_AVX512: usize = 8;
 
-/// One activation row times consecutive weight rows, [`GEMV_ROWS`] at a time; each value is
-/// bit-identical to [`dot`] of its pair (with `widen` applied to each weight).
+/// Weight rows a [`rows_dot`] group on x86-64-v3, whose 16 registers hold 4 rows' accumulators
+/// (two registers each) and the operands; with 8 rows, a quarter of the accumulators were kept
+/// in memory.
+const GEMV_ROWS: usize = 4;
+
+/// One activation row times consecutive weight rows, `G` at a time; each value is
+/// bit-identical to [`dot`] of its pair (with `widen` applied to each weight), whatever `G`.
 #[inline(always)]
-fn rows_dot<T: Copy>(x: &[f32], w: &[T], out: &mut [f32], widen: impl Fn(T) -> f32 + Copy) {
+fn rows_dot<const G: usize, T: Copy>(
+    x: &[f32],
+    w: &[T],
+    out: &mut [f32],
+    widen: impl Fn(T) -> f32 + Copy,
+) {
     let k = x.len();
-    let mut groups = out.chunks_exact_mut(GEMV_ROWS);
+    let mut groups = out.chunks_exact_mut(G);
     let mut first = 0;
     for o in &mut groups {
-        let sums = rows_dot_group::<GEMV_ROWS, T>(x, &w[first * k..], widen);
+        let sums = rows_dot_group::<G, T>(x, &w[first * k..], widen);
         o.copy_from_slice(&sums);
-        first += GEMV_ROWS;
+        first += G;
     }
     for o in groups.into_remainder() {
         *o = rows_dot_group::<1, T>(x, &w[first * k..], widen)[0];
@@ -277,7 +297,9 @@ fn narrow(x: &PackedRows<'_>, first: usize, widen: &dyn Fn(usize, &mut [f32]), o
 
 /// The four dot products of two activation rows with two weight rows, `[x0·w0, x0·w1, x1·w0,
 /// x1·w1]`, each bit-identical to [`dot`] of the pair; each loaded chunk feeds two fused
-/// multiply-adds instead of one.
+/// multiply-adds instead of one. Not inlined: inlined into [`narrow`]'s loops, the compiler
+/// kept the eight accumulators in memory (a load and a store around every multiply-add).
+#[inline(never)]
 fn dot_2x2(x0: &[f32], x1: &[f32], w0: &[f32], w1: &[f32]) -> [f32; 4] {
     let mut a = [[0f32; LANES]; 4];
     let chunks = x0
