@@ -609,6 +609,18 @@ void write_all(const void* p, size_t n) { std::fwrite(p, 1, n, stdout); }
 // Runs one launch: the blocks one after another, the threads of a block as fibers on this
 // host thread, each until it waits or returns; a block whose threads all wait is a deadlock.
 std::string run(const emu::Entry& e, dim3 grid, dim3 block, void** args) {
+    // The limits a CUDA launch enforces (CUDA_ERROR_INVALID_VALUE on a GPU): refused with the
+    // shape named, before any fiber or stack is made for it.
+    const unsigned long long block_threads = (unsigned long long)block.x * block.y * block.z;
+    if (block_threads == 0 || block_threads > 1024 || block.z > 64 || grid.x == 0 ||
+        grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535) {
+        std::ostringstream s;
+        s << "invalid launch shape: grid (" << grid.x << ", " << grid.y << ", " << grid.z
+          << "), block (" << block.x << ", " << block.y << ", " << block.z
+          << "): a block needs 1 to 1024 threads (z at most 64), a grid 1 to 2^31-1 blocks in "
+             "x and 1 to 65535 in y and z";
+        return s.str();
+    }
     Launch L;
     current = &L;
     L.entry = &e;

@@ -905,6 +905,23 @@ impl Checks<'_> {
         }
     }
 
+    /// Launch shapes a GPU refuses (no threads, more than 1024 threads a block, no blocks) are
+    /// refused by the emulator too, with the shape named, and a launch after them runs.
+    fn bad_shapes(&mut self) {
+        for (grid, block) in [([1, 1, 1], 0), ([1, 1, 1], 1025), ([0, 1, 1], 32)] {
+            let mut args = vec![
+                Arg::Buf(f32s(&[1.0; 4])),
+                Arg::Buf(f32s(&[2.0; 4])),
+                Arg::Scalar(4i64.to_le_bytes().to_vec()),
+            ];
+            let name = format!("{} add refuses grid {grid:?} block {block}", self.label);
+            let got = self.emu.launch("add", grid, block, &mut args);
+            let refused = matches!(&got, Err(e) if e.contains("invalid launch shape"));
+            self.report.check(name, refused);
+        }
+        self.elementwise(5);
+    }
+
     fn argmax(&mut self, rows: usize, width: usize) {
         let mut logits = random(&mut self.rng, rows * width, 10.0);
         // Ties (the first wins), NaN (never wins), a row of NaN (0).
@@ -1307,6 +1324,7 @@ impl Checks<'_> {
             self.argmax(rows, width);
         }
         self.gather(if small { 5 } else { 9 }, if small { 40 } else { 576 });
+        self.bad_shapes();
         let attn: Vec<(AttentionShape, Vec<(usize, usize)>)> = if small {
             vec![
                 (
