@@ -87,6 +87,10 @@ pub fn rows_dot_f32(x: &[f32], w: &[f32], out: &mut [f32]) {
     if const { selected_target!().supports_feature_str("avx512f") } {
         rows_dot::<GEMV_ROWS_AVX512, _>(x, w, out, |v| v)
     } else {
+        #[cfg(target_arch = "x86_64")]
+        if super::dot_v3::rows_dot_f32(x, w, out) {
+            return;
+        }
         rows_dot::<GEMV_ROWS, _>(x, w, out, |v| v)
     }
 }
@@ -97,6 +101,10 @@ pub fn rows_dot_bf16(x: &[f32], w: &[u16], out: &mut [f32]) {
     if const { selected_target!().supports_feature_str("avx512f") } {
         rows_dot::<GEMV_ROWS_AVX512, _>(x, w, out, bf16_to_f32)
     } else {
+        #[cfg(target_arch = "x86_64")]
+        if super::dot_v3::rows_dot_bf16(x, w, out) {
+            return;
+        }
         rows_dot::<GEMV_ROWS, _>(x, w, out, bf16_to_f32)
     }
 }
@@ -113,9 +121,8 @@ pub fn rows_dot_f16(x: &[f32], w: &[f16], out: &mut [f32]) {
 /// register each).
 const GEMV_ROWS_AVX512: usize = 8;
 
-/// Weight rows a [`rows_dot`] group on x86-64-v3, whose 16 registers hold 4 rows' accumulators
-/// (two registers each) and the operands; with 8 rows, a quarter of the accumulators were kept
-/// in memory.
+/// Weight rows a [`rows_dot`] group without AVX-512 where [`super::dot_v3`] does not run (a CPU
+/// without x86-64-v3, another architecture): 16 registers hold 4 rows' accumulators (two each).
 const GEMV_ROWS: usize = 4;
 
 /// One activation row times consecutive weight rows, `G` at a time; each value is

@@ -12,6 +12,8 @@ pub mod bf16_products;
 pub mod cpu;
 pub mod cuda;
 pub mod dot;
+#[cfg(target_arch = "x86_64")]
+mod dot_v3;
 
 pub use batch::{blocks_for, Batch, Logits, RowKind, KV_BLOCK};
 pub use cocoon_kernels::shapes::KvType;
