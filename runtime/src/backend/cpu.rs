@@ -8,6 +8,7 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::bf16_products;
+use super::cpu_attention::attend;
 use super::dot::{
     bf16_to_f32, dot, rows_dot_bf16, rows_dot_f16, rows_dot_f32, weight_rows_times, Blocking,
     PackedRows,
@@ -129,15 +130,6 @@ impl CpuPool {
     /// Offset in a block of position `p % KV_BLOCK` of `layer`'s keys (`kv` 0) or values (1).
     fn offset(&self, layer: usize, kv: usize, p: usize) -> usize {
         ((layer * 2 + kv) * KV_BLOCK + p % KV_BLOCK) * self.kv_dim
-    }
-
-    /// The keys (`kv` 0) or values (1) of `layer` at pool slot `slot`.
-    fn row(&self, layer: usize, kv: usize, slot: usize) -> &[f32] {
-        let o = self.offset(layer, kv, slot);
-        match &self.blocks[slot / KV_BLOCK] {
-            Some(b) => &b[o..o + self.kv_dim],
-            None => &[],
-        }
     }
 }
 
@@ -681,33 +673,27 @@ impl Backend for CpuBackend {
         check_len("attention q", q.len(), rows * qd)?;
         check_len("attention out", out.len(), rows * qd)?;
         let scale = 1.0 / (d as f32).sqrt();
+        let (ko, vo) = (pool.offset(layer, 0, 0), pool.offset(layer, 1, 0));
         self.pool.install(|| {
             out[..rows * qd]
                 .par_chunks_mut(d)
                 .enumerate()
-                .for_each(|(i, o)| {
+                .for_each_init(Vec::new, |scores, (i, o)| {
                     let (r, h) = (i / shape.heads, i % shape.heads);
                     let kv_off = (h / group) * d;
                     let qh = &q[r * qd + h * d..r * qd + (h + 1) * d];
-                    let len = batch.positions()[r] as usize + 1;
-                    let at = |kv: usize, t: usize| {
-                        &pool.row(layer, kv, batch.slot_at(r, t))[kv_off..kv_off + d]
+                    let table = batch.table_of(r);
+                    // Position t of the row's sequence: slot t % KV_BLOCK of block
+                    // table[t / KV_BLOCK] (every staged block holds memory: checked above).
+                    let at = |base: usize, t: usize| -> &[f32] {
+                        let block = pool.blocks[table[t / KV_BLOCK] as usize]
+                            .as_deref()
+                            .unwrap_or_default();
+                        let o = base + (t % KV_BLOCK) * kvd + kv_off;
+                        &block[o..o + d]
                     };
-                    let mut scores: Vec<f32> =
-                        (0..len).map(|t| dot(qh, at(0, t)) * scale).collect();
-                    let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
-                    let mut sum = 0f32;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    o.fill(0.0);
-                    for (t, p) in scores.iter().enumerate() {
-                        let p = p / sum;
-                        for (ov, vv) in o.iter_mut().zip(at(1, t)) {
-                            *ov = p.mul_add(*vv, *ov);
-                        }
-                    }
+                    let len = batch.positions()[r] as usize + 1;
+                    attend(qh, len, |t| at(ko, t), |t| at(vo, t), scale, scores, o);
                 });
         });
         Ok(())

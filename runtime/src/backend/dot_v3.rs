@@ -17,7 +17,7 @@
 use pulp::{cast, f32x8, u16x8, x86::V3};
 
 /// A weight element the kernel reads 8 at a time.
-trait Weight: Copy {
+pub(super) trait Weight: Copy {
     /// Eight weights as f32 lanes.
     fn lanes(simd: V3, w: &[Self; 8]) -> f32x8;
     /// One weight as f32 (the tail past the last 16).
@@ -80,25 +80,86 @@ fn rows<T: Weight>(simd: V3, x: &[f32], w: &[T], out: &mut [f32]) {
         out.fill(0.0);
         return;
     }
-    let whole = k / 16 * 16;
-    let xc = &x[..whole].as_chunks::<8>().0;
     for (o, row) in out.iter_mut().zip(w.chunks_exact(k)) {
-        let wc = &row[..whole].as_chunks::<8>().0;
-        let (mut lo, mut hi) = (simd.splat_f32x8(0.0), simd.splat_f32x8(0.0));
-        for (xp, wp) in xc.chunks_exact(2).zip(wc.chunks_exact(2)) {
-            lo = simd.mul_add_f32x8(cast(xp[0]), T::lanes(simd, &wp[0]), lo);
-            hi = simd.mul_add_f32x8(cast(xp[1]), T::lanes(simd, &wp[1]), hi);
-        }
-        // Lane l + 8 into l (one vector add), then + 4, + 2, + 1: the order of `reduce`.
-        let v: [f32; 8] = cast(simd.add_f32x8(lo, hi));
-        let sum = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
-        let tail: f32 = x[whole..]
-            .iter()
-            .zip(&row[whole..])
-            .map(|(a, b)| a * b.value())
-            .sum();
-        *o = sum + tail;
+        *o = dot_with(simd, x, row);
     }
+}
+
+/// `x · w` (`w` at least as long as `x`), bit-identical to [`super::dot::dot`] (and to
+/// [`super::dot::dot_bf16`] for BF16 `w`), inside code already vectorized for `simd`.
+#[inline(always)]
+pub(super) fn dot_with<T: Weight>(simd: V3, x: &[f32], w: &[T]) -> f32 {
+    let whole = x.len() / 16 * 16;
+    let xc = x[..whole].as_chunks::<8>().0;
+    let wc = w[..whole].as_chunks::<8>().0;
+    let (mut lo, mut hi) = (simd.splat_f32x8(0.0), simd.splat_f32x8(0.0));
+    for (xp, wp) in xc.chunks_exact(2).zip(wc.chunks_exact(2)) {
+        lo = simd.mul_add_f32x8(cast(xp[0]), T::lanes(simd, &wp[0]), lo);
+        hi = simd.mul_add_f32x8(cast(xp[1]), T::lanes(simd, &wp[1]), hi);
+    }
+    // Lane l + 8 into l (one vector add), then + 4, + 2, + 1: the order of `reduce`.
+    let v: [f32; 8] = cast(simd.add_f32x8(lo, hi));
+    let sum = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+    let tail: f32 = x[whole..]
+        .iter()
+        .zip(&w[whole..x.len()])
+        .map(|(a, b)| a * b.value())
+        .sum();
+    sum + tail
+}
+
+/// `o[i] = Σ_t p[t] · value(t)[i]`, the terms added in `t` order from zero by fused
+/// multiply-adds (bit-identical to that scalar loop), inside code vectorized for `simd`: the
+/// sums of up to 64 lanes are held in registers across every `t`.
+#[inline(always)]
+pub(super) fn weighted_sum<'a, F: Fn(usize) -> &'a [f32]>(
+    simd: V3,
+    o: &mut [f32],
+    p: &[f32],
+    value: F,
+) {
+    let d = o.len();
+    let mut start = 0;
+    while d - start >= 8 {
+        let piece = match (d - start) / 8 {
+            8.. => weighted_piece::<8, _>(simd, o, start, p, &value),
+            4..=7 => weighted_piece::<4, _>(simd, o, start, p, &value),
+            2 | 3 => weighted_piece::<2, _>(simd, o, start, p, &value),
+            _ => weighted_piece::<1, _>(simd, o, start, p, &value),
+        };
+        start += piece;
+    }
+    for (i, oi) in o.iter_mut().enumerate().skip(start) {
+        *oi = p
+            .iter()
+            .enumerate()
+            .fold(0f32, |acc, (t, pt)| pt.mul_add(value(t)[i], acc));
+    }
+}
+
+/// [`weighted_sum`] of lanes `start..start + 8 N`; returns how many lanes it wrote.
+#[inline(always)]
+fn weighted_piece<'a, const N: usize, F: Fn(usize) -> &'a [f32]>(
+    simd: V3,
+    o: &mut [f32],
+    start: usize,
+    p: &[f32],
+    value: &F,
+) -> usize {
+    let lanes = 8 * N;
+    let mut acc = [simd.splat_f32x8(0.0); N];
+    for (t, pt) in p.iter().enumerate() {
+        let pv = simd.splat_f32x8(*pt);
+        let v = value(t)[start..start + lanes].as_chunks::<8>().0;
+        for j in 0..N {
+            acc[j] = simd.mul_add_f32x8(pv, cast(v[j]), acc[j]);
+        }
+    }
+    let out = o[start..start + lanes].as_chunks_mut::<8>().0;
+    for j in 0..N {
+        out[j] = cast(acc[j]);
+    }
+    lanes
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod bf16_products;
 pub mod cpu;
+mod cpu_attention;
 pub mod cuda;
 pub mod dot;
 #[cfg(target_arch = "x86_64")]
