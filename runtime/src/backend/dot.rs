@@ -1,7 +1,7 @@
 //! The CPU backend's dot products. Every sum of `x · w` is computed the same way wherever it is
 //! computed: 16 lanes of fused multiply-adds over the whole 16-value chunks in order, the lanes
 //! added pairwise in a fixed order, then the products past the last chunk added in order. So a
-//! row's value is bit for bit the same alone (a decode step), in a 2 × 2 block (x86-64-v3) or in
+//! row's value is bit for bit the same alone (a decode step), in a 2 × 3 block (x86-64-v3) or in
 //! a 6 × 4 block (AVX-512): batching and the CPU's features change the speed, never a logit.
 
 use half::f16;
@@ -187,7 +187,8 @@ fn rows_dot_group<const C: usize, T: Copy>(
 /// Register blocks of a multi-row matmul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Blocking {
-    /// 2 rows × 2 weight rows: fits x86-64-v3's 16 vector registers (a 16-lane chunk is two).
+    /// 2 rows × 3 weight rows: 12 of x86-64-v3's 16 vector registers hold the sums (a 16-lane
+    /// chunk is two); 2 × 2 in the portable code.
     Narrow,
     /// 6 rows × 4 weight rows: fits AVX-512's 32 registers (a chunk is one).
     Wide,
@@ -273,9 +274,14 @@ pub fn weight_rows_times(
     }
 }
 
-/// The 2 × 2 blocking, on the rows as given.
+/// The x86-64-v3 blocking, on the rows as given: 2 × 3 blocks of explicit vectors
+/// ([`super::dot_v3`]); the portable 2 × 2 blocks below where that code cannot run.
 fn narrow(x: &PackedRows<'_>, first: usize, widen: &dyn Fn(usize, &mut [f32]), out: &mut [f32]) {
     let (rows, k) = (x.rows, x.k);
+    #[cfg(target_arch = "x86_64")]
+    if super::dot_v3::weight_rows_times(x.x, rows, k, first, widen, out) {
+        return;
+    }
     let m = out.len() / rows;
     let (mut w0, mut w1) = (vec![0f32; k], vec![0f32; k]);
     let mut pairs = out.chunks_exact_mut(rows * 2);
