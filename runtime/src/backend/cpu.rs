@@ -41,6 +41,10 @@ impl CpuWeight {
         match &self.data {
             Data::F32(d) => out.copy_from_slice(&d[span]),
             Data::BF16(d) => {
+                #[cfg(target_arch = "x86_64")]
+                if super::dot_v3::widen_bf16(&d[span.clone()], out) {
+                    return;
+                }
                 for (o, w) in out.iter_mut().zip(&d[span]) {
                     *o = bf16_to_f32(*w);
                 }

@@ -85,6 +85,28 @@ fn rows<T: Weight>(simd: V3, x: &[f32], w: &[T], out: &mut [f32]) {
     }
 }
 
+/// BF16 bits widened to f32 (`out.len()` values of `w`), 8 a vector. False (nothing
+/// written) where the CPU lacks x86-64-v3.
+pub(super) fn widen_bf16(w: &[u16], out: &mut [f32]) -> bool {
+    let Some(simd) = V3::try_new() else {
+        return false;
+    };
+    simd.vectorize(
+        #[inline(always)]
+        || {
+            let (oc, ot) = out.as_chunks_mut::<8>();
+            let (wc, wt) = w[..oc.len() * 8 + ot.len()].as_chunks::<8>();
+            for (o, w) in oc.iter_mut().zip(wc) {
+                *o = cast(u16::lanes(simd, w));
+            }
+            for (o, w) in ot.iter_mut().zip(wt) {
+                *o = w.value();
+            }
+        },
+    );
+    true
+}
+
 /// Weight rows `first..first + out.len() / rows` times every row of `x` (`rows` rows of `k`),
 /// into `out` transposed (`out[j * rows + r] = x_r · w_{first + j}`), each value bit-identical
 /// to [`super::dot::dot`]; `widen(j, buf)` writes weight row `j` as f32. Blocks of 2 rows × 3
@@ -280,6 +302,17 @@ fn weighted_piece<'a, const N: usize, F: Fn(usize) -> &'a [f32]>(
 #[cfg(test)]
 mod tests {
     use super::super::dot::{dot, dot_bf16};
+
+    #[test]
+    fn every_bf16_widens_exactly() {
+        // All 65,536 patterns (NaNs keep their payload), and a length with a tail past 8.
+        let w: Vec<u16> = (0..=u16::MAX).chain([7, 8, 9]).collect();
+        let mut out = vec![0f32; w.len()];
+        assert!(super::widen_bf16(&w, &mut out));
+        for (v, b) in out.iter().zip(&w) {
+            assert_eq!(v.to_bits(), u32::from(*b) << 16, "bf16 {b:#06x}");
+        }
+    }
 
     #[test]
     fn each_row_has_the_bits_of_its_dot_and_the_kernel_runs() {
