@@ -258,10 +258,11 @@ impl<'a> PackedRows<'a> {
     }
 }
 
-/// Weight rows `first..first + out.len() / rows` times every row of `x`, into `out` transposed:
-/// `out[j * rows + r]` is `x_r · w_{first + j}`. `widen(j, buf)` writes weight row `j` as f32
-/// into `buf` (`k` values). Each value is bit-identical to [`dot`] of its pair, whatever the
-/// blocking.
+/// Weight rows `first..first + m` (`m = out.len() / rows`) times every row of `x`, into `out`
+/// row by row: `out[r * m + j]` is `x_r · w_{first + j}` (a task's block; the caller copies
+/// each row's `m` values, contiguous, into its output row). `widen(j, buf)` writes weight row
+/// `j` as f32 into `buf` (`k` values). Each value is bit-identical to [`dot`] of its pair,
+/// whatever the blocking.
 pub fn weight_rows_times(
     x: &PackedRows<'_>,
     first: usize,
@@ -284,26 +285,25 @@ fn narrow(x: &PackedRows<'_>, first: usize, widen: &dyn Fn(usize, &mut [f32]), o
     }
     let m = out.len() / rows;
     let (mut w0, mut w1) = (vec![0f32; k], vec![0f32; k]);
-    let mut pairs = out.chunks_exact_mut(rows * 2);
-    for (jj, pair) in (&mut pairs).enumerate() {
-        widen(first + 2 * jj, &mut w0);
-        widen(first + 2 * jj + 1, &mut w1);
-        let (col0, col1) = pair.split_at_mut(rows);
+    for j in (0..m - m % 2).step_by(2) {
+        widen(first + j, &mut w0);
+        widen(first + j + 1, &mut w1);
         for r in (0..rows - rows % 2).step_by(2) {
             let d = dot_2x2(x.row(r), x.row(r + 1), &w0, &w1);
-            (col0[r], col1[r], col0[r + 1], col1[r + 1]) = (d[0], d[1], d[2], d[3]);
+            (out[r * m + j], out[r * m + j + 1]) = (d[0], d[1]);
+            (out[(r + 1) * m + j], out[(r + 1) * m + j + 1]) = (d[2], d[3]);
         }
         if rows % 2 == 1 {
-            col0[rows - 1] = dot(x.row(rows - 1), &w0);
-            col1[rows - 1] = dot(x.row(rows - 1), &w1);
+            let r = rows - 1;
+            out[r * m + j] = dot(x.row(r), &w0);
+            out[r * m + j + 1] = dot(x.row(r), &w1);
         }
     }
     // An odd last weight row.
-    let last = pairs.into_remainder();
-    if !last.is_empty() {
+    if m % 2 == 1 {
         widen(first + m - 1, &mut w0);
-        for (r, v) in last.iter_mut().enumerate() {
-            *v = dot(x.row(r), &w0);
+        for r in 0..rows {
+            out[r * m + m - 1] = dot(x.row(r), &w0);
         }
     }
 }
@@ -361,7 +361,7 @@ fn times<const C: usize>(
             // The last weight rows, fewer than a block: one at a time.
             widen(first + j, &mut w[..k]);
             for r in 0..rows {
-                out[j * rows + r] = dot(x.row(r), &w[..k]);
+                out[r * m + j] = dot(x.row(r), &w[..k]);
             }
             j += 1;
             continue;
@@ -374,7 +374,7 @@ fn times<const C: usize>(
         for g in (0..rows).step_by(group) {
             let xs = &x.packed[g * chunks * LANES..];
             let mut put = |r: usize, c: usize, sum: f32| {
-                out[(j + c) * rows + g + r] = sum + tail(x.row(g + r), &w[c * k..(c + 1) * k]);
+                out[(g + r) * m + j + c] = sum + tail(x.row(g + r), &w[c * k..(c + 1) * k]);
             };
             match group.min(rows - g) {
                 1 => block::<1, C>(xs, wp, &mut put),
@@ -515,7 +515,7 @@ mod tests {
                     for r in 0..rows {
                         let one = dot(&x[r * k..(r + 1) * k], &w[(j + 2) * k..(j + 3) * k]);
                         assert_eq!(
-                            out[j * rows + r].to_bits(),
+                            out[r * (m - 2) + j].to_bits(),
                             one.to_bits(),
                             "{blocking:?} {m}×{k}, weight row {j}, row {r} of {rows}"
                         );

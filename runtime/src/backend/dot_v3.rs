@@ -107,8 +107,8 @@ pub(super) fn widen_bf16(w: &[u16], out: &mut [f32]) -> bool {
     true
 }
 
-/// Weight rows `first..first + out.len() / rows` times every row of `x` (`rows` rows of `k`),
-/// into `out` transposed (`out[j * rows + r] = x_r · w_{first + j}`), each value bit-identical
+/// Weight rows `first..first + m` (`m = out.len() / rows`) times every row of `x` (`rows` rows
+/// of `k`), into `out` row by row (`out[r * m + j] = x_r · w_{first + j}`), each value bit-identical
 /// to [`super::dot::dot`]; `widen(j, buf)` writes weight row `j` as f32. Blocks of 2 rows × 3
 /// weight rows: 12 accumulators of 8 lanes, and per 16 products of each pair 10 loads for 12
 /// fused multiply-adds (the 2 × 2 block of the portable code: 8 for 8, bound by loads;
@@ -140,11 +140,10 @@ pub(super) fn weight_rows_times(
                 for (i, buf) in w.chunks_exact_mut(k).take(c).enumerate() {
                     widen(first + j + i, buf);
                 }
-                let out = &mut out[j * rows..(j + c) * rows];
                 match c {
-                    3 => rows_times::<3>(simd, x, rows, k, &w, out),
-                    2 => rows_times::<2>(simd, x, rows, k, &w, out),
-                    _ => rows_times::<1>(simd, x, rows, k, &w, out),
+                    3 => rows_times::<3>(simd, x, (rows, k), &w, (j, m), out),
+                    2 => rows_times::<2>(simd, x, (rows, k), &w, (j, m), out),
+                    _ => rows_times::<1>(simd, x, (rows, k), &w, (j, m), out),
                 }
                 j += c;
             }
@@ -153,14 +152,15 @@ pub(super) fn weight_rows_times(
     true
 }
 
-/// Every row of `x` times the `C` weight rows at the start of `w`, into `out` (`[C][rows]`).
+/// Every row of `x` times the `C` weight rows at the start of `w` (the task's weight rows
+/// `j..j + C` of `m`), into `out` (`[rows][m]`).
 #[inline(always)]
 fn rows_times<const C: usize>(
     simd: V3,
     x: &[f32],
-    rows: usize,
-    k: usize,
+    (rows, k): (usize, usize),
     w: &[f32],
+    (j, m): (usize, usize),
     out: &mut [f32],
 ) {
     let ws: [&[f32]; C] = std::array::from_fn(|c| &w[c * k..(c + 1) * k]);
@@ -168,17 +168,13 @@ fn rows_times<const C: usize>(
     let mut r = 0;
     while r + 2 <= rows {
         let s = block::<2, C>(simd, [row(r), row(r + 1)], ws);
-        for (c, col) in out.chunks_exact_mut(rows).enumerate() {
-            col[r] = s[0][c];
-            col[r + 1] = s[1][c];
-        }
+        out[r * m + j..r * m + j + C].copy_from_slice(&s[0]);
+        out[(r + 1) * m + j..(r + 1) * m + j + C].copy_from_slice(&s[1]);
         r += 2;
     }
     if r < rows {
         let s = block::<1, C>(simd, [row(r)], ws);
-        for (c, col) in out.chunks_exact_mut(rows).enumerate() {
-            col[r] = s[0][c];
-        }
+        out[r * m + j..r * m + j + C].copy_from_slice(&s[0]);
     }
 }
 
