@@ -601,6 +601,15 @@ impl Backend for CpuBackend {
                 blocks.extend(chunks.map(|(c, b)| (*w, c * 16, b)));
             }
             blocks.into_par_iter().for_each(|(w, first, block)| {
+                // A few rows times BF16 weights on x86-64-v3: weight rows streamed and widened
+                // in registers (the same values).
+                #[cfg(target_arch = "x86_64")]
+                if let (Blocking::Narrow, Data::BF16(d)) = (self.blocking, &w.data) {
+                    let span = first * k..(first + block.len() / rows) * k;
+                    if super::dot_v3::few_rows_times_bf16(x, (rows, k), &d[span], block) {
+                        return;
+                    }
+                }
                 weight_rows_times(&packed, first, &|j, buf| w.row_into(j, buf), block)
             });
             put_back_blocks(&transposed, ws, rows, outs);

@@ -152,6 +152,62 @@ pub(super) fn weight_rows_times(
     true
 }
 
+/// A few rows (1 to 4) of `x` (each `k` values) times the BF16 weight rows `w` (`m` rows of
+/// `k`), into `out` row by row (`out[r * m + j] = x_r · w_j`), each value bit-identical to
+/// [`super::dot::dot_bf16`]. Each weight row is read once, front to back, and widened in
+/// registers, as the one-row kernel does: with so few rows a matmul is bound by memory, and
+/// widening rows into a buffer first made reads and arithmetic take turns. False (nothing
+/// written) where the CPU lacks x86-64-v3 or `rows` is not 1 to 4.
+pub(super) fn few_rows_times_bf16(
+    x: &[f32],
+    (rows, k): (usize, usize),
+    w: &[u16],
+    out: &mut [f32],
+) -> bool {
+    let Some(simd) = V3::try_new() else {
+        return false;
+    };
+    if !(1..=4).contains(&rows) || k == 0 {
+        return false;
+    }
+    simd.vectorize(
+        #[inline(always)]
+        || match rows {
+            1 => few_rows::<1>(simd, x, k, w, out),
+            2 => few_rows::<2>(simd, x, k, w, out),
+            3 => few_rows::<3>(simd, x, k, w, out),
+            _ => few_rows::<4>(simd, x, k, w, out),
+        },
+    );
+    true
+}
+
+#[inline(always)]
+fn few_rows<const R: usize>(simd: V3, x: &[f32], k: usize, w: &[u16], out: &mut [f32]) {
+    let m = out.len() / R;
+    let halves = k / 16 * 2;
+    let xs: [&[f32]; R] = std::array::from_fn(|r| &x[r * k..(r + 1) * k]);
+    let xc: [&[[f32; 8]]; R] = std::array::from_fn(|r| &xs[r].as_chunks::<8>().0[..halves]);
+    for (j, row) in w.chunks_exact(k).take(m).enumerate() {
+        let wc = &row.as_chunks::<8>().0[..halves];
+        let zero = simd.splat_f32x8(0.0);
+        let mut acc = [[zero; 2]; R];
+        for i in (0..halves).step_by(2) {
+            for h in 0..2 {
+                let wv = u16::lanes(simd, &wc[i + h]);
+                for r in 0..R {
+                    acc[r][h] = simd.mul_add_f32x8(cast(xc[r][i + h]), wv, acc[r][h]);
+                }
+            }
+        }
+        for r in 0..R {
+            let [lo, hi] = acc[r];
+            out[r * m + j] =
+                lanes_sum(simd, lo, hi) + tail(&xs[r][halves * 8..], &row[halves * 8..]);
+        }
+    }
+}
+
 /// Every row of `x` times the `C` weight rows at the start of `w` (the task's weight rows
 /// `j..j + C` of `m`), into `out` (`[rows][m]`).
 #[inline(always)]
