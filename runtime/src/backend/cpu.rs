@@ -8,7 +8,7 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::bf16_products;
-use super::cpu_attention::attend;
+use super::cpu_attention::{attend, Head};
 use super::dot::{
     bf16_to_f32, dot, rows_dot_bf16, rows_dot_f16, rows_dot_f32, weight_rows_times, Blocking,
     PackedRows,
@@ -329,47 +329,55 @@ fn put_back_blocks(
     rows: usize,
     outs: &mut [&mut Vec<f32>],
 ) {
-    let mut back: Vec<(&[f32], usize, usize, &mut [f32])> = Vec::new();
-    for ((w, t), out) in ws.iter().zip(blocks).zip(outs.iter_mut()) {
-        let n = w.rows;
-        if n == 0 {
-            continue;
-        }
-        let chunks = out[..rows * n].chunks_mut(16 * n).enumerate();
-        back.extend(chunks.map(|(b, o)| (&t[..rows * n], n, b * 16, o)));
-    }
-    back.into_par_iter().for_each(|(t, n, r0, rows_out)| {
-        for (b, block) in t.chunks(rows * 16).enumerate() {
-            let width = block.len() / rows;
-            for (i, out_row) in rows_out.chunks_exact_mut(n).enumerate() {
-                let r = r0 + i;
-                out_row[b * 16..b * 16 + width].copy_from_slice(&block[r * width..(r + 1) * width]);
+    row_groups(blocks, ws, rows, outs)
+        .into_par_iter()
+        .for_each(|(t, n, r0, rows_out)| {
+            for (b, block) in t.chunks(rows * 16).enumerate() {
+                let width = block.len() / rows;
+                for (i, out_row) in rows_out.chunks_exact_mut(n).enumerate() {
+                    let r = r0 + i;
+                    out_row[b * 16..b * 16 + width]
+                        .copy_from_slice(&block[r * width..(r + 1) * width]);
+                }
             }
-        }
-    });
+        });
 }
 
 /// Matmul results computed transposed (`[n, rows]` a weight) put back in `[rows, n]` order, 16
 /// rows a task: each weight row's 16 values are one contiguous read, and each output row is
 /// written in order. Runs on the calling pool.
 fn put_back(transposed: &[Vec<f32>], ws: &[&CpuWeight], rows: usize, outs: &mut [&mut Vec<f32>]) {
-    let mut back: Vec<(&[f32], usize, usize, &mut [f32])> = Vec::new();
-    for ((w, t), out) in ws.iter().zip(transposed).zip(outs.iter_mut()) {
+    row_groups(transposed, ws, rows, outs)
+        .into_par_iter()
+        .for_each(|(t, n, r0, rows_out)| {
+            let count = rows_out.len() / n;
+            for (j, col) in t.chunks_exact(rows).enumerate() {
+                for (i, v) in col[r0..r0 + count].iter().enumerate() {
+                    rows_out[i * n + j] = *v;
+                }
+            }
+        });
+}
+
+/// The tasks of a put-back: for each weight (of `n` rows) its computed results (`rows × n`
+/// values), `n`, the first output row of the group and the group's 16 output rows.
+#[allow(clippy::type_complexity)]
+fn row_groups<'a>(
+    results: &'a [Vec<f32>],
+    ws: &[&CpuWeight],
+    rows: usize,
+    outs: &'a mut [&mut Vec<f32>],
+) -> Vec<(&'a [f32], usize, usize, &'a mut [f32])> {
+    let mut groups = Vec::new();
+    for ((w, t), out) in ws.iter().zip(results).zip(outs.iter_mut()) {
         let n = w.rows;
         if n == 0 {
             continue;
         }
         let chunks = out[..rows * n].chunks_mut(16 * n).enumerate();
-        back.extend(chunks.map(|(b, o)| (&t[..], n, b * 16, o)));
+        groups.extend(chunks.map(|(b, o)| (&t[..rows * n], n, b * 16, o)));
     }
-    back.into_par_iter().for_each(|(t, n, r0, rows_out)| {
-        let count = rows_out.len() / n;
-        for (j, col) in t.chunks_exact(rows).enumerate() {
-            for (i, v) in col[r0..r0 + count].iter().enumerate() {
-                rows_out[i * n + j] = *v;
-            }
-        }
-    });
+    groups
 }
 
 fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
@@ -736,7 +744,14 @@ impl Backend for CpuBackend {
                         &block[o..o + d]
                     };
                     let len = batch.positions()[r] as usize + 1;
-                    attend(qh, len, |t| at(ko, t), |t| at(vo, t), scale, scores, o);
+                    let head = Head {
+                        q: qh,
+                        len,
+                        key: |t| at(ko, t),
+                        value: |t| at(vo, t),
+                        scale,
+                    };
+                    attend(&head, scores, o);
                 });
         });
         Ok(())

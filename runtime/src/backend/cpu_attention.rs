@@ -8,18 +8,27 @@
 
 use super::dot::dot;
 
-/// Attention of query `q` (one head) over positions `0..len`: `key(t)` and `value(t)` are the
-/// head's key and value at position `t` (each `q.len()` values); the result goes to `o`.
-/// `scores` is scratch, reused between calls.
-pub(super) fn attend<'a>(
-    q: &[f32],
-    len: usize,
-    key: impl Fn(usize) -> &'a [f32],
-    value: impl Fn(usize) -> &'a [f32],
-    scale: f32,
-    scores: &mut Vec<f32>,
-    o: &mut [f32],
-) {
+/// One row's query for one head, over the positions `0..len` of its sequence: `key(t)` and
+/// `value(t)` are the head's key and value at position `t` (each `q.len()` values).
+pub(super) struct Head<'a, K, V> {
+    /// The query.
+    pub q: &'a [f32],
+    /// Positions attended.
+    pub len: usize,
+    /// Key at a position.
+    pub key: K,
+    /// Value at a position.
+    pub value: V,
+    /// Scale of the scores (1 / √head width).
+    pub scale: f32,
+}
+
+/// The attention of `head` into `o`; `scores` is scratch, reused between calls.
+pub(super) fn attend<'a, K, V>(head: &Head<'a, K, V>, scores: &mut Vec<f32>, o: &mut [f32])
+where
+    K: Fn(usize) -> &'a [f32],
+    V: Fn(usize) -> &'a [f32],
+{
     #[cfg(target_arch = "x86_64")]
     if let Some(simd) = pulp::x86::V3::try_new() {
         use super::dot_v3::{dot_with, weighted_sum};
@@ -27,31 +36,29 @@ pub(super) fn attend<'a>(
             #[inline(always)]
             || {
                 scores.clear();
-                scores.extend((0..len).map(|t| dot_with(simd, q, key(t)) * scale));
+                let score = |t| dot_with(simd, head.q, (head.key)(t)) * head.scale;
+                scores.extend((0..head.len).map(score));
                 softmax(scores);
-                weighted_sum(simd, o, scores, value);
+                weighted_sum(simd, o, scores, &head.value);
             },
         );
     }
-    attend_portable(q, len, key, value, scale, scores, o)
+    attend_portable(head, scores, o)
 }
 
 /// [`attend`] without explicit vectors: the same bits.
-fn attend_portable<'a>(
-    q: &[f32],
-    len: usize,
-    key: impl Fn(usize) -> &'a [f32],
-    value: impl Fn(usize) -> &'a [f32],
-    scale: f32,
-    scores: &mut Vec<f32>,
-    o: &mut [f32],
-) {
+fn attend_portable<'a, K, V>(head: &Head<'a, K, V>, scores: &mut Vec<f32>, o: &mut [f32])
+where
+    K: Fn(usize) -> &'a [f32],
+    V: Fn(usize) -> &'a [f32],
+{
     scores.clear();
-    scores.extend((0..len).map(|t| dot(q, key(t)) * scale));
+    let score = |t| dot(head.q, (head.key)(t)) * head.scale;
+    scores.extend((0..head.len).map(score));
     softmax(scores);
     o.fill(0.0);
     for (t, p) in scores.iter().enumerate() {
-        for (ov, vv) in o.iter_mut().zip(value(t)) {
+        for (ov, vv) in o.iter_mut().zip((head.value)(t)) {
             *ov = p.mul_add(*vv, *ov);
         }
     }
@@ -90,8 +97,15 @@ mod tests {
                 let scale = 1.0 / (d as f32).sqrt();
                 let (mut a, mut b) = (vec![f32::NAN; d], vec![f32::NAN; d]);
                 let mut scores = Vec::new();
-                attend(&q, len, key, value, scale, &mut scores, &mut a);
-                attend_portable(&q, len, key, value, scale, &mut scores, &mut b);
+                let head = Head {
+                    q: &q,
+                    len,
+                    key,
+                    value,
+                    scale,
+                };
+                attend(&head, &mut scores, &mut a);
+                attend_portable(&head, &mut scores, &mut b);
                 for i in 0..d {
                     assert_eq!(a[i].to_bits(), b[i].to_bits(), "d {d} len {len} lane {i}");
                 }
