@@ -156,9 +156,9 @@ pub struct CpuBackend {
     pool: rayon::ThreadPool,
     blocking: Blocking,
     products: Products,
-    /// Buffers for results computed transposed, kept from matmul to matmul: allocated afresh,
-    /// the 3 MB of a 16-request step's output projection were zeroed page by page by the
-    /// kernel at every step (7 % of a step's time under `perf`).
+    /// Buffers for matmul results before they are copied into the output rows, kept from matmul
+    /// to matmul: allocated afresh, the 3 MB of a 16-request step's output projection were
+    /// zeroed page by page by the kernel at every step (7 % of a step's time under `perf`).
     scratch: std::sync::Mutex<Vec<Vec<f32>>>,
 }
 
@@ -601,10 +601,10 @@ impl Backend for CpuBackend {
         // rows × weight rows (`dot::weight_rows_times`); each task's results land in a block of
         // its own (`[rows][16]`), copied into `[rows, n]` order afterwards.
         let packed = PackedRows::new(self.blocking, x, rows, k);
-        let mut transposed = self.take_scratch(ws, rows);
+        let mut results = self.take_scratch(ws, rows);
         self.pool.install(|| {
             let mut blocks: Vec<(&CpuWeight, usize, &mut [f32])> = Vec::new();
-            for (w, t) in ws.iter().zip(transposed.iter_mut()) {
+            for (w, t) in ws.iter().zip(results.iter_mut()) {
                 let chunks = t.chunks_mut(rows * 16).enumerate();
                 blocks.extend(chunks.map(|(c, b)| (*w, c * 16, b)));
             }
@@ -620,9 +620,9 @@ impl Backend for CpuBackend {
                 }
                 weight_rows_times(&packed, first, &|j, buf| w.row_into(j, buf), block)
             });
-            put_back_blocks(&transposed, ws, rows, outs);
+            put_back_blocks(&results, ws, rows, outs);
         });
-        self.keep_scratch(transposed);
+        self.keep_scratch(results);
         Ok(())
     }
 

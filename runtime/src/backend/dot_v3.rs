@@ -1,14 +1,16 @@
-//! The one-row matmul (decode's GEMV) on x86-64-v3, written with explicit 256-bit vectors
-//! (pulp's safe wrappers of the AVX2 and FMA intrinsics): one weight row at a time, read
-//! front to back, its 16 accumulator lanes two vectors of 8.
+//! The CPU backend's products on x86-64-v3, written with explicit 256-bit vectors (pulp's safe
+//! wrappers of the AVX2 and FMA intrinsics; 16 accumulator lanes are two vectors of 8): one
+//! row times weight rows (decode's GEMV), 2 to 4 rows streaming each weight row, 2 × 3 register
+//! blocks for more rows, BF16 widening, and attention's dot products and weighted sums.
 //!
 //! Why not the portable code of [`super::dot`]: compiled for one row, the 16-lane sums became
-//! 128-bit and two-lane operations; and groups of weight rows read side by side (4 streams
-//! 1,152 bytes apart, 18 cache lines each) kept the hardware prefetcher from seeing one long
-//! stream. On a 2-core AVX2 EPYC, 135 MB of BF16 rows × one activation row (two threads, one
-//! half each): 17.7 GB/s in groups of 4, 20 GB/s one row at a time autovectorized, 26 GB/s
-//! here, as fast as the same loop in C with intrinsics (two rows side by side here: 16–18
-//! GB/s). bench/RESULTS.md has the end-to-end figures.
+//! 128-bit and two-lane operations; groups of weight rows read side by side (4 streams 1,152
+//! bytes apart, 18 cache lines each) kept the hardware prefetcher from seeing one long stream;
+//! and the portable 2 × 2 blocks were bound by loads. On a 2-core AVX2 EPYC, 135 MB of BF16
+//! rows × one activation row (two threads, one half each): 17.7 GB/s in groups of 4, 20 GB/s
+//! one row at a time autovectorized, 26 GB/s here, as fast as the same loop in C with
+//! intrinsics (two rows side by side here: 16–18 GB/s). bench/RESULTS.md has the end-to-end
+//! figures.
 //!
 //! Every value keeps the bits of [`super::dot`]: lane `l` of the 16 sums takes the products
 //! `l`, `l + 16`, … in order (fused multiply-adds), the lanes are added pairwise as
