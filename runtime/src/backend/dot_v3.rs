@@ -14,7 +14,7 @@
 //!
 //! Every value keeps the bits of [`super::dot`]: lane `l` of the 16 sums takes the products
 //! `l`, `l + 16`, … in order (fused multiply-adds), the lanes are added pairwise as
-//! [`super::reduce`] adds them, then the products past the last 16 are added in order.
+//! [`super::dot::reduce`] adds them, then the products past the last 16 are added in order.
 
 use pulp::{cast, f32x8, u16x8, x86::V3};
 
