@@ -278,11 +278,21 @@ pub fn weight_rows_times(
 /// The x86-64-v3 blocking, on the rows as given: 2 × 3 blocks of explicit vectors
 /// ([`super::dot_v3`]); the portable 2 × 2 blocks below where that code cannot run.
 fn narrow(x: &PackedRows<'_>, first: usize, widen: &dyn Fn(usize, &mut [f32]), out: &mut [f32]) {
-    let (rows, k) = (x.rows, x.k);
     #[cfg(target_arch = "x86_64")]
-    if super::dot_v3::weight_rows_times(x.x, rows, k, first, widen, out) {
+    if super::dot_v3::weight_rows_times(x.x, x.rows, x.k, first, widen, out) {
         return;
     }
+    narrow_portable(x, first, widen, out)
+}
+
+/// [`narrow`] without explicit vectors: 2 × 2 blocks, the same bits.
+fn narrow_portable(
+    x: &PackedRows<'_>,
+    first: usize,
+    widen: &dyn Fn(usize, &mut [f32]),
+    out: &mut [f32],
+) {
+    let (rows, k) = (x.rows, x.k);
     let m = out.len() / rows;
     let (mut w0, mut w1) = (vec![0f32; k], vec![0f32; k]);
     for j in (0..m - m % 2).step_by(2) {
@@ -488,11 +498,21 @@ mod tests {
             let (mut out, mut outb) = (vec![f32::NAN; n], vec![f32::NAN; n]);
             rows_dot_f32(&x, &w, &mut out);
             rows_dot_bf16(&x, &wb, &mut outb);
+            // The portable groups too (where the explicit-vector code does not run).
+            let (mut groups, mut groups8) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            rows_dot::<GEMV_ROWS, _>(&x, &wb, &mut groups, bf16_to_f32);
+            rows_dot::<GEMV_ROWS_AVX512, _>(&x, &wb, &mut groups8, bf16_to_f32);
             for j in 0..n {
                 let one = dot(&x, &w[j * k..(j + 1) * k]);
                 assert_eq!(out[j].to_bits(), one.to_bits(), "f32 {n}×{k} row {j}");
                 let one = dot_bf16(&x, &wb[j * k..(j + 1) * k]);
                 assert_eq!(outb[j].to_bits(), one.to_bits(), "bf16 {n}×{k} row {j}");
+                assert_eq!(groups[j].to_bits(), one.to_bits(), "groups {n}×{k} row {j}");
+                assert_eq!(
+                    groups8[j].to_bits(),
+                    one.to_bits(),
+                    "groups of 8 {n}×{k} row {j}"
+                );
             }
         }
     }
@@ -510,7 +530,20 @@ mod tests {
             for blocking in [Blocking::Narrow, Blocking::Wide] {
                 // Weight rows 2.. of the matrix: `first` is honoured.
                 let mut out = vec![f32::NAN; (m - 2) * rows];
-                weight_rows_times(&PackedRows::new(blocking, &x, rows, k), 2, &widen, &mut out);
+                let packed = PackedRows::new(blocking, &x, rows, k);
+                weight_rows_times(&packed, 2, &widen, &mut out);
+                if blocking == Blocking::Narrow {
+                    // The portable 2 × 2 blocks (where the explicit-vector code does not run):
+                    // the same bits.
+                    let mut portable = vec![f32::NAN; (m - 2) * rows];
+                    narrow_portable(&packed, 2, &widen, &mut portable);
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&portable),
+                        bits(&out),
+                        "portable 2 × 2, {m}×{k}×{rows}"
+                    );
+                }
                 for j in 0..m - 2 {
                     for r in 0..rows {
                         let one = dot(&x[r * k..(r + 1) * k], &w[(j + 2) * k..(j + 3) * k]);
