@@ -1,7 +1,7 @@
 //! Sessions on the CPU backend: greedy choice on the backend equals the host's argmax of the
 //! logits, the decode buffers kept between steps give the same logits as a fresh pass, a
-//! session is sized to its request and refuses what does not fit, and a session is only
-//! fed to the model that made it.
+//! session is sized to its request, refuses what does not fit and holds KV memory for what it
+//! was fed, and a session is only fed to the model that made it.
 
 use std::path::{Path, PathBuf};
 
@@ -84,6 +84,27 @@ fn a_session_holds_its_capacity_and_no_more() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("exceed the model's context"), "{err}");
+}
+
+#[test]
+fn a_session_holds_kv_memory_for_what_it_was_fed() {
+    // Sized for the whole context, it takes blocks as positions arrive (8 positions a block):
+    // allocating them all at the first pass cost a 64-token prefill of SmolLM2 (8,192
+    // positions, 377 MB) ~14 % of its time.
+    let rt = open("tiny-gqa");
+    let m = rt.model();
+    let mut s = m.session().unwrap();
+    assert_eq!(s.pool().allocated_blocks(), 0);
+    let mut id = m.forward_greedy(&mut s, &[1, 2, 3, 4, 5, 6]).unwrap();
+    assert_eq!(s.pool().allocated_blocks(), 1);
+    for fed in 7..=17_usize {
+        id = m.forward_greedy(&mut s, &[id]).unwrap();
+        assert_eq!(
+            s.pool().allocated_blocks(),
+            fed.div_ceil(8),
+            "{fed} positions"
+        );
+    }
 }
 
 #[test]

@@ -67,6 +67,11 @@ impl<B: Backend> Session<B> {
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+
+    /// Its KV pool (the CPU backend's tells the memory it holds).
+    pub fn pool(&self) -> &B::Pool {
+        &self.pool
+    }
 }
 
 /// The activations of a pass of `rows` rows of which `count` get logits.
@@ -344,8 +349,11 @@ impl<B: Backend> Llama<B> {
         } else {
             RowKind::Prompt
         };
+        // Only the blocks the positions so far need: a block gets its memory when a pass first
+        // names it, so a session sized for its whole context holds what it has fed.
+        let table = &session.table[..blocks_for(session.len + rows)];
         let mut batch = Batch::new();
-        batch.push(&session.table, session.len, ids, kind, which)?;
+        batch.push(table, session.len, ids, kind, which)?;
         let result = self.run(&mut session.pool, &mut session.work, &batch, output)?;
         session.len += rows;
         Ok(result)
