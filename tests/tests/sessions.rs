@@ -108,6 +108,31 @@ fn a_session_holds_kv_memory_for_what_it_was_fed() {
 }
 
 #[test]
+fn kv_memory_left_by_a_finished_session_changes_no_logit() {
+    // The backend keeps the blocks of a dropped session and gives them, values as left, to the
+    // next one: every value read must have been written by the new sequence.
+    let (used, fresh) = (open("tiny-gqa"), open("tiny-gqa"));
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    let long: Vec<u32> = (0..40).map(|i| 3 + i * 6).collect();
+    let mut s = used.model().session().unwrap();
+    used.model().forward(&mut s, &long, Logits::All).unwrap();
+    drop(s);
+    let prompt = [256, 72, 101, 108, 108, 111, 44, 32, 119];
+    let (mut a, mut b) = (
+        used.model().session().unwrap(),
+        fresh.model().session().unwrap(),
+    );
+    let got = used.model().forward(&mut a, &prompt, Logits::All).unwrap();
+    let want = fresh.model().forward(&mut b, &prompt, Logits::All).unwrap();
+    assert_eq!(bits(got), bits(want));
+    for id in [5, 77, 250] {
+        let got = used.model().forward(&mut a, &[id], Logits::Last).unwrap();
+        let want = fresh.model().forward(&mut b, &[id], Logits::Last).unwrap();
+        assert_eq!(bits(got), bits(want), "decode of {id}");
+    }
+}
+
+#[test]
 fn a_session_is_fed_only_to_its_model() {
     let (one, other) = (open("tiny-gqa"), open("tiny-gqa"));
     let mut s = one.model().session().unwrap();

@@ -6,9 +6,11 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
+use std::sync::Arc;
 
 use super::bf16_products;
 use super::cpu_attention::{attend, Head};
+use super::cpu_memory::Spare;
 use super::dot::{
     bf16_to_f32, dot, rows_dot_bf16, rows_dot_f16, rows_dot_f32, weight_rows_times, Blocking,
     PackedRows,
@@ -87,14 +89,24 @@ impl CpuWeight {
 /// The paged key/value pool in host memory. Each block holds, for every layer, the keys and
 /// then the values of [`KV_BLOCK`] positions (`[layers][2][KV_BLOCK][kv_dim]` f32); a block gets
 /// its memory when a staged batch first names it and gives it back at [`Backend::release`], so
-/// the memory held follows the tokens held.
+/// the memory held follows the tokens held (given back, it is kept by the backend for reuse,
+/// within a bound: [`super::cpu_memory`]).
 #[derive(Debug)]
 pub struct CpuPool {
     layers: usize,
     kv_dim: usize,
-    blocks: Vec<Option<Box<[f32]>>>,
+    blocks: Vec<Option<Vec<f32>>>,
     staged: Batch,
     chosen: Vec<u32>,
+    spare: Arc<Spare>,
+}
+
+impl Drop for CpuPool {
+    fn drop(&mut self) {
+        for block in self.blocks.drain(..).flatten() {
+            self.spare.keep(block);
+        }
+    }
 }
 
 impl CpuPool {
@@ -160,6 +172,9 @@ pub struct CpuBackend {
     /// to matmul: allocated afresh, the 3 MB of a 16-request step's output projection were
     /// zeroed page by page by the kernel at every step (7 % of a step's time under `perf`).
     scratch: std::sync::Mutex<Vec<Vec<f32>>>,
+    /// Buffers of passes with prompt rows and KV blocks of finished sequences, kept for reuse
+    /// (bounded; [`super::cpu_memory`]), shared with the pools this backend makes.
+    spare: Arc<Spare>,
 }
 
 impl CpuBackend {
@@ -175,6 +190,7 @@ impl CpuBackend {
             blocking: Blocking::detect(),
             products: Products::F32,
             scratch: Default::default(),
+            spare: Default::default(),
         })
     }
 
@@ -444,7 +460,11 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0.0; len])
+        Ok(self.spare.take(len, true))
+    }
+
+    fn recycle(&self, buf: Vec<f32>) {
+        self.spare.keep(buf);
     }
 
     fn new_pool(
@@ -465,6 +485,7 @@ impl Backend for CpuBackend {
             blocks: (0..blocks).map(|_| None).collect(),
             staged: Batch::new(),
             chosen: Vec::new(),
+            spare: Arc::clone(&self.spare),
         })
     }
 
@@ -474,8 +495,8 @@ impl Backend for CpuBackend {
 
     fn release(&self, pool: &mut CpuPool, blocks: &[u32]) -> Result<()> {
         for b in blocks {
-            if let Some(slot) = pool.blocks.get_mut(*b as usize) {
-                *slot = None;
+            if let Some(block) = pool.blocks.get_mut(*b as usize).and_then(Option::take) {
+                pool.spare.keep(block);
             }
         }
         Ok(())
@@ -495,7 +516,8 @@ impl Backend for CpuBackend {
         for b in batch.tables() {
             let block = &mut pool.blocks[*b as usize];
             if block.is_none() {
-                *block = Some(vec![0f32; len].into_boxed_slice());
+                // Every value of a block is written (by `rope_and_cache`) before it is read.
+                *block = Some(pool.spare.take(len, false));
             }
         }
         pool.staged.clone_from(batch);

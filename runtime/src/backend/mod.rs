@@ -11,6 +11,7 @@ pub mod batch;
 pub mod bf16_products;
 pub mod cpu;
 mod cpu_attention;
+mod cpu_memory;
 pub mod cuda;
 pub mod dot;
 #[cfg(target_arch = "x86_64")]
@@ -75,6 +76,12 @@ pub trait Backend: Send + Sync {
 
     /// A zeroed buffer of `len` f32.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
+
+    /// Takes back a buffer [`Backend::alloc`] gave that is not needed any more: a backend may
+    /// keep its memory for a later `alloc` (freeing it is also right).
+    fn recycle(&self, buf: Self::Buf) {
+        drop(buf);
+    }
 
     /// What this backend's KV pool stores for a model whose weights are `weights`: f32 unless
     /// the backend keeps a 16-bit cache for 16-bit models (CUDA). The CPU keeps f32.

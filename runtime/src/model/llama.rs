@@ -114,6 +114,16 @@ impl<B: Backend> Buffers<B> {
             logits: be.alloc(count * c.vocab_size)?,
         })
     }
+
+    /// Gives every buffer back to the backend ([`Backend::recycle`]).
+    fn recycle(self, be: &B) {
+        let b = self;
+        for buf in [
+            b.x, b.n, b.q, b.k, b.v, b.att, b.proj, b.gate, b.up, b.selected, b.normed, b.logits,
+        ] {
+            be.recycle(buf);
+        }
+    }
 }
 
 /// Activation buffers kept between passes. The buffers of a pass made only of decode rows are
@@ -385,7 +395,7 @@ impl<B: Backend> Llama<B> {
         let shape = self.attention_shape();
         be.stage(pool, batch)?;
         let prompt_rows = batch.prompt_rows();
-        let mut fresh;
+        let mut fresh = None;
         let bufs = if prompt_rows == 0 && count == rows {
             match work.decode.iter().position(|(r, _)| *r == rows) {
                 Some(i) => &mut work.decode[i].1,
@@ -397,8 +407,7 @@ impl<B: Backend> Llama<B> {
                 }
             }
         } else {
-            fresh = Buffers::new(be, c, shape, rows, count)?;
-            &mut fresh
+            fresh.insert(Buffers::new(be, c, shape, rows, count)?)
         };
         be.step(pool, &mut |pool| {
             self.layers(pool, bufs, rows, prompt_rows, count)
@@ -410,6 +419,9 @@ impl<B: Backend> Llama<B> {
         }
         if count > 0 && matches!(output, Output::Greedy | Output::Both) {
             result.chosen = be.chosen(pool)?;
+        }
+        if let Some(bufs) = fresh {
+            bufs.recycle(be);
         }
         Ok(result)
     }
