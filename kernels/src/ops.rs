@@ -354,8 +354,9 @@ impl Gpu {
 
     /// Stages the inputs of the next pass in `pool` (small host-to-device copies): the
     /// embedding, RoPE, attention and gather launches that follow read them from there. The
-    /// staging buffers grow to the largest pass seen; when they grow, the recorded steps,
-    /// which hold the old buffers, are dropped.
+    /// staging buffers grow to the largest pass seen (the block tables' buffer holds the whole
+    /// pool's from the first pass); when they grow, the recorded steps, which hold the old
+    /// buffers, are dropped.
     pub fn stage(&self, pool: &mut KvPool, input: &StageInput<'_>) -> Result<()> {
         let rows = input.ids.len();
         if input.positions.len() != rows || input.row_table.len() != rows {
@@ -389,7 +390,10 @@ impl Gpu {
                 .as_ref()
                 .map_or((0, 0), |b| (b.rows, b.table_len));
             let cap_rows = rows.max(old.0).next_power_of_two();
-            let cap_tables = input.tables.len().max(old.1).max(1).next_power_of_two();
+            // Room for every block of the pool from the start (4 bytes each): the tables of a
+            // pass name each block at most once, and a sequence's table grows as it is fed, so
+            // tables never make the buffers grow and drop the recorded steps.
+            let cap_tables = input.tables.len().max(old.1).max(pool.blocks).max(1);
             let all_chunks = shapes::split_chunks(pool.slots());
             pool.graphs = StepGraphs::default();
             pool.stage = Some(StageBufs {
