@@ -117,10 +117,21 @@ impl<B: Backend> Buffers<B> {
 
     /// Gives every buffer back to the backend ([`Backend::recycle`]).
     fn recycle(self, be: &B) {
-        let b = self;
-        for buf in [
-            b.x, b.n, b.q, b.k, b.v, b.att, b.proj, b.gate, b.up, b.selected, b.normed, b.logits,
-        ] {
+        let Buffers {
+            x,
+            n,
+            q,
+            k,
+            v,
+            att,
+            proj,
+            gate,
+            up,
+            selected,
+            normed,
+            logits,
+        } = self;
+        for buf in [x, n, q, k, v, att, proj, gate, up, selected, normed, logits] {
             be.recycle(buf);
         }
     }
@@ -128,8 +139,8 @@ impl<B: Backend> Buffers<B> {
 
 /// Activation buffers kept between passes. The buffers of a pass made only of decode rows are
 /// kept per row count, for as long as the workspace lives: a backend that records such a pass
-/// (CUDA graphs) finds the same buffers when it replays it. Passes with prompt rows get fresh
-/// buffers.
+/// (CUDA graphs) finds the same buffers when it replays it. Passes with prompt rows get buffers
+/// of their size from the backend and give them back after the pass ([`Backend::recycle`]).
 pub struct Workspace<B: Backend> {
     decode: Vec<(usize, Buffers<B>)>,
 }
