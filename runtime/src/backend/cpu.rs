@@ -168,12 +168,9 @@ pub struct CpuBackend {
     pool: rayon::ThreadPool,
     blocking: Blocking,
     products: Products,
-    /// Buffers for matmul results before they are copied into the output rows, kept from matmul
-    /// to matmul: allocated afresh, the 3 MB of a 16-request step's output projection were
-    /// zeroed page by page by the kernel at every step (7 % of a step's time under `perf`).
-    scratch: std::sync::Mutex<Vec<Vec<f32>>>,
-    /// Buffers of passes with prompt rows and KV blocks of finished sequences, kept for reuse
-    /// (bounded; [`super::cpu_memory`]), shared with the pools this backend makes.
+    /// Matmul results before they are copied into the output rows, buffers of passes with
+    /// prompt rows and KV blocks of finished sequences, kept for reuse (bounded;
+    /// [`super::cpu_memory`]), shared with the pools this backend makes.
     spare: Arc<Spare>,
 }
 
@@ -189,7 +186,6 @@ impl CpuBackend {
             pool,
             blocking: Blocking::detect(),
             products: Products::F32,
-            scratch: Default::default(),
             spare: Default::default(),
         })
     }
@@ -225,19 +221,15 @@ impl CpuBackend {
     /// One kept buffer of `rows × weight rows` values for each weight (contents unspecified:
     /// every value is written before it is read).
     fn take_scratch(&self, ws: &[&CpuWeight], rows: usize) -> Vec<Vec<f32>> {
-        let mut kept = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         ws.iter()
-            .map(|w| {
-                let mut b = kept.pop().unwrap_or_default();
-                b.resize(w.rows * rows, 0.0);
-                b
-            })
+            .map(|w| self.spare.take(w.rows * rows, false))
             .collect()
     }
 
     fn keep_scratch(&self, buffers: Vec<Vec<f32>>) {
-        let mut kept = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        kept.extend(buffers);
+        for b in buffers {
+            self.spare.keep(b);
+        }
     }
 }
 
