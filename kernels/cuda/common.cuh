@@ -18,23 +18,42 @@ typedef unsigned int u32;
 #define NEG_INF __int_as_float(0xff800000)
 #define QNAN __int_as_float(0x7fc00000)
 
-// Every kernel begins here. Launched with programmatic dependent launch (sm_90+, kernels/src/
-// launch.rs), a kernel may start while the kernel before it on the stream is still running:
-// this first lets the next kernel start launching, then waits until the previous one has
-// finished and its writes are visible, so no global memory is touched out of stream order.
-// Before sm_90, and in the emulator (kernels run one after another), there is nothing to do.
-__device__ __forceinline__ void stream_order() {
+// Programmatic dependent launch (sm_90+, kernels/src/launch.rs): a kernel may start while the
+// kernel before it on the stream is still running. `start_dependents` lets the next kernel
+// start launching; `stream_wait` waits until the previous kernel has finished and its writes
+// are visible. Before sm_90, and in the emulator (kernels run one after another), both do
+// nothing.
+__device__ __forceinline__ void start_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-    asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
-// The same without the early start of the next kernel, for kernels of many waves (the prefill
-// GEMM and attention): there the next kernel's blocks, started early, would wait on SMs this
-// kernel's later blocks need. The next kernel then starts as this one's blocks exit.
 __device__ __forceinline__ void stream_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+// Every kernel begins with this, or with its two halves around reads of memory no kernel
+// writes (the weights, see prefetch_row), so no global memory is touched out of stream order.
+// Kernels of many waves (the prefill GEMM and attention) call stream_wait alone: there the
+// next kernel's blocks, started early, would wait on SMs this kernel's later blocks need; the
+// next kernel then starts as this one's blocks exit.
+__device__ __forceinline__ void stream_order() {
+    start_dependents();
+    stream_wait();
+}
+
+// Asks L2 for the first PREFETCH_ROW_BYTES of a weight row, one 128-byte line a lane of the
+// calling warp. Called between start_dependents and stream_wait, it makes memory stream the
+// row while the previous kernel (a norm, RoPE, attention: too short to use the bandwidth)
+// finishes. A prefetch is a hint and changes no value. Skipped before sm_90 (no early start,
+// nothing to overlap); the emulator checks that every line asked for lies inside a buffer of
+// the launch.
+#define PREFETCH_ROW_BYTES (WARP * 128)
+__device__ __forceinline__ void prefetch_row(const void* row, long long bytes) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+    const long long offset = (long long)(threadIdx.x % WARP) * 128;
+    if (offset < bytes) asm volatile("prefetch.global.L2 [%0];" ::"l"((const char*)row + offset));
 #endif
 }
 

@@ -15,7 +15,10 @@
 //   * when k % 8 == 0 and the pointers are 16-byte aligned, each lane reads 8 weights with one
 //     128-bit load, four chunks (four independent 128-bit loads) in flight per iteration; lanes
 //     take consecutive 8-element chunks, so a warp reads 512 contiguous bytes of bf16 per load;
-//   * otherwise a scalar loop (odd shapes of test models).
+//   * otherwise a scalar loop (odd shapes of test models);
+//   * a block lets the next kernel start, asks L2 for the first 4 KB of each of its weight rows
+//     (prefetch_row), and only then waits for the previous kernel: the weights stream from
+//     memory while the norm, RoPE or attention before it runs.
 // Each row's sum is formed the same way whatever its slot in the group and however many rows
 // the launch has (two accumulators: chunks 0 and 2 of an iteration into the first, 1 and 3
 // into the second; then the tail; then a fixed shuffle tree): no atomics, deterministic and
@@ -127,31 +130,66 @@ __device__ __forceinline__ void gemv_rows(const typename T::Storage* W, const fl
             if (s < nrows && j0 + q < n && threadIdx.x % WARP == 0) y[(long long)s * n + j0 + q] = sums[q][s];
 }
 
+// The weight a warp reads (blocks walk W0's outputs, then W1's, then W2's), which of the three
+// it is, its output count and the warp's first output.
+template <typename T>
+struct GemvPart {
+    const typename T::Storage* W;
+    int p, n, j0;
+};
+template <typename T, int J>
+__device__ __forceinline__ GemvPart<T> gemv_part(const typename T::Storage* W0, const typename T::Storage* W1,
+                                                 const typename T::Storage* W2, int n0, int n1, int n2) {
+    const int per_block = GEMV_WARPS * J;
+    const int b0 = (n0 + per_block - 1) / per_block, b1 = (n1 + per_block - 1) / per_block;
+    int b = blockIdx.y + blockIdx.z * gridDim.y;
+    GemvPart<T> g{W0, 0, n0, 0};
+    if (b >= b0 + b1) {
+        b -= b0 + b1, g.W = W2, g.p = 2, g.n = n2;
+    } else if (b >= b0) {
+        b -= b0, g.W = W1, g.p = 1, g.n = n1;
+    }
+    g.j0 = (b * GEMV_WARPS + threadIdx.x / WARP) * J;
+    return g;
+}
+
+// Before the wait: the weight rows this warp will read (the first row group's blocks only;
+// the others find them in L2). Reads no activation.
+template <typename T, int J>
+__device__ __forceinline__ void prefetch_gemv(const typename T::Storage* W0, const typename T::Storage* W1,
+                                              const typename T::Storage* W2, int n0, int n1, int n2, int k) {
+    const GemvPart<T> g = gemv_part<T, J>(W0, W1, W2, n0, n1, n2);
+    if (blockIdx.x != 0) return;
+#pragma unroll
+    for (int q = 0; q < J; q++)
+        if (g.j0 + q < g.n) prefetch_row(g.W + (long long)(g.j0 + q) * k, (long long)k * sizeof(typename T::Storage));
+}
+
 template <typename T, int J>
 __device__ void gemv(const typename T::Storage* W0, const typename T::Storage* W1,
                      const typename T::Storage* W2, float* y0, float* y1, float* y2, int n0, int n1,
                      int n2, const float* x, int rows, int k) {
-    const int per_block = GEMV_WARPS * J;
-    const int b0 = (n0 + per_block - 1) / per_block, b1 = (n1 + per_block - 1) / per_block;
-    int b = blockIdx.y + blockIdx.z * gridDim.y;
-    const typename T::Storage* W = W0;
-    float* y = y0;
-    int n = n0;
-    if (b >= b0 + b1) {
-        b -= b0 + b1, W = W2, y = y2, n = n2;
-    } else if (b >= b0) {
-        b -= b0, W = W1, y = y1, n = n1;
-    }
-    const int j0 = (b * GEMV_WARPS + threadIdx.x / WARP) * J;
+    const GemvPart<T> g = gemv_part<T, J>(W0, W1, W2, n0, n1, n2);
+    float* y = g.p == 0 ? y0 : g.p == 1 ? y1 : y2;
     const int r0 = blockIdx.x * GEMV_ROWS;
-    if (j0 >= n || r0 >= rows) return;
-    gemv_rows<T, J>(W, x + (long long)r0 * k, y + (long long)r0 * n, j0, n, k, min(GEMV_ROWS, rows - r0));
+    if (g.j0 >= g.n || r0 >= rows) return;
+    gemv_rows<T, J>(g.W, x + (long long)r0 * k, y + (long long)r0 * g.n, g.j0, g.n, k, min(GEMV_ROWS, rows - r0));
 }
 
 // The MLP's first half for decode rows: y[r, j] = silu(x[r] · Wg[j]) · (x[r] · Wu[j]), one warp
 // per j computing both products (each exactly as gemv computes it, sharing the loads of x) and
 // swiglu.cu's formula, so the result has the bits of the two GEMVs followed by the swiglu
 // kernel, in one launch that writes only y. Grid as gemv's with one output a warp.
+// Before the wait: the warp's gate and up rows (as prefetch_gemv).
+template <typename T>
+__device__ __forceinline__ void prefetch_gemv_swiglu(const typename T::Storage* Wg, const typename T::Storage* Wu,
+                                                     int n, int k) {
+    const int j = (blockIdx.y + blockIdx.z * gridDim.y) * GEMV_WARPS + threadIdx.x / WARP;
+    if (blockIdx.x != 0 || j >= n) return;
+    prefetch_row(Wg + (long long)j * k, (long long)k * sizeof(typename T::Storage));
+    prefetch_row(Wu + (long long)j * k, (long long)k * sizeof(typename T::Storage));
+}
+
 template <typename T>
 __device__ void gemv_swiglu(const typename T::Storage* Wg, const typename T::Storage* Wu, float* y, int n,
                             const float* x, int rows, int k) {
@@ -172,7 +210,9 @@ __device__ void gemv_swiglu(const typename T::Storage* Wg, const typename T::Sto
     extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)                               \
         gemv_swiglu_##S(const W* Wg, const W* Wu, float* y, int n, const float* x, int rows,      \
                         int k) {                                                                  \
-        stream_order();                                                                           \
+        start_dependents();                                                                       \
+        prefetch_gemv_swiglu<T>(Wg, Wu, n, k);                                                    \
+        stream_wait();                                                                            \
         gemv_swiglu<T>(Wg, Wu, y, n, x, rows, k);                                                 \
     }
 GEMV_SWIGLU(F32, f32, float)
@@ -186,7 +226,9 @@ GEMV_SWIGLU(F16, f16, u16)
     extern "C" __global__ void __launch_bounds__(GEMV_WARPS * WARP)                               \
         NAME(const W* W0, const W* W1, const W* W2, float* y0, float* y1, float* y2, int n0,      \
              int n1, int n2, const float* x, int rows, int k) {                                   \
-        stream_order();                                                                           \
+        start_dependents();                                                                       \
+        prefetch_gemv<T, J>(W0, W1, W2, n0, n1, n2, k);                                           \
+        stream_wait();                                                                            \
         gemv<T, J>(W0, W1, W2, y0, y1, y2, n0, n1, n2, x, rows, k);                               \
     }
 GEMV_ENTRY(gemv_f32, F32, float, 1)

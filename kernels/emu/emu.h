@@ -17,7 +17,8 @@
 //     `emu_ptx`, which implements the instructions the kernels use from the PTX ISA: `cvt` to
 //     and from f16/bf16, `mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32`
 //     with its fragment layouts, `ldmatrix` (x1/x2/x4, .trans) with its row-address and fragment
-//     layout, and `cp.async` with its groups (a copy lands only when its group is waited for).
+//     layout, `cp.async` with its groups (a copy lands only when its group is waited for), and
+//     `prefetch.global.L2` (no effect; its address must lie inside a buffer of the launch).
 //     Any other instruction is an error naming it.
 #pragma once
 

@@ -64,6 +64,10 @@ struct AsyncCopy {
     int size;
 };
 
+// The global-memory buffers of the running launch (address, length), for the instructions that
+// name an address without reading it (prefetch): one outside them is an error.
+std::vector<std::pair<const unsigned char*, uint64_t>> launch_buffers;
+
 // One CUDA thread: a fiber with its own stack, run on the one host thread until it waits at
 // a barrier or returns from the kernel.
 struct Warp;
@@ -578,6 +582,14 @@ void ptx(const char* text, void** outs, const int* out_sizes, int n_out, void** 
         if ((uintptr_t)src % size != 0) fail(what + ": global address not aligned to cp-size");
         if (src_size > 0) std::memcpy(c.bytes, src, src_size);
         uncommitted.push_back(c);
+    } else if (mnemonic == "prefetch.global.L2") {
+        // prefetch.global.L2 [a]: a hint that changes no value; the line must be one a kernel
+        // could read, inside a buffer of the launch.
+        scalar(1);
+        const unsigned char* a = o.get<const unsigned char*>(ops[0][0], what);
+        bool inside = false;
+        for (const auto& [p, len] : launch_buffers) inside = inside || (a >= p && a < p + len);
+        if (!inside) fail(what + ": address outside every buffer of the launch");
     } else if (mnemonic == "cp.async.commit_group") {
         scalar(0);
         groups.push_back(std::move(uncommitted));
@@ -751,6 +763,9 @@ int main() {
             pointers[i] = p;
             args[i] = kinds[i] == 0 ? (void*)&pointers[i] : (void*)p;
         }
+        launch_buffers.clear();
+        for (uint32_t i = 0; i < nargs; i++)
+            if (kinds[i] == 0) launch_buffers.emplace_back((const unsigned char*)pointers[i], lens[i]);
         std::string error;
         const emu::Entry* entry = nullptr;
         for (int i = 0; i < emu_entry_count; i++)
