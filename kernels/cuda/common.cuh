@@ -49,11 +49,18 @@ __device__ __forceinline__ void stream_order() {
 // finishes. A prefetch is a hint and changes no value. Skipped before sm_90 (no early start,
 // nothing to overlap); the emulator checks that every line asked for lies inside a buffer of
 // the launch.
+// COCOON_NO_WEIGHT_PREFETCH (kernels/src/nvrtc.rs `KernelOptions`) leaves it out, so that
+// ci/gpu-check can time decode with and without it in one run.
+#ifdef COCOON_NO_WEIGHT_PREFETCH
+#define PREFETCH_ROW_BYTES 0
+#else
 #define PREFETCH_ROW_BYTES (WARP * 128)
+#endif
 __device__ __forceinline__ void prefetch_row(const void* row, long long bytes) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
     const long long offset = (long long)(threadIdx.x % WARP) * 128;
-    if (offset < bytes) asm volatile("prefetch.global.L2 [%0];" ::"l"((const char*)row + offset));
+    if (offset < bytes && offset < PREFETCH_ROW_BYTES)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"((const char*)row + offset));
 #endif
 }
 

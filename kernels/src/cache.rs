@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::nvrtc::{options, Arch};
+use crate::nvrtc::{options_for, Arch, KernelOptions};
 use crate::source::Source;
 
 /// A directory of compiled kernels.
@@ -45,13 +45,20 @@ impl KernelCache {
         &self.dir
     }
 
-    /// The key of `source` compiled for `arch` by NVRTC `nvrtc` for driver `driver`.
-    pub fn key(source: &Source, arch: Arch, nvrtc: (i32, i32), driver: i32) -> String {
+    /// The key of `source` compiled for `arch` under `kernel` options by NVRTC `nvrtc` for
+    /// driver `driver`.
+    pub fn key(
+        source: &Source,
+        arch: Arch,
+        kernel: KernelOptions,
+        nvrtc: (i32, i32),
+        driver: i32,
+    ) -> String {
         let mut h = Sha256::new();
         h.update(source.program().as_bytes());
         h.update(format!(
             "\0{arch}\0{}\0nvrtc {}.{}\0driver {driver}",
-            options(arch).join(" "),
+            options_for(arch, kernel).join(" "),
             nvrtc.0,
             nvrtc.1
         ));
@@ -99,7 +106,13 @@ mod tests {
     fn stores_and_returns_intact_cubins_only() {
         let dir = tempfile::tempdir().unwrap();
         let cache = KernelCache::new(dir.path().join("k"));
-        let key = KernelCache::key(&SOURCES[0], Arch::SM90, (13, 0), 13000);
+        let key = KernelCache::key(
+            &SOURCES[0],
+            Arch::SM90,
+            KernelOptions::default(),
+            (13, 0),
+            13000,
+        );
         assert!(cache.get(&key).is_none());
         cache.put(&key, b"\x7fELF cubin").unwrap();
         assert_eq!(cache.get(&key).unwrap(), b"\x7fELF cubin");
@@ -117,17 +130,62 @@ mod tests {
 
     #[test]
     fn the_key_depends_on_every_input() {
-        let base = KernelCache::key(&SOURCES[0], Arch::SM90, (13, 0), 13000);
+        let base = KernelCache::key(
+            &SOURCES[0],
+            Arch::SM90,
+            KernelOptions::default(),
+            (13, 0),
+            13000,
+        );
         assert!(base.starts_with("embedding-sm_90-"));
         assert_eq!(
             base,
-            KernelCache::key(&SOURCES[0], Arch::SM90, (13, 0), 13000)
+            KernelCache::key(
+                &SOURCES[0],
+                Arch::SM90,
+                KernelOptions::default(),
+                (13, 0),
+                13000
+            )
         );
         for other in [
-            KernelCache::key(&SOURCES[1], Arch::SM90, (13, 0), 13000),
-            KernelCache::key(&SOURCES[0], Arch::SM80, (13, 0), 13000),
-            KernelCache::key(&SOURCES[0], Arch::SM90, (13, 1), 13000),
-            KernelCache::key(&SOURCES[0], Arch::SM90, (13, 0), 13010),
+            KernelCache::key(
+                &SOURCES[1],
+                Arch::SM90,
+                KernelOptions::default(),
+                (13, 0),
+                13000,
+            ),
+            KernelCache::key(
+                &SOURCES[0],
+                Arch::SM80,
+                KernelOptions::default(),
+                (13, 0),
+                13000,
+            ),
+            KernelCache::key(
+                &SOURCES[0],
+                Arch::SM90,
+                KernelOptions::default(),
+                (13, 1),
+                13000,
+            ),
+            KernelCache::key(
+                &SOURCES[0],
+                Arch::SM90,
+                KernelOptions::default(),
+                (13, 0),
+                13010,
+            ),
+            KernelCache::key(
+                &SOURCES[0],
+                Arch::SM90,
+                KernelOptions {
+                    no_weight_prefetch: true,
+                },
+                (13, 0),
+                13000,
+            ),
         ] {
             assert_ne!(base, other);
         }

@@ -10,7 +10,7 @@ use cudarc::nvrtc::Ptx;
 use crate::cache::KernelCache;
 use crate::error::{Error, Result};
 use crate::graph::GraphSwitch;
-use crate::nvrtc::{self, Arch};
+use crate::nvrtc::{self, Arch, KernelOptions};
 use crate::source::SOURCES;
 
 /// An open device: its context, the one stream every launch goes to, and the kernels.
@@ -93,6 +93,16 @@ impl Gpu {
     /// its compute capability. Without a driver, a device, or NVRTC this is an error, never a
     /// crash.
     pub fn open(ordinal: usize, cache: Option<&KernelCache>) -> Result<Gpu> {
+        Gpu::open_with(ordinal, cache, KernelOptions::default())
+    }
+
+    /// [`Gpu::open`] with the kernels compiled under `kernel` options (for timing a technique
+    /// against its absence; results are the same).
+    pub fn open_with(
+        ordinal: usize,
+        cache: Option<&KernelCache>,
+        kernel: KernelOptions,
+    ) -> Result<Gpu> {
         let driver = driver_version()?;
         let count = CudaContext::device_count()
             .map_err(|e| Error::NoDriver(format!("the driver did not initialise: {e}")))?;
@@ -119,11 +129,11 @@ impl Gpu {
         let nvrtc_version = nvrtc::version()?;
         let mut functions = HashMap::new();
         for source in SOURCES {
-            let key = KernelCache::key(source, arch, nvrtc_version, driver);
+            let key = KernelCache::key(source, arch, kernel, nvrtc_version, driver);
             let cubin = match cache.and_then(|c| c.get(&key)) {
                 Some(cubin) => cubin,
                 None => {
-                    let compiled = nvrtc::compile(source, arch)?;
+                    let compiled = nvrtc::compile_for(source, arch, kernel)?;
                     if let Some(c) = cache {
                         if let Err(e) = c.put(&key, &compiled.cubin) {
                             tracing::warn!("not caching {}: {e}", source.file);

@@ -66,19 +66,42 @@ pub fn version() -> Result<(i32, i32)> {
     Ok((major, minor))
 }
 
+/// Compile-time switches of the kernels, so that `ci/gpu-check` can time a technique against
+/// its absence in one run. The default is what the runtime uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KernelOptions {
+    /// Leave out the GEMVs' request to L2 for their weight rows before they wait for the
+    /// previous kernel (`prefetch_row`, common.cuh). Results are the same either way.
+    pub no_weight_prefetch: bool,
+}
+
 /// The options every source is compiled with.
 pub fn options(arch: Arch) -> Vec<String> {
-    vec![
+    options_for(arch, KernelOptions::default())
+}
+
+/// The options every source is compiled with under `kernel` options.
+pub fn options_for(arch: Arch, kernel: KernelOptions) -> Vec<String> {
+    let mut o = vec![
         format!("--gpu-architecture={arch}"),
         "--std=c++17".into(),
         "--device-as-default-execution-space".into(),
         "-lineinfo".into(),
-    ]
+    ];
+    if kernel.no_weight_prefetch {
+        o.push("-DCOCOON_NO_WEIGHT_PREFETCH".into());
+    }
+    o
 }
 
 /// Compiles `source` for `arch`. Every kernel the source lists is registered as a name
 /// expression, so a listed kernel missing from the text fails here.
 pub fn compile(source: &Source, arch: Arch) -> Result<Compiled> {
+    compile_for(source, arch, KernelOptions::default())
+}
+
+/// [`compile`] under `kernel` options.
+pub fn compile_for(source: &Source, arch: Arch, kernel: KernelOptions) -> Result<Compiled> {
     if !available() {
         return Err(Error::NoNvrtc);
     }
@@ -87,7 +110,7 @@ pub fn compile(source: &Source, arch: Arch) -> Result<Compiled> {
         CString::new(source.program()).map_err(|_| fail("source holds a NUL byte".into()))?;
     let name = CString::new(source.file).map_err(|_| fail("file name holds a NUL byte".into()))?;
     let prog = result::create_program(&text, Some(&name)).map_err(|e| fail(e.to_string()))?;
-    let out = compile_program(prog, source, arch).map_err(fail);
+    let out = compile_program(prog, source, arch, kernel).map_err(fail);
     // SAFETY: `prog` came from create_program above and is destroyed once, here.
     let destroyed = unsafe { result::destroy_program(prog) };
     let compiled = out?;
@@ -99,6 +122,7 @@ fn compile_program(
     prog: sys::nvrtcProgram,
     source: &Source,
     arch: Arch,
+    kernel: KernelOptions,
 ) -> std::result::Result<Compiled, String> {
     for kernel in source.kernels {
         let expr = CString::new(format!("&{kernel}")).map_err(|e| e.to_string())?;
@@ -108,7 +132,7 @@ fn compile_program(
             .map_err(|e| e.to_string())?;
     }
     // SAFETY: `prog` is a live program; the options are plain strings.
-    let compiled = unsafe { result::compile_program(prog, &options(arch)) };
+    let compiled = unsafe { result::compile_program(prog, &options_for(arch, kernel)) };
     // SAFETY: `prog` is live; get_program_log sizes its buffer from NVRTC.
     let log = unsafe { result::get_program_log(prog) }
         .map(|chars| {
@@ -184,6 +208,25 @@ mod tests {
                 assert_eq!(&compiled.cubin[..4], b"\x7fELF", "{}", source.file);
             }
         }
+    }
+
+    #[test]
+    fn the_gemv_without_its_weight_prefetch_is_other_code() {
+        if !nvrtc_or_skip() {
+            return;
+        }
+        let gemv = SOURCES.iter().find(|s| s.file == "gemv.cu").unwrap();
+        let with = compile(gemv, Arch::SM90).unwrap();
+        let without = compile_for(
+            gemv,
+            Arch::SM90,
+            KernelOptions {
+                no_weight_prefetch: true,
+            },
+        )
+        .unwrap();
+        assert!(without.log.is_empty(), "{}", without.log);
+        assert_ne!(with.cubin, without.cubin);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use cocoon_bench::kernel_check::{act, encode, random, read, staged, weight, Report};
 use cocoon_kernels::gpu::Gpu;
+use cocoon_kernels::nvrtc::KernelOptions;
 use cocoon_runtime::backend::cpu::CpuBackend;
 use cocoon_runtime::backend::cuda::CudaBackend;
 use cocoon_runtime::backend::{
@@ -565,9 +566,24 @@ fn decode(dir: &Path, copy: f64) -> Value {
     g.set_pdl(pdl);
     let tps = decode_rate(&m, 64);
     let at_1024 = decode_rate_after(&m, 1024, 32);
+    // The same steps with the GEMVs' weight prefetch compiled out (the same weights loaded
+    // again beside kernels built without it), then these kernels once more: side by side.
+    let no_prefetch = KernelOptions {
+        no_weight_prefetch: true,
+    };
+    let without_prefetch = decode_rate(
+        &open(
+            dir,
+            CudaBackend::with_kernel_options(0, no_prefetch).unwrap(),
+        ),
+        64,
+    );
+    let tps_again = decode_rate(&m, 64);
     let gbps = m.weight_bytes() as f64 * tps / 1e9;
     let v = json!({"model": dir.display().to_string(), "tokens_per_s": tps, "pdl": pdl,
         "tokens_per_s_without_pdl": serial, "tokens_per_s_after_1024": at_1024,
+        "tokens_per_s_without_weight_prefetch": without_prefetch,
+        "tokens_per_s_again": tps_again,
         "tokens_per_s_without_graphs": eager, "weight_bytes": m.weight_bytes(),
         "achieved_gbps": gbps, "copy_gbps": copy, "fraction": gbps / copy});
     println!("decode {v}");

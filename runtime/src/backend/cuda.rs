@@ -10,6 +10,7 @@
 
 use cocoon_kernels::cache::KernelCache;
 use cocoon_kernels::gpu::Gpu;
+use cocoon_kernels::nvrtc::KernelOptions;
 use cocoon_kernels::ops::{DeviceWeight, KvPool, StageInput};
 use cocoon_kernels::shapes::{Heads, WeightType};
 use cudarc::driver::CudaSlice;
@@ -47,8 +48,14 @@ impl CudaBackend {
     /// `COCOON_CUDA_GRAPHS=0` (see [`Gpu::set_graphs`]); 16-bit models keep a BF16 KV cache
     /// unless it sets `COCOON_CUDA_KV=f32`.
     pub fn new(ordinal: usize) -> Result<Self> {
+        CudaBackend::with_kernel_options(ordinal, KernelOptions::default())
+    }
+
+    /// [`CudaBackend::new`] with the kernels compiled under `kernel` options (`ci/gpu-check`
+    /// times a technique against its absence this way; results are the same).
+    pub fn with_kernel_options(ordinal: usize, kernel: KernelOptions) -> Result<Self> {
         let cache = KernelCache::default_dir().map(KernelCache::new);
-        let gpu = Gpu::open(ordinal, cache.as_ref())?;
+        let gpu = Gpu::open_with(ordinal, cache.as_ref(), kernel)?;
         if std::env::var_os("COCOON_CUDA_GRAPHS").is_some_and(|v| v == "0") {
             gpu.set_graphs(false);
         }
