@@ -249,7 +249,11 @@ fn build(kernels: &Path, emu: &Path, out: &Path, kind: Build) -> Result<PathBuf,
     tu += "};\nextern const emu::Entry* emu_entries;\nconst emu::Entry* emu_entries = ENTRIES;\n\
            extern int emu_entry_count;\nint emu_entry_count = sizeof ENTRIES / sizeof ENTRIES[0];\n";
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
-    let src = out.join("kernels.cpp");
+    let src = out.join(match kind {
+        Build::Plain => "kernels.cpp",
+        Build::Tsan => "kernels-tsan.cpp",
+        Build::Asan => "kernels-asan.cpp",
+    });
     std::fs::write(&src, tu).map_err(|e| e.to_string())?;
     let exe = out.join(match kind {
         Build::Plain => "emu",
@@ -1418,7 +1422,7 @@ fn main() {
     // changed or deliberately broken kernel).
     let quick = std::env::var("COCOON_EMU_SHAPES").is_ok_and(|v| v == "small");
     let mut report = Report::default();
-    let mut passed_builds = 0;
+    let mut passed_builds = 0usize;
     let started = std::time::Instant::now();
     let builds = [
         (Build::Plain, "emu"),
@@ -1442,30 +1446,51 @@ fn main() {
         println!("cuda-emu: COCOON_EMU_BUILDS={wanted:?} names no build (plain, tsan, asan)");
         std::process::exit(2);
     }
-    for &(kind, label) in &builds {
-        match build(&kernels, &emu_dir, &out, kind) {
-            Err(e) => {
-                println!("{label}: {e}");
-                report.failures += 1;
-            }
-            Ok(exe) => {
-                passed_builds += 1;
-                let mut emu = Emu {
-                    exe,
-                    proc: None,
-                    exact: kind == Build::Asan,
-                };
-                let mut checks = Checks {
-                    cpu: &cpu,
-                    emu: &mut emu,
-                    report: &mut report,
-                    rng: Rng(0x5eed),
-                    label,
-                    every_tile: true,
-                };
-                checks.all(kind != Build::Plain || quick);
-            }
-        }
+    // The builds run side by side, each compiling and then checking on its own thread (an
+    // emulator process is one host thread): their lines interleave, each names its build.
+    let results: Vec<(Report, bool)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = builds
+            .iter()
+            .map(|&(kind, label)| {
+                let (kernels, emu_dir, out, cpu) = (&kernels, &emu_dir, &out, &cpu);
+                scope.spawn(move || {
+                    let mut report = Report::default();
+                    match build(kernels, emu_dir, out, kind) {
+                        Err(e) => {
+                            println!("{label}: {e}");
+                            report.failures += 1;
+                            (report, false)
+                        }
+                        Ok(exe) => {
+                            let mut emu = Emu {
+                                exe,
+                                proc: None,
+                                exact: kind == Build::Asan,
+                            };
+                            let mut checks = Checks {
+                                cpu,
+                                emu: &mut emu,
+                                report: &mut report,
+                                rng: Rng(0x5eed),
+                                label,
+                                every_tile: true,
+                            };
+                            checks.all(kind != Build::Plain || quick);
+                            (report, true)
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a build's checks panicked"))
+            .collect()
+    });
+    for (r, built) in results {
+        report.failures += r.failures;
+        report.kernels.extend(r.kernels);
+        passed_builds += usize::from(built);
     }
     let total = report.kernels.len() + (builds.len() - passed_builds);
     let failed = report.failures;
