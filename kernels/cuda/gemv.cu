@@ -176,10 +176,6 @@ __device__ void gemv(const typename T::Storage* W0, const typename T::Storage* W
     gemv_rows<T, J>(g.W, x + (long long)r0 * k, y + (long long)r0 * g.n, g.j0, g.n, k, min(GEMV_ROWS, rows - r0));
 }
 
-// The MLP's first half for decode rows: y[r, j] = silu(x[r] · Wg[j]) · (x[r] · Wu[j]), one warp
-// per j computing both products (each exactly as gemv computes it, sharing the loads of x) and
-// swiglu.cu's formula, so the result has the bits of the two GEMVs followed by the swiglu
-// kernel, in one launch that writes only y. Grid as gemv's with one output a warp.
 // Before the wait: the warp's gate and up rows (as prefetch_gemv).
 template <typename T>
 __device__ __forceinline__ void prefetch_gemv_swiglu(const typename T::Storage* Wg, const typename T::Storage* Wu,
@@ -190,6 +186,10 @@ __device__ __forceinline__ void prefetch_gemv_swiglu(const typename T::Storage* 
     prefetch_row(Wu + (long long)j * k, (long long)k * sizeof(typename T::Storage));
 }
 
+// The MLP's first half for decode rows: y[r, j] = silu(x[r] · Wg[j]) · (x[r] · Wu[j]), one warp
+// per j computing both products (each exactly as gemv computes it, sharing the loads of x) and
+// swiglu.cu's formula, so the result has the bits of the two GEMVs followed by the swiglu
+// kernel, in one launch that writes only y. Grid as gemv's with one output a warp.
 template <typename T>
 __device__ void gemv_swiglu(const typename T::Storage* Wg, const typename T::Storage* Wu, float* y, int n,
                             const float* x, int rows, int k) {
