@@ -17,8 +17,12 @@
 //     `emu_ptx`, which implements the instructions the kernels use from the PTX ISA: `cvt` to
 //     and from f16/bf16, `mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32`
 //     with its fragment layouts, `ldmatrix` (x1/x2/x4, .trans) with its row-address and fragment
-//     layout, `cp.async` with its groups (a copy lands only when its group is waited for), and
-//     `prefetch.global.L2` (no effect; its address must lie inside a buffer of the launch).
+//     layout, `cp.async` with its groups (a copy lands only when its group is waited for),
+//     `prefetch.global.L2` (no effect; its address must lie inside a buffer of the launch),
+//     and Hopper's `wgmma` (`fence`, `commit_group`, `wait_group`, and `mma_async` of
+//     m64nNk16 with both operands in shared memory through matrix descriptors, K-major, no
+//     swizzle, its accumulator fragment layout; an operation reads its operands and writes its
+//     accumulators when its group is waited for) with `fence.proxy.async.shared::cta`.
 //     Any other instruction is an error naming it.
 #pragma once
 
@@ -52,13 +56,16 @@ struct alignas(16) uint4 { unsigned x, y, z, w; };
 struct alignas(8) int2 { int x, y; };
 struct alignas(16) int4 { int x, y, z, w; };
 
+namespace emu {
+uint32_t shared_offset(const void* p);
+}
+
 // Shared-memory addresses as 32-bit values, as `__cvta_generic_to_shared` gives them on the
 // device: here the offset of the (static, see `__shared__` above) variable from an anchor in
-// the same executable, turned back into a pointer by the emulated PTX.
-extern char emu_shared_anchor;
-inline size_t __cvta_generic_to_shared(const void* p) {
-    return (size_t)(uint32_t)(int32_t)((const char*)p - &emu_shared_anchor);
-}
+// the same executable, turned back into a pointer by the emulated PTX (the runtime also notes
+// it as the thread's last shared address, to place the 18 address bits of a wgmma matrix
+// descriptor).
+inline size_t __cvta_generic_to_shared(const void* p) { return (size_t)emu::shared_offset(p); }
 
 namespace emu {
 void syncthreads(const char* file, int line);

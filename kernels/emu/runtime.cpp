@@ -15,6 +15,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
@@ -64,6 +65,20 @@ struct AsyncCopy {
     int size;
 };
 
+// One wgmma.mma_async of one thread, kept until its group is waited for: the tensor cores
+// read shared memory and write the accumulators at any time before the wait, so the emulator
+// does both at the wait (a kernel that rewrites an operand or reads an accumulator too early
+// gets other results). `d` points at the thread's accumulator registers (the kernel's
+// variables, alive until it returns).
+struct WgmmaOp {
+    std::vector<float*> d;
+    uint64_t a, b;  // matrix descriptors
+    bool accumulate, bf16;
+    int n;
+    uint32_t near;  // the thread's last converted shared address, to place the descriptors'
+                    // 18 address bits (see `descriptor_address`)
+};
+
 // The global-memory buffers of the running launch (address, length), for the instructions that
 // name an address without reading it (prefetch): one outside them is an error.
 std::vector<std::pair<const unsigned char*, uint64_t>> launch_buffers;
@@ -82,6 +97,11 @@ struct Fiber {
     const char* waits_at = nullptr;   // what it waits at (for a deadlock's report)
     std::vector<AsyncCopy> uncommitted;
     std::vector<std::vector<AsyncCopy>> groups;
+    std::vector<WgmmaOp> wg_uncommitted;  // wgmma.mma_async since the last commit
+    std::vector<std::vector<WgmmaOp>> wg_groups;
+    bool wg_fenced = false;  // a wgmma.fence since the last wgmma.wait_group
+    bool copies_unfenced = false;  // cp.async copies landed since the last fence.proxy.async
+    uint32_t last_shared = 0;  // the last address `__cvta_generic_to_shared` gave this thread
 #if EMU_TSAN
     void* tsan = nullptr;
 #endif
@@ -276,6 +296,8 @@ void fiber_main() {
 #endif
     try {
         L.entry->call(L.args);
+        if (!me->wg_uncommitted.empty() || !me->wg_groups.empty())
+            emu::fail("a thread returned with wgmma.mma_async still in flight (no wgmma.wait_group 0)");
     } catch (const KernelError& err) {
 #if EMU_TSAN
         __tsan_acquire(&L.error);
@@ -323,6 +345,12 @@ char emu_shared_anchor;
 namespace emu {
 
 void fail(const std::string& why) { throw KernelError(why); }
+
+uint32_t shared_offset(const void* p) {
+    const uint32_t a = (uint32_t)(int32_t)((const char*)p - &emu_shared_anchor);
+    if (running) running->last_shared = a;
+    return a;
+}
 
 unsigned char* shared_ptr(uint32_t addr, int align, const std::string& what) {
     unsigned char* p = (unsigned char*)&emu_shared_anchor + (int32_t)addr;
@@ -514,10 +542,195 @@ void ldmatrix(const Operands& o, const std::vector<std::vector<int>>& ops, int c
     for (int i = 0; i < count; i++) o.set<uint32_t>(ops[0][i], regs[i], what);
 }
 
+// A shared-memory address from the 14 bits (address >> 4) a matrix descriptor keeps. On the
+// device they are the whole address (shared memory is under 256 KiB); here shared variables
+// are static and their offsets from the anchor wider, so the address is the one with these
+// low 18 bits nearest to `near`, the thread's last converted shared address (a kernel builds
+// its descriptors from addresses it has just converted, of one shared object).
+uint32_t descriptor_address(uint64_t desc, uint32_t near) {
+    const int64_t low = (int64_t)((desc & 0x3fff) << 4), span = 1 << 18;
+    const int64_t c = (int64_t)(int32_t)near;
+    int64_t best = (c & ~(span - 1)) + low;
+    for (const int64_t d : {-span, span})
+        if (std::llabs(best + d - c) < std::llabs(best - c)) best += d;
+    return (uint32_t)(int32_t)best;
+}
+
+// The element (row, col) of a K-major operand described by `desc` (PTX ISA, "Matrix
+// Descriptor Format" and "Shared Memory Matrix Layout", no swizzle): 8 × 8 core matrices of
+// 16-byte rows; the one holding (row, col) starts (row / 8) · SBO + (col / 8) · LBO bytes
+// after the start address.
+uint16_t descriptor_element(uint64_t desc, uint32_t near, int row, int col, const std::string& what) {
+    const uint64_t lbo = ((desc >> 16) & 0x3fff) << 4, sbo = ((desc >> 32) & 0x3fff) << 4;
+    const uint32_t at = descriptor_address(desc, near) + (uint32_t)((row / 8) * sbo + (col / 8) * lbo +
+                                                                    (row % 8) * 16 + (col % 8) * 2);
+    uint16_t v;
+    std::memcpy(&v, emu::shared_ptr(at, 2, what), 2);
+    return v;
+}
+
+// Checks a matrix descriptor's fields: the ones emulated (no swizzle, base offset 0) and the
+// reserved bits zero.
+void check_descriptor(uint64_t desc, const std::string& what) {
+    const uint64_t reserved = 0x3ull << 14 | 0x3ull << 30 | 0x7ull << 46 | 0x3ffull << 52;
+    if (desc & reserved) emu::fail(what + ": a matrix descriptor with reserved bits set");
+    if (desc >> 62) emu::fail(what + ": swizzled shared-memory layouts are not emulated");
+    if ((desc >> 49) & 7) emu::fail(what + ": a matrix base offset is not emulated");
+}
+
+// D (64 × n, the warpgroup's) = A (64 × 16) · B (16 × n) + D, for this thread's part of D:
+// register i of lane l of warp w of the warpgroup is D[16 w + l / 4 + 8 ((i / 2) % 2)]
+// [8 (i / 4) + 2 (l % 4) + i % 2] (PTX ISA, "Matrix Fragments for wgmma.mma_async.m64nNk16").
+// A[r][c] and B[c][j] (B K-major: as n rows of 16) come through the descriptors. The 16
+// products are summed in f32 in order, then added to D, as the mma.sync emulation does.
+void complete_wgmma(const WgmmaOp& op, const std::string& what) {
+    const int lane = tid % 32, w = (tid / 32) % 4;
+    auto value = [&](uint64_t desc, int row, int c) {
+        const uint16_t h = descriptor_element(desc, op.near, row, c, what);
+        return op.bf16 ? bf16_to_f32(h) : f16_to_f32(h);
+    };
+    // The thread's two rows of A and n / 4 columns of B, read once.
+    float a[2][16], b[64][16];
+    for (int h = 0; h < 2; h++)
+        for (int c = 0; c < 16; c++) a[h][c] = value(op.a, 16 * w + lane / 4 + 8 * h, c);
+    for (int q = 0; q < op.n / 4; q++)
+        for (int c = 0; c < 16; c++) b[q][c] = value(op.b, 8 * (q / 2) + 2 * (lane % 4) + q % 2, c);
+    for (int i = 0; i < op.n / 2; i++) {
+        const float* ar = a[(i / 2) % 2];
+        const float* bc = b[2 * (i / 4) + i % 2];  // column 8 (i / 4) + 2 (lane % 4) + i % 2
+        float acc = 0.0f;
+        for (int c = 0; c < 16; c++) acc += ar[c] * bc[c];
+        *op.d[i] = (op.accumulate ? *op.d[i] : 0.0f) + acc;
+    }
+}
+
+void complete_wgmma_groups(size_t keep, const std::string& what) {
+    auto& groups = running->wg_groups;
+    while (groups.size() > keep) {
+        for (const WgmmaOp& op : groups.front()) complete_wgmma(op, what);
+        groups.erase(groups.begin());
+    }
+}
+
+// The number of `%n` (digits by hand: std::stoi touches errno, which every fiber shares on
+// the one host thread, a race to ThreadSanitizer).
+int operand_number(const std::string& t, const std::string& what) {
+    if (t.size() < 2 || t.size() > 6 || t[0] != '%') emu::fail(what + ": `" + t + "` is not an operand");
+    int n = 0;
+    for (size_t i = 1; i < t.size(); i++) {
+        if (!isdigit((unsigned char)t[i])) emu::fail(what + ": `" + t + "` is not an operand");
+        n = n * 10 + (t[i] - '0');
+    }
+    return n;
+}
+
+std::string trim(const std::string& s) {
+    const size_t b = s.find_first_not_of(" \t\n"), e = s.find_last_not_of(" \t\n");
+    return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.{bf16,f16}.{bf16,f16} {d..}, a-desc, b-desc,
+// scale-d, 1, 1, 0, 0 (both operands from shared memory, K-major, not negated): issued now,
+// computed when its group is waited for (`WgmmaOp`).
+void wgmma(const std::string& stmt, const std::map<std::string, bool>& preds, const Operands& o,
+           const std::string& what) {
+    const size_t sp = stmt.find(' ');
+    const std::string mnemonic = stmt.substr(0, sp);
+    const std::string head = "wgmma.mma_async.sync.aligned.m64n";
+    int n = 0;
+    size_t at = head.size();
+    while (mnemonic.rfind(head, 0) == 0 && at < mnemonic.size() && isdigit((unsigned char)mnemonic[at]))
+        n = n * 10 + (mnemonic[at++] - '0');
+    const std::string types = mnemonic.substr(std::min(at, mnemonic.size()));
+    const bool bf16 = types == "k16.f32.bf16.bf16";
+    if (mnemonic.rfind(head, 0) != 0 || n < 8 || n > 256 || n % 8 != 0 || (!bf16 && types != "k16.f32.f16.f16"))
+        emu::fail("PTX instruction not emulated: " + mnemonic);
+    // The operands: {d..}, then seven more.
+    std::vector<std::string> parts;
+    std::string cur;
+    int depth = 0;
+    for (char ch : stmt.substr(sp)) {
+        if (ch == '{') depth++;
+        if (ch == '}') depth--;
+        if (ch == ',' && depth == 0) parts.push_back(trim(cur)), cur.clear();
+        else cur += ch;
+    }
+    parts.push_back(trim(cur));
+    if (parts.size() != 8 || parts[0].empty() || parts[0].front() != '{' || parts[0].back() != '}')
+        emu::fail(what + ": expected {d..}, a-desc, b-desc, scale-d, imm-scale-a, imm-scale-b, imm-trans-a, imm-trans-b");
+    auto operand = [&](const std::string& t) { return operand_number(t, what); };
+    WgmmaOp op{};
+    std::string list = parts[0].substr(1, parts[0].size() - 2);
+    for (size_t from = 0; from <= list.size();) {
+        const size_t comma = std::min(list.find(',', from), list.size());
+        op.d.push_back((float*)o.ptr(operand(trim(list.substr(from, comma - from))), 4, what));
+        from = comma + 1;
+    }
+    if ((int)op.d.size() != n / 2)
+        emu::fail(what + ": " + std::to_string(n / 2) + " accumulator registers expected");
+    op.a = o.get<uint64_t>(operand(parts[1]), what);
+    op.b = o.get<uint64_t>(operand(parts[2]), what);
+    const auto pred = preds.find(parts[3]);
+    if (pred == preds.end()) emu::fail(what + ": scale-d `" + parts[3] + "` is not a predicate set in the block");
+    op.accumulate = pred->second;
+    if (parts[4] != "1" || parts[5] != "1" || parts[6] != "0" || parts[7] != "0")
+        emu::fail(what + ": negated or transposed operands are not emulated");
+    check_descriptor(op.a, what);
+    check_descriptor(op.b, what);
+    op.bf16 = bf16;
+    op.n = n;
+    op.near = running->last_shared;
+    if ((blockDim.x * blockDim.y * blockDim.z) % 128 != 0)
+        emu::fail(what + ": the block is not made of whole warpgroups (128 threads)");
+    if (!running->wg_fenced) emu::fail(what + ": no wgmma.fence before it since the last wgmma.wait_group");
+    // Copies that landed are generic-proxy writes: the wgmma (async proxy) may not see them
+    // without this thread's fence.proxy.async. (Plain stores to shared memory are not tracked.)
+    if (running->copies_unfenced)
+        emu::fail(what + ": cp.async copies landed since this thread's last fence.proxy.async.shared::cta");
+    // .sync.aligned: the warp's 32 lanes issue it together, with the same descriptors.
+    for (const uint64_t desc : {op.a, op.b})
+        for (const uint32_t half : {(uint32_t)desc, (uint32_t)(desc >> 32)})
+            if (emu::shuffle(0xffffffffu, half, 0) != half)
+                emu::fail(what + ": the lanes of a warp give different matrix descriptors");
+    running->wg_uncommitted.push_back(std::move(op));
+}
+
+// An asm block `{ .reg .pred p; setp.ne.b32 p, %n, 0; <instruction>; }`: the predicates it
+// declares and sets, then the instruction (wgmma.mma_async only).
+void ptx_block(const std::string& text, const Operands& o, const std::string& what) {
+    std::string body = trim(text);
+    if (body.size() < 2 || body.back() != '}') emu::fail(what + ": unterminated { } block");
+    body = body.substr(1, body.size() - 2);
+    std::map<std::string, bool> preds;
+    for (size_t from = 0; from < body.size();) {
+        const size_t semi = std::min(body.find(';', from), body.size());
+        const std::string stmt = trim(body.substr(from, semi - from));
+        from = semi + 1;
+        if (stmt.empty()) continue;
+        if (stmt.rfind(".reg .pred ", 0) == 0) {
+            preds[trim(stmt.substr(std::strlen(".reg .pred ")))] = false;
+        } else if (stmt.rfind("setp.ne.b32 ", 0) == 0) {
+            const std::string args = stmt.substr(std::strlen("setp.ne.b32 "));
+            const size_t c1 = args.find(','), c2 = args.find(',', c1 + 1);
+            const std::string name = trim(args.substr(0, c1));
+            const std::string src = trim(args.substr(c1 + 1, c2 - c1 - 1));
+            if (c1 == std::string::npos || c2 == std::string::npos || trim(args.substr(c2 + 1)) != "0" ||
+                !preds.count(name))
+                emu::fail(what + ": `" + stmt + "` not emulated (setp.ne.b32 pred, %n, 0)");
+            preds[name] = o.get<int>(operand_number(src, what), what) != 0;
+        } else if (stmt.rfind("wgmma.mma_async.", 0) == 0) {
+            wgmma(stmt, preds, o, what);
+        } else {
+            emu::fail(what + ": `" + stmt + "` not emulated in a { } block");
+        }
+    }
+}
+
 void complete_groups(size_t keep) {
     auto& groups = running->groups;
     while (groups.size() > keep) {
         for (const AsyncCopy& c : groups.front()) std::memcpy(c.dst, c.bytes, c.size);
+        running->copies_unfenced |= !groups.front().empty();
         groups.erase(groups.begin());
     }
 }
@@ -528,12 +741,20 @@ namespace emu {
 
 void ptx(const char* text, void** outs, const int* out_sizes, int n_out, void** ins,
          const int* in_sizes, int n_in) {
+    const std::string what = "PTX `" + std::string(text) + "`";
+    {
+        const std::string t = trim(text);
+        if (t.empty()) return;  // asm volatile("" : "+f"(v)): a compiler barrier only
+        if (t[0] == '{') {
+            const Operands o{outs, out_sizes, n_out, ins, in_sizes, n_in};
+            return ptx_block(t, o, what);
+        }
+    }
     std::string mnemonic;
     const auto ops = operands(text, mnemonic);
     auto& uncommitted = running->uncommitted;
     auto& groups = running->groups;
     const Operands o{outs, out_sizes, n_out, ins, in_sizes, n_in};
-    const std::string what = "PTX `" + std::string(text) + "`";
     auto scalar = [&](size_t n) {
         if (ops.size() != n) fail(what + ": " + std::to_string(n) + " operands expected");
         for (const auto& g : ops)
@@ -590,6 +811,27 @@ void ptx(const char* text, void** outs, const int* out_sizes, int n_out, void** 
         bool inside = false;
         for (const auto& [p, len] : launch_buffers) inside = inside || (a >= p && a < p + len);
         if (!inside) fail(what + ": address outside every buffer of the launch");
+    } else if (mnemonic == "wgmma.fence.sync.aligned") {
+        // Orders the thread's register accesses before the wgmma.mma_async that follow.
+        scalar(0);
+        running->wg_fenced = true;
+    } else if (mnemonic == "wgmma.commit_group.sync.aligned") {
+        scalar(0);
+        running->wg_groups.push_back(std::move(running->wg_uncommitted));
+        running->wg_uncommitted.clear();
+    } else if (mnemonic == "wgmma.wait_group.sync.aligned") {
+        // Completes all but the newest N committed groups (their operands read now).
+        scalar(1);
+        const int n = o.get<int>(ops[0][0], what);
+        if (n < 0) fail(what + ": negative group count");
+        complete_wgmma_groups((size_t)n, what);
+        running->wg_fenced = false;
+    } else if (mnemonic == "fence.proxy.async.shared::cta") {
+        // Orders generic-proxy writes to shared memory before async-proxy reads (wgmma); the
+        // emulator has one proxy, whose writes are visible at once; it checks that copies
+        // landed since a thread's last fence are not followed by its wgmma.
+        scalar(0);
+        running->copies_unfenced = false;
     } else if (mnemonic == "cp.async.commit_group") {
         scalar(0);
         groups.push_back(std::move(uncommitted));
@@ -686,6 +928,10 @@ std::string run(const emu::Entry& e, dim3 grid, dim3 block, void** args) {
             f.waits_at = nullptr;
             f.uncommitted.clear();
             f.groups.clear();
+            f.wg_uncommitted.clear();
+            f.wg_groups.clear();
+            f.wg_fenced = false;
+            f.copies_unfenced = false;
             getcontext(&f.ctx);
             f.ctx.uc_stack.ss_sp = f.stack + GUARD_PAGE;
             f.ctx.uc_stack.ss_size = STACK - GUARD_PAGE;

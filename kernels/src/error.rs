@@ -39,6 +39,10 @@ pub enum Error {
         /// NVRTC's log.
         log: String,
     },
+    /// The check of the wgmma GEMM at open hit a CUDA error (which may have spoiled the
+    /// context, so the device is not used).
+    #[error("the check of the wgmma GEMM at open failed: {0} (COCOON_CUDA_WGMMA=0 opens the device without it)")]
+    WgmmaCheck(String),
     /// A CUDA driver call failed.
     #[error("CUDA driver: {0}")]
     Driver(#[from] cudarc::driver::DriverError),

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::graph::GraphSwitch;
 use crate::nvrtc::{self, Arch, KernelOptions};
 use crate::source::SOURCES;
+use crate::wgmma::WgmmaCheck;
 
 /// An open device: its context, the one stream every launch goes to, and the kernels.
 ///
@@ -31,6 +32,10 @@ pub struct Gpu {
     pdl: AtomicBool,
     /// The prefill GEMM's workspace, kept between launches (grown, never shrunk).
     pub(crate) gemm_scratch: Mutex<GemmScratch>,
+    /// Whether the prefill GEMM runs on `wgmma` (crate::wgmma).
+    pub(crate) wgmma: AtomicBool,
+    /// The check of the wgmma GEMM at open, where it ran.
+    pub(crate) wgmma_check: Option<WgmmaCheck>,
 }
 
 /// The prefill GEMM's workspace: the partial products of a split product's splits. Only this
@@ -148,7 +153,7 @@ impl Gpu {
             }
         }
         let name = ctx.name()?;
-        Ok(Gpu {
+        let mut gpu = Gpu {
             ctx,
             stream,
             name,
@@ -160,7 +165,11 @@ impl Gpu {
             pdl: AtomicBool::new(
                 arch.major >= 9 && std::env::var_os("COCOON_CUDA_PDL").is_none_or(|v| v != "0"),
             ),
-        })
+            wgmma: AtomicBool::new(false),
+            wgmma_check: None,
+        };
+        gpu.start_wgmma()?;
+        Ok(gpu)
     }
 
     /// The device's name (`NVIDIA H100 80GB HBM3`).

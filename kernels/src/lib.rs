@@ -7,7 +7,8 @@
 //! SHA-256, the architecture and the NVRTC and driver versions. [`gpu::Gpu`] opens a device,
 //! loads every kernel, and [`ops`] holds one typed launch wrapper per kernel that checks
 //! shapes ([`shapes`]) before the `unsafe` launch. [`graph`] records a decode step once in a
-//! CUDA graph and replays it for the following tokens.
+//! CUDA graph and replays it for the following tokens. On sm_90 the prefill GEMM runs on
+//! Hopper's `wgmma` once [`wgmma`]'s check at open has compared it with the `mma.sync` GEMM.
 //!
 //! [`avx512bf16`] is the one CPU kernel here: the BF16 dot-product instruction, launched after
 //! the CPU is checked for it, as the GPU's kernels are after their shapes.
@@ -27,5 +28,6 @@ pub mod ops;
 pub mod peer;
 pub mod shapes;
 pub mod source;
+pub mod wgmma;
 
 pub use error::{Error, Result};

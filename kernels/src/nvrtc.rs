@@ -30,6 +30,23 @@ impl Arch {
     pub fn supported(self) -> bool {
         self.major >= 8
     }
+
+    /// Whether it has Hopper's warpgroup instructions (`wgmma`, gemm_sm90.cu): sm_90 exactly,
+    /// whose cubins are compiled for the architecture-specific target `sm_90a`.
+    pub fn has_wgmma(self) -> bool {
+        self == Arch::SM90
+    }
+
+    /// The target NVRTC compiles for: `sm_90a` on sm_90 (its features, `wgmma` among them,
+    /// are in no later architecture, and the cubin runs on sm_90 devices only, which is the
+    /// device it is compiled for), `sm_XY` elsewhere.
+    pub fn target(self) -> String {
+        if self.has_wgmma() {
+            format!("{self}a")
+        } else {
+            self.to_string()
+        }
+    }
 }
 
 impl std::fmt::Display for Arch {
@@ -83,7 +100,7 @@ pub fn options(arch: Arch) -> Vec<String> {
 /// The options every source is compiled with under `kernel` options.
 pub fn options_for(arch: Arch, kernel: KernelOptions) -> Vec<String> {
     let mut o = vec![
-        format!("--gpu-architecture={arch}"),
+        format!("--gpu-architecture={}", arch.target()),
         "--std=c++17".into(),
         "--device-as-default-execution-space".into(),
         "-lineinfo".into(),
@@ -230,6 +247,38 @@ mod tests {
     }
 
     #[test]
+    fn sm90_gets_the_wgmma_gemm_and_sm80_does_not() {
+        if !nvrtc_or_skip() {
+            return;
+        }
+        // gemm_sm90.cu keeps its body only where NVRTC defines sm_90a's feature macro.
+        let probe = |arch| {
+            let src = Source {
+                file: "probe.cu",
+                text: "#ifndef __CUDA_ARCH_FEAT_SM90_ALL\n#error no sm_90a features\n#endif\n\
+                       extern \"C\" __global__ void k(float* x) { x[0] = 1.0f; }\n",
+                kernels: &["k"],
+            };
+            compile(&src, arch)
+        };
+        assert!(probe(Arch::SM90).is_ok());
+        let err = probe(Arch::SM80).unwrap_err().to_string();
+        assert!(err.contains("no sm_90a features"), "{err}");
+        // The wgmma kernels compile to far more code than the trap left on sm_80.
+        let wg = SOURCES.iter().find(|s| s.file == "gemm_sm90.cu").unwrap();
+        let (sm90, sm80) = (
+            compile(wg, Arch::SM90).unwrap(),
+            compile(wg, Arch::SM80).unwrap(),
+        );
+        assert!(
+            sm90.cubin.len() > 2 * sm80.cubin.len(),
+            "{} vs {} bytes",
+            sm90.cubin.len(),
+            sm80.cubin.len()
+        );
+    }
+
+    #[test]
     fn a_listed_kernel_missing_from_the_source_fails_to_compile() {
         if !nvrtc_or_skip() {
             return;
@@ -278,6 +327,17 @@ mod tests {
     fn arch_names() {
         assert_eq!(Arch::SM80.to_string(), "sm_80");
         assert_eq!(Arch { major: 9, minor: 0 }.to_string(), "sm_90");
+        assert_eq!(Arch::SM90.target(), "sm_90a");
+        assert_eq!(Arch::SM80.target(), "sm_80");
+        assert_eq!(
+            Arch {
+                major: 10,
+                minor: 0
+            }
+            .target(),
+            "sm_100"
+        );
+        assert!(Arch::SM90.has_wgmma() && !Arch::SM80.has_wgmma());
         assert!(Arch::SM80.supported());
         assert!(!Arch { major: 7, minor: 5 }.supported());
     }

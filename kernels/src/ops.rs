@@ -743,7 +743,8 @@ impl Gpu {
         Ok(())
     }
 
-    /// The tensor-core GEMM (BF16/F16 weights only), as [`shapes::gemm_plan`] plans it.
+    /// The tensor-core GEMM (BF16/F16 weights only), as [`shapes::gemm_plan_for`] plans it:
+    /// on `wgmma` where [`Gpu::wgmma`] says so, else in gemm.cu's tiles.
     pub fn gemm(
         &self,
         x: &CudaSlice<f32>,
@@ -751,7 +752,8 @@ impl Gpu {
         rows: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        self.gemm_planned(shapes::gemm_plan(rows, w.rows, w.cols), x, w, rows, out)
+        let plan = shapes::gemm_plan_for(rows, w.rows, w.cols, self.wgmma());
+        self.gemm_planned(plan, x, w, rows, out)
     }
 
     /// The tensor-core GEMM as `plan` says (any tile shape gives the same bits for the same

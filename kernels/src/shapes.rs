@@ -67,6 +67,17 @@ pub const GEMM_TILES: [GemmTile; 3] = [
     gemm_tile_of(128, 128, 2, 4, 2, ["gemm_128x128_bf16", "gemm_128x128_f16"]),
 ];
 
+/// The tile of the Hopper GEMM (gemm_sm90.cu, `wgmma`, sm_90a only): a warpgroup (four warps
+/// along the rows) computes 64 × 128 outputs; W tiles in a ring of four.
+pub const GEMM_WG_TILE: GemmTile = gemm_tile_of(
+    64,
+    128,
+    4,
+    1,
+    4,
+    ["gemm_wg_64x128_bf16", "gemm_wg_64x128_f16"],
+);
+
 const fn gemm_tile_of(
     bm: usize,
     bn: usize,
@@ -118,7 +129,7 @@ impl GemmPlan {
     /// Checks the plan against a product over width `k`.
     pub fn check(self, k: usize) -> Result<()> {
         const K: &str = "gemm";
-        if !GEMM_TILES.contains(&self.tile) {
+        if !GEMM_TILES.contains(&self.tile) && self.tile != GEMM_WG_TILE {
             return Err(shape(K, "gemm.cu has no such tile shape"));
         }
         if self.chunk_rows == 0 {
@@ -134,6 +145,21 @@ impl GemmPlan {
             ));
         }
         dim(K, "k_split", self.k_split.min(k)).map(|_| ())
+    }
+}
+
+/// [`gemm_plan`], or on a device with `wgmma` (sm_90a, [`crate::nvrtc::Arch::has_wgmma`]) the
+/// same split with [`GEMM_WG_TILE`] whatever the shape, so that a row's bits never depend on
+/// how many rows came with it.
+pub fn gemm_plan_for(rows: usize, n: usize, k: usize, wgmma: bool) -> GemmPlan {
+    let plan = gemm_plan(rows, n, k);
+    if wgmma {
+        GemmPlan {
+            tile: GEMM_WG_TILE,
+            ..plan
+        }
+    } else {
+        plan
     }
 }
 
@@ -630,6 +656,17 @@ mod tests {
         assert_eq!(entries, 2 * GEMM_TILES.len());
         assert_eq!(gemm.kernels.len(), 2 * GEMM_TILES.len() + 1);
         assert_eq!(d("gemm.cu", "GEMM_BK"), GEMM_BK);
+        let t = GEMM_WG_TILE;
+        assert_eq!(d("gemm_sm90.cu", "WG_BK"), GEMM_BK);
+        assert_eq!(d("gemm_sm90.cu", "WG_BM"), t.bm);
+        assert_eq!(d("gemm_sm90.cu", "WG_BN"), t.bn);
+        assert_eq!(d("gemm_sm90.cu", "WG_THREADS"), t.threads());
+        assert_eq!(d("gemm_sm90.cu", "WG_B_STAGES"), t.stages);
+        let wg = SOURCES.iter().find(|s| s.file == "gemm_sm90.cu").unwrap();
+        for (k, ty) in t.kernels.iter().zip(["BF16", "F16"]) {
+            assert!(wg.text.contains(&format!("\nGEMM_WG_ENTRY({k}, {ty})\n")));
+        }
+        assert_eq!(wg.kernels, t.kernels);
         assert_eq!(GEMM_SPLIT_K % GEMM_BK, 0);
         assert_eq!(d("attention.cu", "ATT_WARPS"), ATT_WARPS);
         assert_eq!(d("attention.cu", "ATT_MAX_D"), ATT_MAX_D);
@@ -661,6 +698,14 @@ mod tests {
         assert_eq!(gemm_plan(512, 2048, 2048).tile, GEMM_TILES[1]);
         assert_eq!(gemm_plan(512, 512, 2048).tile, GEMM_TILES[0]);
         assert_eq!(gemm_plan(3, 40, 40).splits(40), 1);
+        // With wgmma every shape takes the warpgroup tile, the split unchanged.
+        for (rows, n, k) in [(1, 40, 40), (512, 512, 2048), (512, 2048, 8192)] {
+            let (p, w) = (gemm_plan(rows, n, k), gemm_plan_for(rows, n, k, true));
+            assert_eq!(w.tile, GEMM_WG_TILE);
+            assert_eq!((w.k_split, w.chunk_rows), (p.k_split, p.chunk_rows));
+            assert!(w.check(k).is_ok());
+            assert_eq!(gemm_plan_for(rows, n, k, false), p);
+        }
         // The workspace stays bounded: long prompts run in chunks of rows.
         let p = gemm_plan(60_000, 4096, 14_336);
         assert!(p.splits(14_336) * p.chunk_rows * 4096 <= GEMM_WORKSPACE);

@@ -81,6 +81,11 @@ pub const SOURCES: &[Source] = &[
         ],
     },
     Source {
+        file: "gemm_sm90.cu",
+        text: include_str!("../cuda/gemm_sm90.cu"),
+        kernels: &["gemm_wg_64x128_bf16", "gemm_wg_64x128_f16"],
+    },
+    Source {
         file: "rope.cu",
         text: include_str!("../cuda/rope.cu"),
         kernels: &["rope_cache_f32", "rope_cache_bf16"],

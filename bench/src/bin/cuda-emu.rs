@@ -21,7 +21,7 @@ use std::time::Duration;
 use cocoon_bench::kernel_check::{act, encode, random, read, weight, Report};
 use cocoon_kernels::shapes::{
     gemv_grid, gemv_per_warp, prefill_head_dim, prefill_tiles, split_grid_chunks, GemmTile,
-    WeightType, ATT_WARPS, GEMM_TILES, GEMV_MAX_WEIGHTS, GEMV_WARPS, PF_THREADS,
+    WeightType, ATT_WARPS, GEMM_TILES, GEMM_WG_TILE, GEMV_MAX_WEIGHTS, GEMV_WARPS, PF_THREADS,
 };
 use cocoon_kernels::source::SOURCES;
 use cocoon_runtime::backend::cpu::CpuBackend;
@@ -511,17 +511,20 @@ impl Checks<'_> {
         }
         let mut gots: Vec<Result<Vec<u8>, String>> =
             ns.iter().map(|&n| Ok(vec![0u8; rows * n * 4])).collect();
-        // The GEMM in every tile shape (`every_tile`), unsplit and (k > 64) split over k in
-        // two splits (a multiple of 32 columns, the second partial): the first tile's unsplit
-        // result is compared with the CPU, every other tile must give the bits of the first
-        // with the same split; the split result is compared with the CPU too.
+        // The GEMM in every tile shape of gemm.cu (`every_tile`, else the first) and in the
+        // warpgroup tile of gemm_sm90.cu, unsplit and (k > 64) split over k in two splits (a
+        // multiple of 32 columns, the second partial): the first tile's unsplit result is
+        // compared with the CPU, every other tile must give the bits of the first with the
+        // same split (in the emulator, where wgmma sums its 16 products as mma.sync does);
+        // the split result is compared with the CPU too.
         let mut tiles_agree = true;
         let mut split_got: Vec<Result<Vec<u8>, String>> = Vec::new();
-        let tiles = if self.every_tile && dtype == DType::BF16 {
-            &GEMM_TILES[..]
+        let mut tiles = if self.every_tile && dtype == DType::BF16 {
+            GEMM_TILES.to_vec()
         } else {
-            &GEMM_TILES[..1]
+            GEMM_TILES[..1].to_vec()
         };
+        tiles.push(GEMM_WG_TILE);
         if gemm_rows > 0 {
             let xg = &x[..gemm_rows * k];
             for ((w, &n), got) in ws.iter().zip(ns).zip(gots.iter_mut()) {
@@ -594,7 +597,7 @@ impl Checks<'_> {
             };
             self.compare(name, got.map(|g| to_f32(&g)), want, tol);
         }
-        if gemm_rows > 0 && self.every_tile && dtype == DType::BF16 {
+        if gemm_rows > 0 {
             let name = format!("{} {label} every GEMM tile shape, bitwise", self.label);
             self.report.check(name, tiles_agree);
         }

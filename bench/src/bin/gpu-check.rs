@@ -695,12 +695,14 @@ fn gemv_alone(g: &Gpu, copy: f64) -> Value {
 }
 
 /// The prefill GEMM on the LLaMA-3.2-1B projections for 512 tokens against cuBLAS (bf16
-/// activations for cuBLAS, our f32 ones rounded as staged), in the tile shape the launch picks
-/// and in every tile shape: each shape's speed, and whether every shape's output, and the
-/// picked plan's run in chunks of 128 rows, has the bits of the picked one's (the phase fails
-/// if not).
+/// activations for cuBLAS, our f32 ones rounded as staged): the path the launch picks (the
+/// wgmma GEMM where its check at open passed), gemm.cu's `mma.sync` plan and each of its tile
+/// shapes, and the wgmma GEMM where the device has it. The phase fails unless every `mma.sync`
+/// shape gives the bits of the first, the picked plan run in chunks of 128 rows gives its own
+/// bits, and the wgmma GEMM is within `WGMMA_TOLERANCE` of the `mma.sync` one.
 fn prefill(g: &Gpu) -> (Value, bool) {
-    use cocoon_kernels::shapes::{gemm_plan, GemmPlan, GEMM_TILES};
+    use cocoon_kernels::shapes::{gemm_plan, gemm_plan_for, GemmPlan, GEMM_TILES, GEMM_WG_TILE};
+    use cocoon_kernels::wgmma::WGMMA_TOLERANCE;
     let m = 512;
     let blas = match g.cublas() {
         Ok(b) => b,
@@ -709,10 +711,11 @@ fn prefill(g: &Gpu) -> (Value, bool) {
             return (json!({"cublas": e.to_string()}), true);
         }
     };
+    let has_wgmma = g.wgmma_check().is_some();
     let mut rng = Rng(3);
-    let (mut ours, mut theirs, mut flops) = (0f64, 0f64, 0f64);
+    let (mut ours, mut theirs, mut mma, mut wg, mut flops) = (0f64, 0f64, 0f64, 0f64, 0f64);
     let mut shapes = Vec::new();
-    let mut same_bits = true;
+    let mut ok = true;
     for (n, k) in [(2048, 2048), (512, 2048), (8192, 2048), (2048, 8192)] {
         let w = g
             .upload_weight(
@@ -744,46 +747,75 @@ fn prefill(g: &Gpu) -> (Value, bool) {
         let t_ours = time(&mut || g.gemm(&x, &w, m, &mut y).unwrap());
         let picked = g.download(&y, 0, m * n).unwrap();
         let t_theirs = time(&mut || g.cublas_gemm_bf16(&blas, &xb, &w, m, &mut y).unwrap());
+        // gemm.cu's plan, then every one of its tile shapes: the same bits.
         let plan = gemm_plan(m, n, k);
+        let t_mma = time(&mut || g.gemm_planned(plan, &x, &w, m, &mut y).unwrap());
+        let mma_bits = g.download(&y, 0, m * n).unwrap();
         let mut tiles = Vec::new();
         for tile in GEMM_TILES {
             let plan = GemmPlan { tile, ..plan };
             let t = time(&mut || g.gemm_planned(plan, &x, &w, m, &mut y).unwrap());
-            let same = g.download(&y, 0, m * n).unwrap() == picked;
-            same_bits &= same;
+            let same = g.download(&y, 0, m * n).unwrap() == mma_bits;
+            ok &= same;
             tiles.push(json!({"tile": format!("{}x{}", tile.bm, tile.bn), "tflops": f / t / 1e12, "same_bits": same}));
         }
-        // The same product in chunks of 128 rows (what a long prompt's split product does):
-        // a row's bits must not change.
+        // The wgmma GEMM beside it.
+        let mut wgmma = json!(null);
+        if has_wgmma {
+            let plan = GemmPlan {
+                tile: GEMM_WG_TILE,
+                ..plan
+            };
+            let t = time(&mut || g.gemm_planned(plan, &x, &w, m, &mut y).unwrap());
+            let got = g.download(&y, 0, m * n).unwrap();
+            let scale = mma_bits.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let diff = mma_bits.iter().zip(&got).fold(0f32, |a, (p, q)| {
+                if (p - q).is_nan() {
+                    f32::INFINITY
+                } else {
+                    a.max((p - q).abs())
+                }
+            });
+            let rel = f64::from(diff / scale.max(f32::MIN_POSITIVE));
+            ok &= rel <= WGMMA_TOLERANCE;
+            wg += t;
+            wgmma = json!({"tflops": f / t / 1e12, "max_rel_diff_from_mma_sync": rel, "same_bits_as_mma_sync": got == mma_bits});
+        }
+        // The picked plan in chunks of 128 rows (what a long prompt's split product does): a
+        // row's bits must not change.
         let chunked = GemmPlan {
             chunk_rows: 128,
-            ..plan
+            ..gemm_plan_for(m, n, k, g.wgmma())
         };
         g.gemm_planned(chunked, &x, &w, m, &mut y).unwrap();
         let chunks_same = g.download(&y, 0, m * n).unwrap() == picked;
-        same_bits &= chunks_same;
-        let (tile, splits) = (plan.tile, plan.splits(k));
+        ok &= chunks_same;
+        let (tile, splits) = (chunked.tile, plan.splits(k));
         println!(
-            "prefill n={n} k={k}: {:.1} TFLOP/s ({}x{}, {splits} splits), cuBLAS {:.1}; tiles {}",
+            "prefill n={n} k={k}: {:.1} TFLOP/s ({}x{}, {splits} splits), mma.sync {:.1}, cuBLAS {:.1}; wgmma {wgmma}; tiles {}",
             f / t_ours / 1e12,
             tile.bm,
             tile.bn,
+            f / t_mma / 1e12,
             f / t_theirs / 1e12,
             serde_json::to_string(&tiles).unwrap_or_default()
         );
         shapes.push(
             json!({"n": n, "k": k, "tile": format!("{}x{}", tile.bm, tile.bn), "splits": splits, "chunks_of_128_rows_same_bits": chunks_same,
-            "tflops": f / t_ours / 1e12, "cublas_tflops": f / t_theirs / 1e12, "tiles": tiles}),
+            "tflops": f / t_ours / 1e12, "mma_sync_tflops": f / t_mma / 1e12, "cublas_tflops": f / t_theirs / 1e12, "wgmma": wgmma, "tiles": tiles}),
         );
         ours += t_ours;
         theirs += t_theirs;
+        mma += t_mma;
         flops += f;
     }
     let v = json!({"tokens": m, "tflops": flops / ours / 1e12, "cublas_tflops": flops / theirs / 1e12, "fraction": theirs / ours,
+        "wgmma_on": g.wgmma(), "fraction_mma_sync": theirs / mma, "fraction_wgmma": if has_wgmma { json!(theirs / wg) } else { json!(null) },
+        "wgmma_check_at_open": g.wgmma_check().map(|c| json!({"max_rel_diff": c.max_rel_diff, "same_bits": c.same_bits, "passed": c.passed()})),
         "shapes": "LLaMA-3.2-1B projections (n,k) = (2048,2048) (512,2048) (8192,2048) (2048,8192)",
-        "every_tile_same_bits": same_bits, "per_shape": shapes});
+        "every_tile_same_bits": ok, "per_shape": shapes});
     println!("prefill {v}");
-    (v, same_bits)
+    (v, ok)
 }
 
 fn today() -> String {
@@ -1005,6 +1037,22 @@ fn main() {
         println!("gpu-check: no GPU here (no CUDA driver)");
         std::process::exit(3)
     }
+    // `--wgmma-probe`: only open the device (which checks the wgmma GEMM on sm_90), in a
+    // process of its own, so that ci/gpu-check learns whether that check spoils the context
+    // before the run whose phases it would take with it.
+    if std::env::args().nth(1).as_deref() == Some("--wgmma-probe") {
+        match CudaBackend::new(0) {
+            Ok(b) => {
+                let g = b.gpu();
+                println!("wgmma probe: on {}, check {:?}", g.wgmma(), g.wgmma_check());
+                std::process::exit(0)
+            }
+            Err(e) => {
+                println!("wgmma probe: {e}");
+                std::process::exit(1)
+            }
+        }
+    }
     let gpu = match CudaBackend::new(0) {
         Ok(g) => g,
         Err(e) => {
@@ -1024,6 +1072,13 @@ fn main() {
     };
     phases.json.insert("device".into(), json!(gpu.name()));
     phases.json.insert("date".into(), json!(today()));
+    let g = gpu.gpu();
+    phases.json.insert(
+        "wgmma".into(),
+        json!({"arch_has": g.arch().has_wgmma(), "on": g.wgmma(),
+            "turned_off": std::env::var("COCOON_CUDA_WGMMA").is_ok_and(|v| v == "0"),
+            "check_at_open": g.wgmma_check().map(|c| json!({"max_rel_diff": c.max_rel_diff, "same_bits": c.same_bits, "passed": c.passed()}))}),
+    );
     phases.json.insert(
         "commit".into(),
         json!(std::env::var("COCOON_COMMIT").unwrap_or_default()),
@@ -1055,7 +1110,6 @@ fn main() {
     });
 
     let tmp = std::env::temp_dir().join("cocoon-gpu-check");
-    let g = gpu.gpu();
     let mut copy = 0.0;
     phases.run("copy", || {
         copy = copy_gbps(g);
@@ -1105,9 +1159,11 @@ fn main() {
     let p = &phases.json.get("prefill").cloned().unwrap_or_default();
     println!("report: {}", phases.out.display());
     println!(
-        "RESULTS: {} {}: decode {:.0} tok/s = {:.2} of copy bandwidth (1B shape), prefill {:.2} of cuBLAS, failed phases: {}",
+        "RESULTS: {} {}: decode {:.0} tok/s = {:.2} of copy bandwidth (1B shape), prefill {:.2} of cuBLAS (mma.sync {:.2}, wgmma {}), failed phases: {}",
         today(), gpu.name(), d["tokens_per_s"].as_f64().unwrap_or(0.0), d["fraction"].as_f64().unwrap_or(0.0),
-        p["fraction"].as_f64().unwrap_or(0.0), if failed.is_empty() { "none".into() } else { failed.join(", ") }
+        p["fraction"].as_f64().unwrap_or(0.0), p["fraction_mma_sync"].as_f64().unwrap_or(0.0),
+        p["fraction_wgmma"].as_f64().map_or("none".into(), |f| format!("{f:.2}")),
+        if failed.is_empty() { "none".into() } else { failed.join(", ") }
     );
     let total = phases
         .json
