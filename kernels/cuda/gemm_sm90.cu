@@ -7,17 +7,20 @@
 // with X rounded to the weight's 16-bit type as it is staged, f32 accumulation, the sum over k
 // split as gemm.cu splits it (blockIdx.z, WG_BK = GEMM_BK), every output written once.
 //
-// A block is one warpgroup (4 warps, 128 threads) computing a 64 × 128 tile of Y with one
-// `wgmma.mma_async.m64n128k16` per 16 columns of k: A (the X tile) and B (the W tile) are both
-// read by the tensor cores from shared memory through matrix descriptors; the accumulators, 64
-// f32 a thread, stay in registers. The k dimension is walked WG_BK = 32 columns at a time:
-//   * W tiles stream into a ring of WG_B_STAGES buffers with `cp.async`, two tiles ahead;
+// A block is one or two warpgroups (4 warps, 128 threads each) computing a 64 × 128 or
+// 128 × 128 tile of Y, each warpgroup 64 rows of it with one `wgmma.mma_async.m64n128k16` per
+// 16 columns of k: A (its rows of the X tile) and B (the W tile, shared by the warpgroups) are
+// both read by the tensor cores from shared memory through matrix descriptors; the
+// accumulators, 64 f32 a thread, stay in registers. The k dimension is walked WG_BK = 32
+// columns at a time:
+//   * W tiles stream into a ring of STAGES buffers with `cp.async`, STAGES − 2 tiles ahead;
 //   * X tiles (f32, rounded to 16 bits on the way) are read into registers one tile ahead and
 //     stored into a ring of WG_A_SLOTS buffers after the tile's wgmma are issued;
 //   * each tile's two wgmma are one wgmma group; the thread then waits until at most one
 //     group (this tile's) is in flight, so the tensor cores run tile t while tile t − 1's
 //     buffers are refilled. A buffer is rewritten only after the group that read it is
-//     complete: W stage s is refilled two tiles after its group, A slot s one tile after.
+//     complete: W stage s is refilled STAGES − 2 tiles after its group, A slot s one after.
+// Every tile shape gives each output the same sequence of wgmma over k, so the same bits.
 // Before the `__syncthreads()` that publishes a tile, each thread's writes to shared memory
 // (its X stores and its landed `cp.async` copies, both made by the generic proxy) are ordered
 // before the tensor cores' reads (the async proxy) by `fence.proxy.async.shared::cta`.
@@ -34,23 +37,33 @@
 //
 // Accumulator layout (PTX ISA, "Matrix Fragments for wgmma.mma_async.m64nNk16"): register i of
 // lane l of warp w (of the warpgroup) holds D[16 w + l / 4 + 8 ((i / 2) % 2)][8 (i / 4) +
-// 2 (l % 4) + i % 2].
+// 2 (l % 4) + i % 2], D being the warpgroup's 64 rows.
 //
 // Compiled for every device so that the kernel table is the same everywhere; without sm_90a's
 // features (`__CUDA_ARCH_FEAT_SM90_ALL`) the kernels trap, and the launch side never picks
 // them there (kernels/src/shapes.rs `gemm_plan_for`).
 
 #define WG_BK 32                          // k columns a tile (GEMM_BK of gemm.cu)
-#define WG_BM 64                          // rows of X a block
-#define WG_BN 128                         // rows of W a block
-#define WG_THREADS 128                    // one warpgroup
-#define WG_REGS (WG_BM * WG_BN / WG_THREADS)  // accumulators a thread
+#define WG_ROWS 64                        // rows of X a warpgroup (the wgmma's m)
+#define WG_BN 128                         // rows of W a block (the wgmma's n)
+#define WG_THREADS 128                    // a warpgroup
+#define WG_REGS (WG_ROWS * WG_BN / WG_THREADS)  // accumulators a thread
 #define WG_A_SLOTS 3                      // X tiles: t − 1 (maybe in flight), t, t + 1
-#define WG_B_STAGES 4                     // W tiles: t − 1 (maybe in flight), t, t + 1, t + 2
-#define WG_A_BYTES (WG_BM * WG_BK * 2)
 #define WG_B_BYTES (WG_BN * WG_BK * 2)
 #define WG_LBO 128                        // bytes between core matrices along k
 #define WG_SBO (WG_BK / 8 * 128)          // bytes between row groups
+
+// A tile shape: WGS warpgroups (64 rows of X each) × 128 rows of W; STAGES W tiles in the ring
+// (t − 1, maybe still read by a group in flight, t, and STAGES − 2 ahead).
+template <int WGS_, int STAGES_>
+struct WgShape {
+    static constexpr int WGS = WGS_, STAGES = STAGES_;
+    static constexpr int BM = WG_ROWS * WGS, THREADS = WG_THREADS * WGS;
+    static constexpr int A_BYTES = BM * WG_BK * 2;
+    static constexpr int XS = BM * 8 / THREADS, WS = WG_BN * 4 / THREADS;  // a thread's float4 / chunks
+    static_assert(STAGES >= 3, "a W stage for the group in flight, the tile, and one ahead");
+    static_assert(WG_A_SLOTS * A_BYTES + STAGES * WG_B_BYTES <= 48 * 1024, "static shared memory");
+};
 
 #if !defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define WG_HAS_WGMMA 1
@@ -131,22 +144,23 @@ template <> struct Wgmma<F16> {
     }
 };
 
-// X tile k0.. of this block: 64 rows × 8 float4, float4 i of the tile is row 8 (i / 64) +
+// X tile k0.. of this block: BM rows × 8 float4, float4 i of the tile is row 8 (i / 64) +
 // (i % 16) / 2, columns 8 ((i / 16) % 4) + 4 (i % 2) (so that its 8 bytes once rounded go to
-// byte 8 i of the tile, see the layout above); thread t takes float4 t, t + 128, ...
-#define WG_XS (WG_BM * 8 / WG_THREADS)
+// byte 8 i of the tile, see the layout above); thread t takes float4 t, t + THREADS, ...
+template <typename S>
 struct WgX {
-    float v[WG_XS][4];
+    float v[S::XS][4];
 };
 
 __device__ __forceinline__ int wg_x_row(int i) { return 8 * (i / 64) + (i % 16) / 2; }
 __device__ __forceinline__ int wg_x_col(int i) { return 8 * ((i / 16) % 4) + 4 * (i % 2); }
 
-__device__ __forceinline__ void wg_load_x(WgX& x, const float* X, int m0, int m, int k, int ke,
+template <typename S>
+__device__ __forceinline__ void wg_load_x(WgX<S>& x, const float* X, int m0, int m, int k, int ke,
                                           int k0, bool vec) {
 #pragma unroll
-    for (int s = 0; s < WG_XS; s++) {
-        const int i = threadIdx.x + s * WG_THREADS;
+    for (int s = 0; s < S::XS; s++) {
+        const int i = threadIdx.x + s * S::THREADS;
         const int row = m0 + wg_x_row(i), col = k0 + wg_x_col(i);
         if (vec) {  // k % 4 == 0: the float4 is wholly inside or wholly outside the range
             float4 f = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -160,11 +174,11 @@ __device__ __forceinline__ void wg_load_x(WgX& x, const float* X, int m0, int m,
     }
 }
 
-template <typename T>
-__device__ __forceinline__ void wg_store_x(const WgX& x, u32* As) {
+template <typename T, typename S>
+__device__ __forceinline__ void wg_store_x(const WgX<S>& x, u32* As) {
 #pragma unroll
-    for (int s = 0; s < WG_XS; s++) {
-        const int i = threadIdx.x + s * WG_THREADS;
+    for (int s = 0; s < S::XS; s++) {
+        const int i = threadIdx.x + s * S::THREADS;
         u32* d = As + 2 * i;
         d[0] = Mma<T>::pack(x.v[s][0], x.v[s][1]);
         d[1] = Mma<T>::pack(x.v[s][2], x.v[s][3]);
@@ -175,12 +189,12 @@ __device__ __forceinline__ void wg_store_x(const WgX& x, u32* As) {
 // 8 (i / 32) + i % 8, columns 8 ((i / 8) % 4), and goes to byte 16 i. With `vec` (k % 8 == 0,
 // W 16-byte aligned) a chunk is wholly inside or outside the matrix and travels by cp.async;
 // otherwise element-wise.
-#define WG_WS (WG_BN * 4 / WG_THREADS)
+template <typename S>
 __device__ __forceinline__ void wg_load_w(u32* Bs, const u16* W, int n0, int n, int k, int ke,
                                           int k0, bool vec) {
 #pragma unroll
-    for (int s = 0; s < WG_WS; s++) {
-        const int i = threadIdx.x + s * WG_THREADS;
+    for (int s = 0; s < S::WS; s++) {
+        const int i = threadIdx.x + s * S::THREADS;
         const int row = n0 + 8 * (i / 32) + i % 8, col = k0 + 8 * ((i / 8) % 4);
         u32* d = Bs + 4 * i;
         const bool inside = row < n && col < ke;
@@ -199,17 +213,18 @@ __device__ __forceinline__ void wg_load_w(u32* Bs, const u16* W, int n0, int n, 
     }
 }
 
-template <typename T>
+template <typename T, typename S>
 __device__ void gemm_wg(const float* X, const u16* W, float* Y, int m, int n, int k, int k_split) {
     // One object, so that the emulator can place every descriptor's address (kernels/emu).
     __shared__ struct {
-        uint4 a[WG_A_SLOTS * WG_A_BYTES / 16];   // X tiles
-        uint4 b[WG_B_STAGES * WG_B_BYTES / 16];  // W tiles, the cp.async ring
+        uint4 a[WG_A_SLOTS * S::A_BYTES / 16];  // X tiles
+        uint4 b[S::STAGES * WG_B_BYTES / 16];   // W tiles, the cp.async ring
     } tiles_;
     u32* As = reinterpret_cast<u32*>(tiles_.a);
     u32* Bs = reinterpret_cast<u32*>(tiles_.b);
 
-    const int m0 = blockIdx.y * WG_BM, n0 = blockIdx.x * WG_BN;
+    const int m0 = blockIdx.y * S::BM, n0 = blockIdx.x * WG_BN;
+    const int group = threadIdx.x / WG_THREADS;  // this thread's warpgroup: rows 64 group..
     const bool xvec = k % 4 == 0 && (unsigned long long)X % 16 == 0;
     const bool wvec = k % 8 == 0 && (unsigned long long)W % 16 == 0;
     const int kb = blockIdx.z * k_split, ke = min(k, kb + k_split);
@@ -220,45 +235,47 @@ __device__ void gemm_wg(const float* X, const u16* W, float* Y, int m, int n, in
 #pragma unroll
     for (int i = 0; i < WG_REGS; i++) acc[i] = 0.0f;
 
-    // Prologue: W tiles 0 and 1 in flight (one group each, empty past the end), X tile 0 stored.
+    // Prologue: W tiles 0 .. STAGES − 3 in flight (one group each, empty past the end), X tile
+    // 0 stored.
 #pragma unroll
-    for (int s = 0; s < WG_B_STAGES - 2; s++) {
-        if (s < tiles) wg_load_w(Bs + s * (WG_B_BYTES / 4), W, n0, n, k, ke, kb + s * WG_BK, wvec);
+    for (int s = 0; s < S::STAGES - 2; s++) {
+        if (s < tiles) wg_load_w<S>(Bs + s * (WG_B_BYTES / 4), W, n0, n, k, ke, kb + s * WG_BK, wvec);
         cp_async_commit();
     }
-    WgX x;
-    wg_load_x(x, X, m0, m, k, ke, kb, xvec);
-    wg_store_x<T>(x, As);
+    WgX<S> x;
+    wg_load_x<S>(x, X, m0, m, k, ke, kb, xvec);
+    wg_store_x<T, S>(x, As);
 
     for (int t = 0; t < tiles; t++) {
-        cp_async_wait<WG_B_STAGES - 3>();  // this thread's copies of W tile t have landed
-        wg_fence_shared();                 // its X stores and landed copies, before wgmma reads
-        __syncthreads();                   // everyone's
+        cp_async_wait<S::STAGES - 3>();  // this thread's copies of W tile t have landed
+        wg_fence_shared();               // its X stores and landed copies, before wgmma reads
+        __syncthreads();                 // everyone's
         // Refill the stage of tile t − 2, whose group completed before the last iteration ended.
-        const int next = t + WG_B_STAGES - 2;
+        const int next = t + S::STAGES - 2;
         if (next < tiles)
-            wg_load_w(Bs + (next % WG_B_STAGES) * (WG_B_BYTES / 4), W, n0, n, k, ke, kb + next * WG_BK, wvec);
+            wg_load_w<S>(Bs + (next % S::STAGES) * (WG_B_BYTES / 4), W, n0, n, k, ke, kb + next * WG_BK, wvec);
         cp_async_commit();
-        if (t + 1 < tiles) wg_load_x(x, X, m0, m, k, ke, kb + (t + 1) * WG_BK, xvec);
+        if (t + 1 < tiles) wg_load_x<S>(x, X, m0, m, k, ke, kb + (t + 1) * WG_BK, xvec);
 
-        const u32 a = smem_addr(As + (t % WG_A_SLOTS) * (WG_A_BYTES / 4));
-        const u32 b = smem_addr(Bs + (t % WG_B_STAGES) * (WG_B_BYTES / 4));
+        // This warpgroup's 64 rows of the X tile (8 row groups on), and the whole W tile.
+        const u32 a = smem_addr(As + (t % WG_A_SLOTS) * (S::A_BYTES / 4)) + group * (WG_ROWS / 8) * WG_SBO;
+        const u32 b = smem_addr(Bs + (t % S::STAGES) * (WG_B_BYTES / 4));
         wg_fence();
 #pragma unroll
         for (int s = 0; s < WG_BK / 16; s++) Wgmma<T>::run(acc, wg_desc(a + 2 * WG_LBO * s), wg_desc(b + 2 * WG_LBO * s));
         wg_commit();
         wg_wait<1>();  // tile t − 1's group is complete: its X slot may be rewritten
-        if (t + 1 < tiles) wg_store_x<T>(x, As + ((t + 1) % WG_A_SLOTS) * (WG_A_BYTES / 4));
+        if (t + 1 < tiles) wg_store_x<T, S>(x, As + ((t + 1) % WG_A_SLOTS) * (S::A_BYTES / 4));
     }
     wg_wait<0>();
     cp_async_wait<0>();  // no copy outlives the block (only empty groups remain here)
 #pragma unroll
     for (int i = 0; i < WG_REGS; i++) wg_fence_operand(acc[i]);
 
-    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    const int lane = threadIdx.x % WARP, warp = (threadIdx.x / WARP) % 4;
 #pragma unroll
     for (int i = 0; i < WG_REGS; i++) {
-        const int r = m0 + 16 * warp + lane / 4 + 8 * ((i / 2) % 2);
+        const int r = m0 + WG_ROWS * group + 16 * warp + lane / 4 + 8 * ((i / 2) % 2);
         const int c = n0 + 8 * (i / 4) + 2 * (lane % 4) + i % 2;
         if (r < m && c < n) Y[(long long)r * n + c] = acc[i];
     }
@@ -266,22 +283,24 @@ __device__ void gemm_wg(const float* X, const u16* W, float* Y, int m, int n, in
 
 #endif  // WG_HAS_WGMMA
 
-template <typename T>
+template <typename T, typename S>
 __device__ __forceinline__ void gemm_wg_or_trap(const float* X, const u16* W, float* Y, int m, int n,
                                                 int k, int k_split) {
 #if WG_HAS_WGMMA
-    gemm_wg<T>(X, W, Y, m, n, k, k_split);
+    gemm_wg<T, S>(X, W, Y, m, n, k, k_split);
 #else
     asm volatile("trap;");
 #endif
 }
 
-// The entry points (kernels/src/shapes.rs GEMM_WG_TILE).
-#define GEMM_WG_ENTRY(NAME, T)                                                                  \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS)                                    \
+// The entry points, gemm_wg_<BM>x128_{bf16,f16} (kernels/src/shapes.rs GEMM_WG_TILES).
+#define GEMM_WG_ENTRY(NAME, T, WGS, STAGES)                                                     \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS * WGS)                              \
         NAME(const float* X, const u16* W, float* Y, int m, int n, int k, int k_split) {        \
         stream_wait();                                                                          \
-        gemm_wg_or_trap<T>(X, W, Y, m, n, k, k_split);                                          \
+        gemm_wg_or_trap<T, WgShape<WGS, STAGES> >(X, W, Y, m, n, k, k_split);                   \
     }
-GEMM_WG_ENTRY(gemm_wg_64x128_bf16, BF16)
-GEMM_WG_ENTRY(gemm_wg_64x128_f16, F16)
+GEMM_WG_ENTRY(gemm_wg_64x128_bf16, BF16, 1, 4)
+GEMM_WG_ENTRY(gemm_wg_64x128_f16, F16, 1, 4)
+GEMM_WG_ENTRY(gemm_wg_128x128_bf16, BF16, 2, 3)
+GEMM_WG_ENTRY(gemm_wg_128x128_f16, F16, 2, 3)

@@ -67,16 +67,28 @@ pub const GEMM_TILES: [GemmTile; 3] = [
     gemm_tile_of(128, 128, 2, 4, 2, ["gemm_128x128_bf16", "gemm_128x128_f16"]),
 ];
 
-/// The tile of the Hopper GEMM (gemm_sm90.cu, `wgmma`, sm_90a only): a warpgroup (four warps
-/// along the rows) computes 64 × 128 outputs; W tiles in a ring of four.
-pub const GEMM_WG_TILE: GemmTile = gemm_tile_of(
-    64,
-    128,
-    4,
-    1,
-    4,
-    ["gemm_wg_64x128_bf16", "gemm_wg_64x128_f16"],
-);
+/// The tile shapes of the Hopper GEMM (gemm_sm90.cu, `wgmma`, sm_90a only): one or two
+/// warpgroups (four warps each, along the rows) of 64 × 128 outputs; W tiles in a ring of four
+/// or three (48 KiB of static shared memory). Like [`GEMM_TILES`], every shape gives every
+/// output the same bits.
+pub const GEMM_WG_TILES: [GemmTile; 2] = [
+    gemm_tile_of(
+        64,
+        128,
+        4,
+        1,
+        4,
+        ["gemm_wg_64x128_bf16", "gemm_wg_64x128_f16"],
+    ),
+    gemm_tile_of(
+        128,
+        128,
+        8,
+        1,
+        3,
+        ["gemm_wg_128x128_bf16", "gemm_wg_128x128_f16"],
+    ),
+];
 
 const fn gemm_tile_of(
     bm: usize,
@@ -129,7 +141,7 @@ impl GemmPlan {
     /// Checks the plan against a product over width `k`.
     pub fn check(self, k: usize) -> Result<()> {
         const K: &str = "gemm";
-        if !GEMM_TILES.contains(&self.tile) && self.tile != GEMM_WG_TILE {
+        if !GEMM_TILES.contains(&self.tile) && !GEMM_WG_TILES.contains(&self.tile) {
             return Err(shape(K, "gemm.cu has no such tile shape"));
         }
         if self.chunk_rows == 0 {
@@ -149,18 +161,22 @@ impl GemmPlan {
 }
 
 /// [`gemm_plan`], or on a device with `wgmma` (sm_90a, [`crate::nvrtc::Arch::has_wgmma`]) the
-/// same split with [`GEMM_WG_TILE`] whatever the shape, so that a row's bits never depend on
-/// how many rows came with it.
+/// same split in one of [`GEMM_WG_TILES`]: the 128-row tile where it gives 1.5 times
+/// [`GEMM_FULL_BLOCKS`] blocks, else the 64-row one. Never a mix of the two GEMMs, whose bits
+/// may differ: a row's bits do not depend on how many rows came with it.
 pub fn gemm_plan_for(rows: usize, n: usize, k: usize, wgmma: bool) -> GemmPlan {
     let plan = gemm_plan(rows, n, k);
-    if wgmma {
-        GemmPlan {
-            tile: GEMM_WG_TILE,
-            ..plan
-        }
-    } else {
-        plan
+    if !wgmma {
+        return plan;
     }
+    let [small, large] = GEMM_WG_TILES;
+    let (x, y) = large.grid(plan.chunk_rows.min(rows.max(1)), n);
+    let tile = if x * y * plan.splits(k) >= GEMM_FULL_BLOCKS * 3 / 2 {
+        large
+    } else {
+        small
+    };
+    GemmPlan { tile, ..plan }
 }
 
 /// The plan of the GEMM for `rows` × `n` outputs over width `k`: the split width from k alone;
@@ -656,17 +672,23 @@ mod tests {
         assert_eq!(entries, 2 * GEMM_TILES.len());
         assert_eq!(gemm.kernels.len(), 2 * GEMM_TILES.len() + 1);
         assert_eq!(d("gemm.cu", "GEMM_BK"), GEMM_BK);
-        let t = GEMM_WG_TILE;
         assert_eq!(d("gemm_sm90.cu", "WG_BK"), GEMM_BK);
-        assert_eq!(d("gemm_sm90.cu", "WG_BM"), t.bm);
-        assert_eq!(d("gemm_sm90.cu", "WG_BN"), t.bn);
-        assert_eq!(d("gemm_sm90.cu", "WG_THREADS"), t.threads());
-        assert_eq!(d("gemm_sm90.cu", "WG_B_STAGES"), t.stages);
         let wg = SOURCES.iter().find(|s| s.file == "gemm_sm90.cu").unwrap();
-        for (k, ty) in t.kernels.iter().zip(["BF16", "F16"]) {
-            assert!(wg.text.contains(&format!("\nGEMM_WG_ENTRY({k}, {ty})\n")));
+        for t in GEMM_WG_TILES {
+            // Warpgroups of 64 rows, four warps each, over 128 weight rows.
+            let groups = t.bm / d("gemm_sm90.cu", "WG_ROWS");
+            assert_eq!(
+                (t.warps_m, t.warps_n, t.bn),
+                (4 * groups, 1, d("gemm_sm90.cu", "WG_BN"))
+            );
+            assert_eq!(t.threads(), groups * d("gemm_sm90.cu", "WG_THREADS"));
+            for (k, ty) in t.kernels.iter().zip(["BF16", "F16"]) {
+                let line = format!("\nGEMM_WG_ENTRY({k}, {ty}, {groups}, {})\n", t.stages);
+                assert!(wg.text.contains(&line), "gemm_sm90.cu lacks {line}");
+                assert!(wg.kernels.contains(k));
+            }
         }
-        assert_eq!(wg.kernels, t.kernels);
+        assert_eq!(wg.kernels.len(), 2 * GEMM_WG_TILES.len());
         assert_eq!(GEMM_SPLIT_K % GEMM_BK, 0);
         assert_eq!(d("attention.cu", "ATT_WARPS"), ATT_WARPS);
         assert_eq!(d("attention.cu", "ATT_MAX_D"), ATT_MAX_D);
@@ -698,10 +720,16 @@ mod tests {
         assert_eq!(gemm_plan(512, 2048, 2048).tile, GEMM_TILES[1]);
         assert_eq!(gemm_plan(512, 512, 2048).tile, GEMM_TILES[0]);
         assert_eq!(gemm_plan(3, 40, 40).splits(40), 1);
-        // With wgmma every shape takes the warpgroup tile, the split unchanged.
-        for (rows, n, k) in [(1, 40, 40), (512, 512, 2048), (512, 2048, 8192)] {
+        // With wgmma every shape takes a warpgroup tile, the split unchanged.
+        for (rows, n, k, tile) in [
+            (1, 40, 40, 0),
+            (512, 512, 2048, 0),
+            (512, 2048, 2048, 0),
+            (512, 8192, 2048, 1),
+            (512, 2048, 8192, 1),
+        ] {
             let (p, w) = (gemm_plan(rows, n, k), gemm_plan_for(rows, n, k, true));
-            assert_eq!(w.tile, GEMM_WG_TILE);
+            assert_eq!(w.tile, GEMM_WG_TILES[tile], "{rows} × {n} × {k}");
             assert_eq!((w.k_split, w.chunk_rows), (p.k_split, p.chunk_rows));
             assert!(w.check(k).is_ok());
             assert_eq!(gemm_plan_for(rows, n, k, false), p);

@@ -83,7 +83,12 @@ pub const SOURCES: &[Source] = &[
     Source {
         file: "gemm_sm90.cu",
         text: include_str!("../cuda/gemm_sm90.cu"),
-        kernels: &["gemm_wg_64x128_bf16", "gemm_wg_64x128_f16"],
+        kernels: &[
+            "gemm_wg_64x128_bf16",
+            "gemm_wg_64x128_f16",
+            "gemm_wg_128x128_bf16",
+            "gemm_wg_128x128_f16",
+        ],
     },
     Source {
         file: "rope.cu",

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::shapes::{self, GemmPlan, WeightType, GEMM_TILES, GEMM_WG_TILE};
+use crate::shapes::{self, GemmPlan, WeightType, GEMM_TILES, GEMM_WG_TILES};
 
 /// Largest difference allowed between the two GEMMs, relative to the largest output: both sum
 /// the same 16-bit products in f32, 16 columns at a time in the same order, so only the
@@ -25,20 +25,27 @@ pub const WGMMA_CHECK_SHAPE: (usize, usize, usize) = (70, 136, 264);
 pub struct WgmmaCheck {
     /// Largest |wgmma − mma.sync| over the largest |mma.sync| output.
     pub max_rel_diff: f64,
-    /// Whether the two gave the same bits.
+    /// Whether the two GEMMs gave the same bits.
     pub same_bits: bool,
+    /// Whether the wgmma tile shapes gave each other's bits (as the design says they must).
+    pub tiles_agree: bool,
 }
 
 impl WgmmaCheck {
     /// Whether the wgmma GEMM may be used.
     pub fn passed(&self) -> bool {
-        self.max_rel_diff <= WGMMA_TOLERANCE
+        self.max_rel_diff <= WGMMA_TOLERANCE && self.tiles_agree
     }
 }
 
+/// The bit patterns of `v` (NaN payloads included).
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 impl Gpu {
-    /// Runs [`WGMMA_CHECK_SHAPE`] through the wgmma GEMM and through the first `mma.sync`
-    /// tile (BF16 weights, fixed pseudo-random values) and compares them.
+    /// Runs [`WGMMA_CHECK_SHAPE`] through every wgmma tile shape and through the first
+    /// `mma.sync` tile (BF16 weights, fixed pseudo-random values) and compares them.
     pub fn check_wgmma(&self) -> Result<WgmmaCheck> {
         let (m, n, k) = WGMMA_CHECK_SHAPE;
         // A fixed xorshift sequence in [-1, 1): no dependence on any other crate's generator.
@@ -63,7 +70,11 @@ impl Gpu {
             self.download(&y, 0, m * n)
         };
         let want = run(GEMM_TILES[0])?;
-        let got = run(GEMM_WG_TILE)?;
+        let got = run(GEMM_WG_TILES[0])?;
+        let mut tiles_agree = true;
+        for &tile in &GEMM_WG_TILES[1..] {
+            tiles_agree &= bits(&run(tile)?) == bits(&got);
+        }
         let scale = want.iter().fold(0f64, |a, v| a.max(f64::from(v.abs())));
         let diff = want.iter().zip(&got).fold(0f64, |a, (w, g)| {
             let d = f64::from((w - g).abs());
@@ -75,10 +86,8 @@ impl Gpu {
         });
         Ok(WgmmaCheck {
             max_rel_diff: if scale > 0.0 { diff / scale } else { diff },
-            same_bits: want
-                .iter()
-                .map(|v| v.to_bits())
-                .eq(got.iter().map(|v| v.to_bits())),
+            same_bits: bits(&want) == bits(&got),
+            tiles_agree,
         })
     }
 
@@ -131,8 +140,14 @@ mod tests {
         let check = |max_rel_diff| WgmmaCheck {
             max_rel_diff,
             same_bits: false,
+            tiles_agree: true,
         };
         assert!(check(0.0).passed());
+        let split = WgmmaCheck {
+            tiles_agree: false,
+            ..check(0.0)
+        };
+        assert!(!split.passed());
         assert!(check(WGMMA_TOLERANCE).passed());
         assert!(!check(WGMMA_TOLERANCE * 2.0).passed());
         assert!(!check(f64::INFINITY).passed());
@@ -142,10 +157,13 @@ mod tests {
     #[test]
     fn the_check_shape_has_ragged_tiles_and_wraps_both_rings() {
         let (m, n, k) = WGMMA_CHECK_SHAPE;
-        let t = GEMM_WG_TILE;
+        let t = GEMM_WG_TILES[0];
         assert!(m % t.bm != 0 && m > t.bm && n % t.bn != 0 && n > t.bn);
         let tiles = k.div_ceil(shapes::GEMM_BK);
-        assert!(tiles > 2 * t.stages, "{tiles} k tiles");
+        assert!(
+            GEMM_WG_TILES.iter().all(|t| tiles > 2 * t.stages),
+            "{tiles} k tiles"
+        );
         assert_eq!(shapes::gemm_plan(m, n, k).splits(k), 1);
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use cocoon_bench::kernel_check::{act, encode, random, read, weight, Report};
 use cocoon_kernels::shapes::{
     gemv_grid, gemv_per_warp, prefill_head_dim, prefill_tiles, split_grid_chunks, GemmTile,
-    WeightType, ATT_WARPS, GEMM_TILES, GEMM_WG_TILE, GEMV_MAX_WEIGHTS, GEMV_WARPS, PF_THREADS,
+    WeightType, ATT_WARPS, GEMM_TILES, GEMM_WG_TILES, GEMV_MAX_WEIGHTS, GEMV_WARPS, PF_THREADS,
 };
 use cocoon_kernels::source::SOURCES;
 use cocoon_runtime::backend::cpu::CpuBackend;
@@ -512,7 +512,7 @@ impl Checks<'_> {
         let mut gots: Vec<Result<Vec<u8>, String>> =
             ns.iter().map(|&n| Ok(vec![0u8; rows * n * 4])).collect();
         // The GEMM in every tile shape of gemm.cu (`every_tile`, else the first) and in the
-        // warpgroup tile of gemm_sm90.cu, unsplit and (k > 64) split over k in two splits (a
+        // warpgroup tiles of gemm_sm90.cu, unsplit and (k > 64) split over k in two splits (a
         // multiple of 32 columns, the second partial): the first tile's unsplit result is
         // compared with the CPU, every other tile must give the bits of the first with the
         // same split (in the emulator, where wgmma sums its 16 products as mma.sync does);
@@ -524,7 +524,7 @@ impl Checks<'_> {
         } else {
             GEMM_TILES[..1].to_vec()
         };
-        tiles.push(GEMM_WG_TILE);
+        tiles.extend(GEMM_WG_TILES);
         if gemm_rows > 0 {
             let xg = &x[..gemm_rows * k];
             for ((w, &n), got) in ws.iter().zip(ns).zip(gots.iter_mut()) {

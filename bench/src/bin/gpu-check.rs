@@ -701,7 +701,7 @@ fn gemv_alone(g: &Gpu, copy: f64) -> Value {
 /// shape gives the bits of the first, the picked plan run in chunks of 128 rows gives its own
 /// bits, and the wgmma GEMM is within `WGMMA_TOLERANCE` of the `mma.sync` one.
 fn prefill(g: &Gpu) -> (Value, bool) {
-    use cocoon_kernels::shapes::{gemm_plan, gemm_plan_for, GemmPlan, GEMM_TILES, GEMM_WG_TILE};
+    use cocoon_kernels::shapes::{gemm_plan, gemm_plan_for, GemmPlan, GEMM_TILES, GEMM_WG_TILES};
     use cocoon_kernels::wgmma::WGMMA_TOLERANCE;
     let m = 512;
     let blas = match g.cublas() {
@@ -759,14 +759,12 @@ fn prefill(g: &Gpu) -> (Value, bool) {
             ok &= same;
             tiles.push(json!({"tile": format!("{}x{}", tile.bm, tile.bn), "tflops": f / t / 1e12, "same_bits": same}));
         }
-        // The wgmma GEMM beside it.
+        // The wgmma GEMM beside it, its plan's tile and then each of its tile shapes: within
+        // WGMMA_TOLERANCE of the mma.sync bits, and the same bits in every shape.
         let mut wgmma = json!(null);
         if has_wgmma {
-            let plan = GemmPlan {
-                tile: GEMM_WG_TILE,
-                ..plan
-            };
-            let t = time(&mut || g.gemm_planned(plan, &x, &w, m, &mut y).unwrap());
+            let wplan = gemm_plan_for(m, n, k, true);
+            let t = time(&mut || g.gemm_planned(wplan, &x, &w, m, &mut y).unwrap());
             let got = g.download(&y, 0, m * n).unwrap();
             let scale = mma_bits.iter().fold(0f32, |a, v| a.max(v.abs()));
             let diff = mma_bits.iter().zip(&got).fold(0f32, |a, (p, q)| {
@@ -779,7 +777,16 @@ fn prefill(g: &Gpu) -> (Value, bool) {
             let rel = f64::from(diff / scale.max(f32::MIN_POSITIVE));
             ok &= rel <= WGMMA_TOLERANCE;
             wg += t;
-            wgmma = json!({"tflops": f / t / 1e12, "max_rel_diff_from_mma_sync": rel, "same_bits_as_mma_sync": got == mma_bits});
+            let mut wtiles = Vec::new();
+            for tile in GEMM_WG_TILES {
+                let plan = GemmPlan { tile, ..wplan };
+                let t = time(&mut || g.gemm_planned(plan, &x, &w, m, &mut y).unwrap());
+                let same = g.download(&y, 0, m * n).unwrap() == got;
+                ok &= same;
+                wtiles.push(json!({"tile": format!("{}x{}", tile.bm, tile.bn), "tflops": f / t / 1e12, "same_bits": same}));
+            }
+            wgmma = json!({"tile": format!("{}x{}", wplan.tile.bm, wplan.tile.bn), "tflops": f / t / 1e12,
+                "max_rel_diff_from_mma_sync": rel, "same_bits_as_mma_sync": got == mma_bits, "tiles": wtiles});
         }
         // The picked plan in chunks of 128 rows (what a long prompt's split product does): a
         // row's bits must not change.
@@ -811,7 +818,7 @@ fn prefill(g: &Gpu) -> (Value, bool) {
     }
     let v = json!({"tokens": m, "tflops": flops / ours / 1e12, "cublas_tflops": flops / theirs / 1e12, "fraction": theirs / ours,
         "wgmma_on": g.wgmma(), "fraction_mma_sync": theirs / mma, "fraction_wgmma": if has_wgmma { json!(theirs / wg) } else { json!(null) },
-        "wgmma_check_at_open": g.wgmma_check().map(|c| json!({"max_rel_diff": c.max_rel_diff, "same_bits": c.same_bits, "passed": c.passed()})),
+        "wgmma_check_at_open": g.wgmma_check().map(|c| json!({"max_rel_diff": c.max_rel_diff, "same_bits": c.same_bits, "tiles_agree": c.tiles_agree, "passed": c.passed()})),
         "shapes": "LLaMA-3.2-1B projections (n,k) = (2048,2048) (512,2048) (8192,2048) (2048,8192)",
         "every_tile_same_bits": ok, "per_shape": shapes});
     println!("prefill {v}");
@@ -1077,7 +1084,7 @@ fn main() {
         "wgmma".into(),
         json!({"arch_has": g.arch().has_wgmma(), "on": g.wgmma(),
             "turned_off": std::env::var("COCOON_CUDA_WGMMA").is_ok_and(|v| v == "0"),
-            "check_at_open": g.wgmma_check().map(|c| json!({"max_rel_diff": c.max_rel_diff, "same_bits": c.same_bits, "passed": c.passed()}))}),
+            "check_at_open": g.wgmma_check().map(|c| json!({"max_rel_diff": c.max_rel_diff, "same_bits": c.same_bits, "tiles_agree": c.tiles_agree, "passed": c.passed()}))}),
     );
     phases.json.insert(
         "commit".into(),
