@@ -21,8 +21,9 @@
 //     `prefetch.global.L2` (no effect; its address must lie inside a buffer of the launch),
 //     and Hopper's `wgmma` (`fence`, `commit_group`, `wait_group`, and `mma_async` of
 //     m64nNk16 with both operands in shared memory through matrix descriptors, K-major, no
-//     swizzle, its accumulator fragment layout; an operation reads its operands and writes its
-//     accumulators when its group is waited for) with `fence.proxy.async.shared::cta`.
+//     swizzle, its accumulator fragment layout; an operation's operands, read at the issue, must
+//     be unchanged when its group is waited for, where its accumulators are written) with
+//     `fence.proxy.async.shared::cta`.
 //     Any other instruction is an error naming it.
 #pragma once
 

@@ -66,10 +66,11 @@ struct AsyncCopy {
 };
 
 // One wgmma.mma_async of one thread, kept until its group is waited for: the tensor cores
-// read shared memory and write the accumulators at any time before the wait, so the emulator
-// does both at the wait (a kernel that rewrites an operand or reads an accumulator too early
-// gets other results). `d` points at the thread's accumulator registers (the kernel's
-// variables, alive until it returns).
+// read shared memory and write the accumulators at any time between the issue and the wait,
+// so the emulator reads the operands at both and requires them unchanged (a kernel that
+// rewrites an operand in flight is an error, whichever value it meant), and writes the
+// accumulators at the wait (a kernel that reads them too early gets other results). `d` points
+// at the thread's accumulator registers (the kernel's variables, alive until it returns).
 struct WgmmaOp {
     std::vector<float*> d;
     uint64_t a, b;  // matrix descriptors
@@ -77,6 +78,7 @@ struct WgmmaOp {
     int n;
     uint32_t near;  // the thread's last converted shared address, to place the descriptors'
                     // 18 address bits (see `descriptor_address`)
+    std::vector<uint16_t> issued;  // the operands this thread's part reads, as at the issue
 };
 
 // The global-memory buffers of the running launch (address, length), for the instructions that
@@ -578,28 +580,37 @@ void check_descriptor(uint64_t desc, const std::string& what) {
     if ((desc >> 49) & 7) emu::fail(what + ": a matrix base offset is not emulated");
 }
 
+// The operands this thread's part of D reads (see `complete_wgmma`): its two rows of A (rows
+// 16 w + l / 4 and 8 more), then its n / 4 columns of B (column q is 8 (q / 2) + 2 (l % 4) +
+// q % 2), 16 values each, through the descriptors.
+std::vector<uint16_t> wgmma_operands(const WgmmaOp& op, const std::string& what) {
+    const int lane = tid % 32, w = (tid / 32) % 4;
+    std::vector<uint16_t> v;
+    v.reserve(16 * (2 + op.n / 4));
+    for (int h = 0; h < 2; h++)
+        for (int c = 0; c < 16; c++) v.push_back(descriptor_element(op.a, op.near, 16 * w + lane / 4 + 8 * h, c, what));
+    for (int q = 0; q < op.n / 4; q++)
+        for (int c = 0; c < 16; c++)
+            v.push_back(descriptor_element(op.b, op.near, 8 * (q / 2) + 2 * (lane % 4) + q % 2, c, what));
+    return v;
+}
+
 // D (64 × n, the warpgroup's) = A (64 × 16) · B (16 × n) + D, for this thread's part of D:
 // register i of lane l of warp w of the warpgroup is D[16 w + l / 4 + 8 ((i / 2) % 2)]
 // [8 (i / 4) + 2 (l % 4) + i % 2] (PTX ISA, "Matrix Fragments for wgmma.mma_async.m64nNk16").
-// A[r][c] and B[c][j] (B K-major: as n rows of 16) come through the descriptors. The 16
-// products are summed in f32 in order, then added to D, as the mma.sync emulation does.
+// A[r][c] and B[c][j] (B K-major: as n rows of 16) come through the descriptors, and must be
+// what they were at the issue. The 16 products are summed in f32 in order, then added to D, as
+// the mma.sync emulation does.
 void complete_wgmma(const WgmmaOp& op, const std::string& what) {
-    const int lane = tid % 32, w = (tid / 32) % 4;
-    auto value = [&](uint64_t desc, int row, int c) {
-        const uint16_t h = descriptor_element(desc, op.near, row, c, what);
-        return op.bf16 ? bf16_to_f32(h) : f16_to_f32(h);
-    };
-    // The thread's two rows of A and n / 4 columns of B, read once.
-    float a[2][16], b[64][16];
-    for (int h = 0; h < 2; h++)
-        for (int c = 0; c < 16; c++) a[h][c] = value(op.a, 16 * w + lane / 4 + 8 * h, c);
-    for (int q = 0; q < op.n / 4; q++)
-        for (int c = 0; c < 16; c++) b[q][c] = value(op.b, 8 * (q / 2) + 2 * (lane % 4) + q % 2, c);
+    const std::vector<uint16_t> v = wgmma_operands(op, what);
+    if (v != op.issued)
+        emu::fail(what + ": shared memory read by a wgmma.mma_async in flight changed before its wgmma.wait_group");
+    auto value = [&](size_t at) { return op.bf16 ? bf16_to_f32(v[at]) : f16_to_f32(v[at]); };
     for (int i = 0; i < op.n / 2; i++) {
-        const float* ar = a[(i / 2) % 2];
-        const float* bc = b[2 * (i / 4) + i % 2];  // column 8 (i / 4) + 2 (lane % 4) + i % 2
+        const size_t a = 16 * ((i / 2) % 2);                 // row 16 w + l / 4 + 8 ((i / 2) % 2)
+        const size_t b = 16 * (2 + 2 * (i / 4) + i % 2);     // column 8 (i / 4) + 2 (l % 4) + i % 2
         float acc = 0.0f;
-        for (int c = 0; c < 16; c++) acc += ar[c] * bc[c];
+        for (size_t c = 0; c < 16; c++) acc += value(a + c) * value(b + c);
         *op.d[i] = (op.accumulate ? *op.d[i] : 0.0f) + acc;
     }
 }
@@ -635,6 +646,7 @@ std::string trim(const std::string& s) {
 void wgmma(const std::string& stmt, const std::map<std::string, bool>& preds, const Operands& o,
            const std::string& what) {
     const size_t sp = stmt.find(' ');
+    if (sp == std::string::npos) emu::fail(what + ": an instruction without operands");
     const std::string mnemonic = stmt.substr(0, sp);
     const std::string head = "wgmma.mma_async.sync.aligned.m64n";
     int n = 0;
@@ -680,6 +692,7 @@ void wgmma(const std::string& stmt, const std::map<std::string, bool>& preds, co
     op.bf16 = bf16;
     op.n = n;
     op.near = running->last_shared;
+    op.issued = wgmma_operands(op, what);
     if ((blockDim.x * blockDim.y * blockDim.z) % 128 != 0)
         emu::fail(what + ": the block is not made of whole warpgroups (128 threads)");
     if (!running->wg_fenced) emu::fail(what + ": no wgmma.fence before it since the last wgmma.wait_group");
