@@ -78,6 +78,9 @@ pub struct Report {
     pub kernels: Vec<Value>,
     /// How many failed.
     pub failures: usize,
+    /// When set, the first failed check ends the process (exit 1) after printing
+    /// `<this>: N passed, M failed`: a quick verdict on a deliberately broken kernel.
+    pub stop_at_first_failure: Option<&'static str>,
 }
 
 impl Report {
@@ -104,6 +107,25 @@ impl Report {
             if pass { "ok" } else { "FAIL" }
         );
         self.kernels.push(json!({"name": name, "max_abs_err": max_abs, "rel_err": rel, "tolerance": tol, "pass": pass}));
+        self.after(pass);
+    }
+
+    /// Records a check that could not run (`error` says why) as failed: prints one line.
+    pub fn fail(&mut self, name: String, error: &str) {
+        println!("{name:<58} FAIL: {error}");
+        self.failures += 1;
+        self.kernels
+            .push(json!({"name": name, "pass": false, "error": error}));
+        self.after(false);
+    }
+
+    fn after(&self, pass: bool) {
+        if let (false, Some(program)) = (pass, self.stop_at_first_failure) {
+            println!("{program}: stopped at the first failure");
+            let passed = self.kernels.len() - self.failures;
+            println!("{program}: {passed} passed, {} failed", self.failures);
+            std::process::exit(1);
+        }
     }
 
     /// Records a check that holds or not (a bitwise equality): prints one line and records it.
@@ -113,5 +135,6 @@ impl Report {
         }
         println!("{name:<58} {}", if pass { "ok" } else { "FAIL" });
         self.kernels.push(json!({"name": name, "pass": pass}));
+        self.after(pass);
     }
 }

@@ -35,6 +35,13 @@ struct Wrap<F> {
     static void call(void** args) { call_with(F, args, std::index_sequence_for<A...>{}); }
 };
 
+// Adds a translation unit's kernels to the runtime's table (one object per .cu file, each
+// with a static `Registration` of its kernels).
+void register_entries(const Entry* entries, int count);
+struct Registration {
+    Registration(const Entry* entries, int count) { register_entries(entries, count); }
+};
+
 }  // namespace emu
 
 #define EMU_ENTRY(name) \

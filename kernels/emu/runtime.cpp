@@ -41,8 +41,6 @@
 // plain fields and raw pointers only (a library call would be instrumented).
 #define EMU_SCHEDULER __attribute__((no_sanitize("thread")))
 
-extern const emu::Entry* emu_entries;
-extern int emu_entry_count;
 
 uint3 threadIdx;
 uint3 blockIdx;
@@ -80,6 +78,13 @@ struct WgmmaOp {
                     // 18 address bits (see `descriptor_address`)
     std::vector<uint16_t> issued;  // the operands this thread's part reads, as at the issue
 };
+
+// The kernels, registered by each translation unit's static `emu::Registration` (a function's
+// static, so that it exists before any of them runs).
+std::vector<const emu::Entry*>& entries() {
+    static std::vector<const emu::Entry*> table;
+    return table;
+}
 
 // The global-memory buffers of the running launch (address, length), for the instructions that
 // name an address without reading it (prefetch): one outside them is an error.
@@ -346,6 +351,10 @@ char emu_shared_anchor;
 
 namespace emu {
 
+void register_entries(const Entry* e, int count) {
+    for (int i = 0; i < count; i++) entries().push_back(&e[i]);
+}
+
 void fail(const std::string& why) { throw KernelError(why); }
 
 uint32_t shared_offset(const void* p) {
@@ -558,17 +567,15 @@ uint32_t descriptor_address(uint64_t desc, uint32_t near) {
     return (uint32_t)(int32_t)best;
 }
 
-// The element (row, col) of a K-major operand described by `desc` (PTX ISA, "Matrix
-// Descriptor Format" and "Shared Memory Matrix Layout", no swizzle): 8 × 8 core matrices of
-// 16-byte rows; the one holding (row, col) starts (row / 8) · SBO + (col / 8) · LBO bytes
-// after the start address.
-uint16_t descriptor_element(uint64_t desc, uint32_t near, int row, int col, const std::string& what) {
+// Row `row` of a K-major operand described by `desc` (PTX ISA, "Matrix Descriptor Format" and
+// "Shared Memory Matrix Layout", no swizzle), its 16 values of k: 8 × 8 core matrices of
+// 16-byte rows, the one holding (row, col) starting (row / 8) · SBO + (col / 8) · LBO bytes
+// after the start address, so the row is two 16-byte pieces LBO apart.
+void descriptor_row(uint64_t desc, uint32_t near, int row, uint16_t out[16], const std::string& what) {
     const uint64_t lbo = ((desc >> 16) & 0x3fff) << 4, sbo = ((desc >> 32) & 0x3fff) << 4;
-    const uint32_t at = descriptor_address(desc, near) + (uint32_t)((row / 8) * sbo + (col / 8) * lbo +
-                                                                    (row % 8) * 16 + (col % 8) * 2);
-    uint16_t v;
-    std::memcpy(&v, emu::shared_ptr(at, 2, what), 2);
-    return v;
+    const uint32_t at = descriptor_address(desc, near) + (uint32_t)((row / 8) * sbo + (row % 8) * 16);
+    for (int half = 0; half < 2; half++)
+        std::memcpy(out + 8 * half, emu::shared_ptr(at + (uint32_t)(half * lbo), 16, what), 16);
 }
 
 // Checks a matrix descriptor's fields: the ones emulated (no swizzle, base offset 0) and the
@@ -585,13 +592,10 @@ void check_descriptor(uint64_t desc, const std::string& what) {
 // q % 2), 16 values each, through the descriptors.
 std::vector<uint16_t> wgmma_operands(const WgmmaOp& op, const std::string& what) {
     const int lane = tid % 32, w = (tid / 32) % 4;
-    std::vector<uint16_t> v;
-    v.reserve(16 * (2 + op.n / 4));
-    for (int h = 0; h < 2; h++)
-        for (int c = 0; c < 16; c++) v.push_back(descriptor_element(op.a, op.near, 16 * w + lane / 4 + 8 * h, c, what));
+    std::vector<uint16_t> v(16 * (2 + op.n / 4));
+    for (int h = 0; h < 2; h++) descriptor_row(op.a, op.near, 16 * w + lane / 4 + 8 * h, &v[16 * h], what);
     for (int q = 0; q < op.n / 4; q++)
-        for (int c = 0; c < 16; c++)
-            v.push_back(descriptor_element(op.b, op.near, 8 * (q / 2) + 2 * (lane % 4) + q % 2, c, what));
+        descriptor_row(op.b, op.near, 8 * (q / 2) + 2 * (lane % 4) + q % 2, &v[16 * (2 + q)], what);
     return v;
 }
 
@@ -700,11 +704,13 @@ void wgmma(const std::string& stmt, const std::map<std::string, bool>& preds, co
     // without this thread's fence.proxy.async. (Plain stores to shared memory are not tracked.)
     if (running->copies_unfenced)
         emu::fail(what + ": cp.async copies landed since this thread's last fence.proxy.async.shared::cta");
-    // .sync.aligned: the warp's 32 lanes issue it together, with the same descriptors.
-    for (const uint64_t desc : {op.a, op.b})
-        for (const uint32_t half : {(uint32_t)desc, (uint32_t)(desc >> 32)})
-            if (emu::shuffle(0xffffffffu, half, 0) != half)
-                emu::fail(what + ": the lanes of a warp give different matrix descriptors");
+    // .sync.aligned: the warp's 32 lanes issue it together, with the same descriptors (compared
+    // through one exchange of a mix of their bits; every lane checks against lane 0's).
+    uint64_t mix = op.a * 0x9e3779b97f4a7c15ull ^ op.b;
+    mix ^= mix >> 29;
+    const uint32_t mine = (uint32_t)mix ^ (uint32_t)(mix >> 32);
+    if (emu::shuffle(0xffffffffu, mine, 0) != mine)
+        emu::fail(what + ": the lanes of a warp give different matrix descriptors");
     running->wg_uncommitted.push_back(std::move(op));
 }
 
@@ -1027,8 +1033,8 @@ int main() {
             if (kinds[i] == 0) launch_buffers.emplace_back((const unsigned char*)pointers[i], lens[i]);
         std::string error;
         const emu::Entry* entry = nullptr;
-        for (int i = 0; i < emu_entry_count; i++)
-            if (name == emu_entries[i].name) entry = &emu_entries[i];
+        for (const emu::Entry* e : entries())
+            if (name == e->name) entry = e;
         if (!entry) error = "no kernel named " + name;
         else if ((uint32_t)entry->nargs != nargs)
             error = name + " takes " + std::to_string(entry->nargs) + " arguments, " +

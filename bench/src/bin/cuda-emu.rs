@@ -1,13 +1,17 @@
 //! `cuda-emu` (run by `ci/cuda-emu`, docs/cuda.md): every kernel of `kernels/cuda/` (or of
 //! `$COCOON_EMU_KERNELS`) compiled unchanged by the host C++ compiler over the emulation of the
 //! CUDA execution model in `kernels/emu/` (each CUDA thread a fiber, real barriers, warp
-//! shuffles and `mma.sync` from the PTX ISA), launched with the grids and arguments of
+//! shuffles, `mma.sync` and `wgmma` from the PTX ISA), launched with the grids and arguments of
 //! the launch wrappers (`kernels/src/ops.rs`), and compared with the CPU backend over many
 //! shapes; then the same on a ThreadSanitizer build and on an AddressSanitizer + UBSan build
 //! (every buffer its own exact allocation) for the smaller shapes. Ends with
 //! `cuda-emu: N passed, M failed`; exit 1 when any failed. `COCOON_EMU_SHAPES=small`: the
 //! small shapes only; `COCOON_EMU_BUILDS=plain,tsan,asan` (default all): which builds run;
-//! `COCOON_EMU_OUT=DIR` (default `target/cuda-emu`): where the emulator builds go.
+//! `COCOON_EMU_OUT=DIR` (default `target/cuda-emu`): where the emulator builds go;
+//! `COCOON_EMU_FAIL_FAST=1`: stop at the first failed check (still `N passed, M failed`);
+//! `COCOON_EMU_CACHE=DIR` (default `target/cuda-emu/objects`): their compiled objects, one per
+//! .cu file and build, kept under the SHA-256 of what was compiled (a broken copy of one file
+//! recompiles that file alone).
 //!
 //! Inline PTX is rewritten into calls of the emulator (`asm(...)` → `emu::ptx(...)` with the
 //! addresses and sizes of its operands); nothing else in the sources is touched.
@@ -29,6 +33,7 @@ use cocoon_runtime::backend::{AttentionShape, Backend, Batch, KvType, Logits, Ro
 use cocoon_runtime::model::weights::DType;
 use cocoon_runtime::sampling::argmax;
 use cocoon_tests::Rng;
+use sha2::{Digest, Sha256};
 
 /// How long one launch may take before the emulator is taken to be stuck (a deadlock).
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(300);
@@ -210,9 +215,6 @@ fn string_literals(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// Writes the translation unit (emulation header, common.cuh, every .cu file with its asm
-/// rewritten, the kernel table) and compiles it with the runtime; `tsan` adds
-/// ThreadSanitizer. The executable's path, or the compiler's complaint.
 /// How the emulated kernels are built.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Build {
@@ -225,64 +227,130 @@ enum Build {
     Asan,
 }
 
-fn build(kernels: &Path, emu: &Path, out: &Path, kind: Build) -> Result<PathBuf, String> {
+impl Build {
+    /// The compiler's flags for every object and for the link.
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Build::Plain => &["-O2"],
+            Build::Tsan => &["-O1", "-g", "-fsanitize=thread"],
+            Build::Asan => &[
+                "-O1",
+                "-g",
+                "-fsanitize=address,undefined",
+                "-fno-sanitize-recover=all",
+            ],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Build::Plain => "plain",
+            Build::Tsan => "tsan",
+            Build::Asan => "asan",
+        }
+    }
+}
+
+/// Builds the emulator: each .cu file of `kernels` its own translation unit (emulation
+/// headers, common.cuh, the file with its asm rewritten, and the table that registers the
+/// file's kernels, as `kernels/src/source.rs` lists them), the runtime another, then linked.
+/// Objects are kept in `cache` under the SHA-256 of their text, the headers, the compiler and
+/// the flags, so a copy of the sources with one file broken recompiles that file alone. The
+/// executable's path, or the compiler's complaint.
+fn build(
+    kernels: &Path,
+    emu: &Path,
+    out: &Path,
+    cache: &Path,
+    kind: Build,
+) -> Result<PathBuf, String> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-    let mut tu = String::from("#include \"emu.h\"\n#include \"launch.h\"\n");
-    let common = kernels.join("common.cuh");
-    tu += &format!("#line 1 {:?}\n", common.display().to_string());
-    tu += &rewrite_asm(&read(&common)?).map_err(|e| format!("common.cuh: {e}"))?;
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(cache).map_err(|e| format!("{}: {e}", cache.display()))?;
+    let headers = read(&emu.join("emu.h"))? + &read(&emu.join("launch.h"))?;
+    let compile = |name: &str, text: &str| -> Result<PathBuf, String> {
+        let mut h = Sha256::new();
+        for part in [cxx.as_str(), &kind.flags().join(" "), &headers, text] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let object = cache.join(format!("{}.o", hex::encode(h.finalize())));
+        if object.exists() {
+            return Ok(object);
+        }
+        let src = out.join(format!("{name}-{}.cpp", kind.name()));
+        std::fs::write(&src, text).map_err(|e| e.to_string())?;
+        // Written beside its final name and renamed, so that builds side by side never see
+        // half an object.
+        let tmp = object.with_extension(format!("o.{}.{}", std::process::id(), kind.name()));
+        let o = Command::new(&cxx)
+            .args(["-std=c++20", "-pthread", "-w", "-c", "-I"])
+            .arg(emu)
+            .args(kind.flags())
+            .arg(&src)
+            .arg("-o")
+            .arg(&tmp)
+            .output()
+            .map_err(|e| format!("running the C++ compiler: {e}"))?;
+        if !o.status.success() {
+            return Err(format!(
+                "{name} does not compile under the emulation:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+                    .chars()
+                    .take(4000)
+                    .collect::<String>()
+            ));
+        }
+        std::fs::rename(&tmp, &object).map_err(|e| e.to_string())?;
+        Ok(object)
+    };
+    let common =
+        rewrite_asm(&read(&kernels.join("common.cuh"))?).map_err(|e| format!("common.cuh: {e}"))?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(kernels)
         .map_err(|e| format!("{}: {e}", kernels.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "cu"))
         .collect();
     files.sort();
+    let mut objects = vec![compile("runtime", &read(&emu.join("runtime.cpp"))?)?];
     for f in &files {
-        tu += &format!("\n#line 1 {:?}\n", f.display().to_string());
-        tu += &rewrite_asm(&read(f)?).map_err(|e| format!("{}: {e}", f.display()))?;
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        // File names only in #line, so that a copy elsewhere makes the same text.
+        let mut tu = format!(
+            "#include \"emu.h\"\n#include \"launch.h\"\n#line 1 \"common.cuh\"\n{common}\n#line 1 \"{name}\"\n"
+        );
+        tu += &rewrite_asm(&read(f)?).map_err(|e| format!("{name}: {e}"))?;
+        // The file's kernels (`kernels/src/source.rs`), registered with the runtime.
+        let listed = SOURCES
+            .iter()
+            .find(|s| s.file == name)
+            .map_or(&[][..], |s| s.kernels);
+        if !listed.is_empty() {
+            tu += "\n#line 1 \"kernel table\"\nstatic const emu::Entry ENTRIES[] = {\n";
+            for k in listed {
+                tu += &format!("    EMU_ENTRY({k}),\n");
+            }
+            tu += "};\nstatic const emu::Registration REGISTRATION(ENTRIES, sizeof ENTRIES / sizeof ENTRIES[0]);\n";
+        }
+        objects.push(compile(name.trim_end_matches(".cu"), &tu)?);
     }
-    tu += "\n#line 1 \"kernel table\"\nstatic const emu::Entry ENTRIES[] = {\n";
-    // Every kernel the runtime compiles (`kernels/src/source.rs`).
-    for k in SOURCES.iter().flat_map(|s| s.kernels) {
-        tu += &format!("    EMU_ENTRY({k}),\n");
-    }
-    tu += "};\nextern const emu::Entry* emu_entries;\nconst emu::Entry* emu_entries = ENTRIES;\n\
-           extern int emu_entry_count;\nint emu_entry_count = sizeof ENTRIES / sizeof ENTRIES[0];\n";
-    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
-    let src = out.join(match kind {
-        Build::Plain => "kernels.cpp",
-        Build::Tsan => "kernels-tsan.cpp",
-        Build::Asan => "kernels-asan.cpp",
-    });
-    std::fs::write(&src, tu).map_err(|e| e.to_string())?;
-    let exe = out.join(match kind {
-        Build::Plain => "emu",
-        Build::Tsan => "emu-tsan",
-        Build::Asan => "emu-asan",
-    });
-    let mut cmd = Command::new(std::env::var("CXX").unwrap_or_else(|_| "g++".into()));
-    cmd.args(["-std=c++20", "-pthread", "-w", "-I"])
-        .arg(emu)
-        .arg(&src)
-        .arg(emu.join("runtime.cpp"))
+    let exe = out.join(format!("emu-{}", kind.name()));
+    let o = Command::new(&cxx)
+        .arg("-pthread")
+        .args(kind.flags())
+        .args(&objects)
         .arg("-o")
-        .arg(&exe);
-    match kind {
-        Build::Plain => cmd.args(["-O2"]),
-        Build::Tsan => cmd.args(["-O1", "-g", "-fsanitize=thread"]),
-        Build::Asan => cmd.args([
-            "-O1",
-            "-g",
-            "-fsanitize=address,undefined",
-            "-fno-sanitize-recover=all",
-        ]),
-    };
-    let o = cmd
+        .arg(&exe)
         .output()
         .map_err(|e| format!("running the C++ compiler: {e}"))?;
     if !o.status.success() {
         return Err(format!(
-            "the kernels do not compile under the emulation:\n{}",
+            "the emulator does not link:\n{}",
             String::from_utf8_lossy(&o.stderr)
                 .chars()
                 .take(4000)
@@ -479,13 +547,7 @@ impl Checks<'_> {
         let name = format!("{} {name}", self.label);
         match got {
             Ok(g) => self.report.compare(name, &g, want, tol),
-            Err(e) => {
-                println!("{name:<58} FAIL: {e}");
-                self.report.failures += 1;
-                self.report
-                    .kernels
-                    .push(serde_json::json!({"name": name, "pass": false, "error": e}));
-            }
+            Err(e) => self.report.fail(name, &e),
         }
     }
 
@@ -1416,6 +1478,8 @@ fn main() {
     let emu_dir = root.join("kernels/emu");
     let out = std::env::var_os("COCOON_EMU_OUT")
         .map_or_else(|| root.join("target/cuda-emu"), PathBuf::from);
+    let cache = std::env::var_os("COCOON_EMU_CACHE")
+        .map_or_else(|| root.join("target/cuda-emu/objects"), PathBuf::from);
     println!("cuda-emu: kernels from {}", kernels.display());
     let cpu = CpuBackend::new(1).unwrap_or_else(|e| {
         println!("cuda-emu: {e}");
@@ -1424,6 +1488,9 @@ fn main() {
     // COCOON_EMU_SHAPES=small: the small shapes only, on both builds (a quick look at a
     // changed or deliberately broken kernel).
     let quick = std::env::var("COCOON_EMU_SHAPES").is_ok_and(|v| v == "small");
+    // COCOON_EMU_FAIL_FAST=1: the first failed check ends the run (exit 1, with the summary
+    // line), for a quick verdict on a deliberately broken kernel.
+    let fail_fast = std::env::var("COCOON_EMU_FAIL_FAST").is_ok_and(|v| v == "1");
     let mut report = Report::default();
     let mut passed_builds = 0usize;
     let started = std::time::Instant::now();
@@ -1436,14 +1503,7 @@ fn main() {
     let wanted = std::env::var("COCOON_EMU_BUILDS").unwrap_or_else(|_| "plain,tsan,asan".into());
     let builds: Vec<(Build, &str)> = builds
         .into_iter()
-        .filter(|(kind, _)| {
-            let name = match kind {
-                Build::Plain => "plain",
-                Build::Tsan => "tsan",
-                Build::Asan => "asan",
-            };
-            wanted.split(',').any(|w| w.trim() == name)
-        })
+        .filter(|(kind, _)| wanted.split(',').any(|w| w.trim() == kind.name()))
         .collect();
     if builds.is_empty() {
         println!("cuda-emu: COCOON_EMU_BUILDS={wanted:?} names no build (plain, tsan, asan)");
@@ -1455,10 +1515,13 @@ fn main() {
         let handles: Vec<_> = builds
             .iter()
             .map(|&(kind, label)| {
-                let (kernels, emu_dir, out, cpu) = (&kernels, &emu_dir, &out, &cpu);
+                let (kernels, emu_dir, out, cache, cpu) = (&kernels, &emu_dir, &out, &cache, &cpu);
                 scope.spawn(move || {
-                    let mut report = Report::default();
-                    match build(kernels, emu_dir, out, kind) {
+                    let mut report = Report {
+                        stop_at_first_failure: fail_fast.then_some("cuda-emu"),
+                        ..Report::default()
+                    };
+                    match build(kernels, emu_dir, out, cache, kind) {
                         Err(e) => {
                             println!("{label}: {e}");
                             report.failures += 1;
