@@ -105,6 +105,43 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
+// Staging of the prefill GEMMs' tiles (gemm.cu, gemm_sm90.cu), X: [m, k] f32 and W: [n, k]
+// 16-bit, both row-major; columns from `ke` on (the end of a split of k) read as zeros.
+// Four consecutive activations of row `row` from column `col` into v, zeros past row m or
+// column ke: with `vec` (k % 4 == 0, X 16-byte aligned) one 128-bit load, the four wholly
+// inside or wholly outside; else one at a time.
+__device__ __forceinline__ void load_x4(float v[4], const float* X, int row, int col, int m, int k,
+                                        int ke, bool vec) {
+    if (vec) {
+        float4 f = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (row < m && col < ke) f = *reinterpret_cast<const float4*>(X + (long long)row * k + col);
+        v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; e++) v[e] = row < m && col + e < ke ? X[(long long)row * k + col + e] : 0.0f;
+    }
+}
+
+// Eight weights of row `row` from column `col` into shared memory at d (16 bytes), zeros past
+// row n or column ke: with `vec` (k % 8 == 0, W 16-byte aligned: the eight wholly inside or
+// outside) by one cp.async, landing at the next wait; else element by element, at once.
+__device__ __forceinline__ void stage_w8(u32* d, const u16* W, int row, int col, int n, int k, int ke,
+                                         bool vec) {
+    const bool inside = row < n && col < ke;
+    const u16* src = inside ? W + (long long)row * k + col : W;
+    if (vec) {
+        cp_async16(smem_addr(d), src, inside ? 16 : 0);
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int c = col + 2 * e;
+            const u32 lo = row < n && c < ke ? src[2 * e] : 0;
+            const u32 hi = row < n && c + 1 < ke ? src[2 * e + 1] : 0;
+            d[e] = lo | hi << 16;
+        }
+    }
+}
+
 // Four 8×8 matrices of 16-bit elements from shared memory into mma fragments: lanes 8i..8i+7
 // give the addresses of the 8 rows of matrix i; register i of lane l receives row l / 4,
 // elements 2 (l % 4) and 2 (l % 4) + 1 of matrix i (PTX ISA, "ldmatrix").

@@ -71,16 +71,7 @@ __device__ __forceinline__ void load_x(XTile<S>& x, const float* X, int m0, int 
 #pragma unroll
     for (int s = 0; s < S::XS; s++) {
         const int idx = threadIdx.x + s * S::THREADS;
-        const int row = m0 + idx / 8, col = k0 + (idx % 8) * 4;
-        if (vec) {  // k % 4 == 0: the float4 is wholly inside or wholly outside the range
-            float4 f = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (row < m && col < ke) f = *reinterpret_cast<const float4*>(X + (long long)row * k + col);
-            x.v[s][0] = f.x, x.v[s][1] = f.y, x.v[s][2] = f.z, x.v[s][3] = f.w;
-        } else {
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-                x.v[s][e] = row < m && col + e < ke ? X[(long long)row * k + col + e] : 0.0f;
-        }
+        load_x4(x.v[s], X, m0 + idx / 8, k0 + (idx % 8) * 4, m, k, ke, vec);
     }
 }
 
@@ -104,21 +95,8 @@ __device__ __forceinline__ void load_w(u32* Bs, const u16* W, int n0, int n, int
 #pragma unroll
     for (int s = 0; s < S::WS; s++) {
         const int idx = threadIdx.x + s * S::THREADS;
-        const int row = idx / 4, col = k0 + (idx % 4) * 8;
-        u32* d = Bs + row * GEMM_LD32 + (idx % 4) * 4;
-        const bool inside = n0 + row < n && col < ke;
-        const u16* src = inside ? W + (long long)(n0 + row) * k + col : W;
-        if (vec) {
-            cp_async16(smem_addr(d), src, inside ? 16 : 0);
-        } else {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int c = col + 2 * e;
-                const u32 lo = n0 + row < n && c < ke ? src[2 * e] : 0;
-                const u32 hi = n0 + row < n && c + 1 < ke ? src[2 * e + 1] : 0;
-                d[e] = lo | hi << 16;
-            }
-        }
+        const int row = idx / 4;
+        stage_w8(Bs + row * GEMM_LD32 + (idx % 4) * 4, W, n0 + row, k0 + (idx % 4) * 8, n, k, ke, vec);
     }
 }
 

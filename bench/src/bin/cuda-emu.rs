@@ -284,24 +284,14 @@ fn build(
         // Written beside its final name and renamed, so that builds side by side never see
         // half an object.
         let tmp = object.with_extension(format!("o.{}.{}", std::process::id(), kind.name()));
-        let o = Command::new(&cxx)
-            .args(["-std=c++20", "-pthread", "-w", "-c", "-I"])
+        let mut cmd = Command::new(&cxx);
+        cmd.args(["-std=c++20", "-pthread", "-w", "-c", "-I"])
             .arg(emu)
             .args(kind.flags())
             .arg(&src)
             .arg("-o")
-            .arg(&tmp)
-            .output()
-            .map_err(|e| format!("running the C++ compiler: {e}"))?;
-        if !o.status.success() {
-            return Err(format!(
-                "{name} does not compile under the emulation:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-                    .chars()
-                    .take(4000)
-                    .collect::<String>()
-            ));
-        }
+            .arg(&tmp);
+        run_compiler(cmd, &format!("{name} does not compile under the emulation"))?;
         std::fs::rename(&tmp, &object).map_err(|e| e.to_string())?;
         Ok(object)
     };
@@ -340,24 +330,29 @@ fn build(
         objects.push(compile(name.trim_end_matches(".cu"), &tu)?);
     }
     let exe = out.join(format!("emu-{}", kind.name()));
-    let o = Command::new(&cxx)
-        .arg("-pthread")
+    let mut cmd = Command::new(&cxx);
+    cmd.arg("-pthread")
         .args(kind.flags())
         .args(&objects)
         .arg("-o")
-        .arg(&exe)
+        .arg(&exe);
+    run_compiler(cmd, "the emulator does not link")?;
+    Ok(exe)
+}
+
+/// Runs the compiler; on failure, `failure` and the first 4,000 characters of its complaint.
+fn run_compiler(mut cmd: Command, failure: &str) -> Result<(), String> {
+    let o = cmd
         .output()
         .map_err(|e| format!("running the C++ compiler: {e}"))?;
-    if !o.status.success() {
-        return Err(format!(
-            "the emulator does not link:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-                .chars()
-                .take(4000)
-                .collect::<String>()
-        ));
+    if o.status.success() {
+        return Ok(());
     }
-    Ok(exe)
+    let said: String = String::from_utf8_lossy(&o.stderr)
+        .chars()
+        .take(4000)
+        .collect();
+    Err(format!("{failure}:\n{said}"))
 }
 
 // ---------------------------------------------------------------------------------------

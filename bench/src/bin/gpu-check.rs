@@ -701,7 +701,9 @@ fn gemv_alone(g: &Gpu, copy: f64) -> Value {
 /// shape gives the bits of the first, the picked plan run in chunks of 128 rows gives its own
 /// bits, and the wgmma GEMM is within `WGMMA_TOLERANCE` of the `mma.sync` one.
 fn prefill(g: &Gpu) -> (Value, bool) {
-    use cocoon_kernels::shapes::{gemm_plan, gemm_plan_for, GemmPlan, GEMM_TILES, GEMM_WG_TILES};
+    use cocoon_kernels::shapes::{
+        gemm_plan, gemm_plan_for, GemmPlan, GemmTile, GEMM_TILES, GEMM_WG_TILES,
+    };
     use cocoon_kernels::wgmma::WGMMA_TOLERANCE;
     let m = 512;
     let blas = match g.cublas() {
@@ -751,14 +753,21 @@ fn prefill(g: &Gpu) -> (Value, bool) {
         let plan = gemm_plan(m, n, k);
         let t_mma = time(&mut || g.gemm_planned(plan, &x, &w, m, &mut y).unwrap());
         let mma_bits = g.download(&y, 0, m * n).unwrap();
-        let mut tiles = Vec::new();
-        for tile in GEMM_TILES {
-            let plan = GemmPlan { tile, ..plan };
-            let t = time(&mut || g.gemm_planned(plan, &x, &w, m, &mut y).unwrap());
-            let same = g.download(&y, 0, m * n).unwrap() == mma_bits;
-            ok &= same;
-            tiles.push(json!({"tile": format!("{}x{}", tile.bm, tile.bn), "tflops": f / t / 1e12, "same_bits": same}));
-        }
+        // Each of `shapes` in `plan`'s place: its speed, and whether it gives `bits` (all do).
+        let each_tile = |shapes: &[GemmTile], plan: GemmPlan, bits: &[f32]| -> (Vec<Value>, bool) {
+            let (mut out, mut all) = (Vec::new(), true);
+            let mut y = g.alloc(m * n).unwrap();
+            for &tile in shapes {
+                let plan = GemmPlan { tile, ..plan };
+                let t = time(&mut || g.gemm_planned(plan, &x, &w, m, &mut y).unwrap());
+                let same = g.download(&y, 0, m * n).unwrap() == bits;
+                all &= same;
+                out.push(json!({"tile": format!("{}x{}", tile.bm, tile.bn), "tflops": f / t / 1e12, "same_bits": same}));
+            }
+            (out, all)
+        };
+        let (tiles, same) = each_tile(&GEMM_TILES, plan, &mma_bits);
+        ok &= same;
         // The wgmma GEMM beside it, its plan's tile and then each of its tile shapes: within
         // WGMMA_TOLERANCE of the mma.sync bits, and the same bits in every shape.
         let mut wgmma = json!(null);
@@ -775,16 +784,9 @@ fn prefill(g: &Gpu) -> (Value, bool) {
                 }
             });
             let rel = f64::from(diff / scale.max(f32::MIN_POSITIVE));
-            ok &= rel <= WGMMA_TOLERANCE;
             wg += t;
-            let mut wtiles = Vec::new();
-            for tile in GEMM_WG_TILES {
-                let plan = GemmPlan { tile, ..wplan };
-                let t = time(&mut || g.gemm_planned(plan, &x, &w, m, &mut y).unwrap());
-                let same = g.download(&y, 0, m * n).unwrap() == got;
-                ok &= same;
-                wtiles.push(json!({"tile": format!("{}x{}", tile.bm, tile.bn), "tflops": f / t / 1e12, "same_bits": same}));
-            }
+            let (wtiles, same) = each_tile(&GEMM_WG_TILES, wplan, &got);
+            ok &= same && rel <= WGMMA_TOLERANCE;
             wgmma = json!({"tile": format!("{}x{}", wplan.tile.bm, wplan.tile.bn), "tflops": f / t / 1e12,
                 "max_rel_diff_from_mma_sync": rel, "same_bits_as_mma_sync": got == mma_bits, "tiles": wtiles});
         }
