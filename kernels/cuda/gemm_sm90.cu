@@ -1,6 +1,6 @@
 // gemm_sm90.cu — the prefill matrix product on Hopper's warpgroup tensor-core instruction,
 // `wgmma.mma_async` (sm_90a: H100, H200). Same contract as gemm.cu, whose tiles stay the path
-// of every other device (and of this one when the self-test at open fails, kernels/src/gpu.rs):
+// of every other device (and of this one when the check at open fails, kernels/src/wgmma.rs):
 //
 //   Y[i, j] = Σ_c X[i, c] · W[j, c]        X: [m, k] f32, W: [n, k] bf16/f16, Y: [m, n] f32
 //
