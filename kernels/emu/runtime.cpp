@@ -761,13 +761,11 @@ namespace emu {
 void ptx(const char* text, void** outs, const int* out_sizes, int n_out, void** ins,
          const int* in_sizes, int n_in) {
     const std::string what = "PTX `" + std::string(text) + "`";
-    {
-        const std::string t = trim(text);
-        if (t.empty()) return;  // asm volatile("" : "+f"(v)): a compiler barrier only
-        if (t[0] == '{') {
-            const Operands o{outs, out_sizes, n_out, ins, in_sizes, n_in};
-            return ptx_block(t, o, what);
-        }
+    const char* first = text + std::strspn(text, " \t\n");  // no copy: every instruction passes here
+    if (*first == '\0') return;  // asm volatile("" : "+f"(v)): a compiler barrier only
+    if (*first == '{') {
+        const Operands o{outs, out_sizes, n_out, ins, in_sizes, n_in};
+        return ptx_block(trim(text), o, what);
     }
     std::string mnemonic;
     const auto ops = operands(text, mnemonic);
