@@ -41,7 +41,6 @@
 // plain fields and raw pointers only (a library call would be instrumented).
 #define EMU_SCHEDULER __attribute__((no_sanitize("thread")))
 
-
 uint3 threadIdx;
 uint3 blockIdx;
 dim3 blockDim;
